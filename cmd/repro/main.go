@@ -1,0 +1,23 @@
+// Command repro is the front door to repro: information about the
+// installation now, and training, evaluation and each paper's tools as they
+// land. Run `repro help` for the list of commands.
+package main
+
+import (
+	"os"
+
+	"github.com/reprolab/repro/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Main(root(), &cli.Env{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:]))
+}
+
+func root() *cli.Command {
+	return &cli.Command{
+		Name: "repro",
+		Long: `repro turns ML papers into Go packages on libtorch: each paper's model,
+objective and training recipe, run from a TOML config on CPU or CUDA.`,
+		Sub: []*cli.Command{infoCommand()},
+	}
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/reprolab/repro/internal/torchinfo"
+)
+
+// TestMain lets the test binary act as the repro command, so the tests below
+// run it as a real process, with real exit statuses.
+func TestMain(m *testing.M) {
+	if os.Getenv("REPRO_TEST_AS_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func runRepro(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "REPRO_TEST_AS_MAIN=1")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestInfoEndToEnd(t *testing.T) {
+	m, err := torchinfo.ReadManifest()
+	require.NoError(t, err)
+
+	out, stderr, code := runRepro(t, "info")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "libtorch  "+m.Libtorch.Version+" (")
+	assert.Contains(t, out, "ops stubbed")
+	assert.Contains(t, out, "= 30 on cpu", "the tiny tensor check ran")
+	assert.Regexp(t, `threads   \d+ intra-op, \d+ inter-op`, out)
+	if m.Libtorch.Root == "system" {
+		// Debian with libopenblas0-pthread, as the install script sets up.
+		assert.Contains(t, out, "blas      openblas (")
+	}
+
+	js, stderr, code := runRepro(t, "info", "-json")
+	require.Equal(t, 0, code, stderr)
+	var info torchinfo.Info
+	require.NoError(t, json.Unmarshal([]byte(js), &info))
+	assert.Equal(t, m.Libtorch.Version, info.Manifest.Libtorch.Version)
+	assert.Equal(t, len(m.Stubbed), len(info.Manifest.Stubbed))
+	assert.Positive(t, info.Threads)
+}
+
+func TestUsageErrors(t *testing.T) {
+	_, stderr, code := runRepro(t, "frobnicate")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, `unknown command "frobnicate"`)
+
+	_, stderr, code = runRepro(t, "info", "extra")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "info takes no arguments")
+
+	_, stderr, code = runRepro(t, "info", "-bogus")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "-bogus")
+
+	out, _, code := runRepro(t, "help", "info")
+	assert.Equal(t, 0, code)
+	assert.True(t, strings.HasPrefix(out, "usage: repro info"))
+
+	_, stderr, code = runRepro(t)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "info ")
+}
