@@ -28,7 +28,7 @@ func GXXChecker(libtchDir string, lt *Libtorch) (string, bool, error) {
 	if _, err := exec.LookPath(cxx); err != nil {
 		return "", false, ErrNoCompiler
 	}
-	args := []string{"-fsyntax-only", "-w", "-std=c++17",
+	args := []string{"-fsyntax-only", "-w", "-std=" + lt.CXXStd,
 		fmt.Sprintf("-D_GLIBCXX_USE_CXX11_ABI=%d", lt.CXX11ABI), "-I" + libtchDir}
 	for _, d := range lt.IncludeDirs {
 		args = append(args, "-I"+d)

@@ -23,6 +23,9 @@ type Libtorch struct {
 	IncludeDirs   []string `json:"include_dirs"`
 	LibDir        string   `json:"lib_dir"`
 	CUDA          bool     `json:"cuda"`
+	// CXXStd is the -std= value: gotch needs C++17, and a libtorch whose
+	// headers demand a newer standard gets that.
+	CXXStd string `json:"cxx_std"`
 	// CXX11ABI is the value of _GLIBCXX_USE_CXX11_ABI the library was built
 	// with. A mismatch links but fails at run time on std::string symbols.
 	CXX11ABI int `json:"cxx11_abi"`
@@ -102,6 +105,7 @@ func (lt *Libtorch) checkFiles() error {
 }
 
 func (lt *Libtorch) detectLibs() error {
+	lt.CXXStd = requiredStd(lt.IncludeDirs[len(lt.IncludeDirs)-1])
 	_, err := os.Stat(filepath.Join(lt.LibDir, "libtorch_cuda.so"))
 	lt.CUDA = err == nil
 	abi, err := DetectCXX11ABI(filepath.Join(lt.LibDir, "libc10.so"))
@@ -131,6 +135,29 @@ func DetectCXX11ABI(lib string) (int, error) {
 		}
 	}
 	return 0, nil
+}
+
+var cplusplusRE = regexp.MustCompile(`__cplusplus < (\d{6})L`)
+
+// requiredStd reads the standard libtorch's umbrella headers insist on
+// ("#if __cplusplus < 201703L #error ..."), never below gotch's C++17.
+func requiredStd(apiInclude string) string {
+	std := "c++17"
+	for _, h := range []string{"torch/torch.h", "torch/all.h"} {
+		b, err := os.ReadFile(filepath.Join(apiInclude, h))
+		if err != nil {
+			continue
+		}
+		for _, m := range cplusplusRE.FindAllSubmatch(b, -1) {
+			switch v := string(m[1]); {
+			case v > "202002":
+				std = "c++23"
+			case v > "201703" && std != "c++23":
+				std = "c++20"
+			}
+		}
+	}
+	return std
 }
 
 var pyVersionRE = regexp.MustCompile(`(?m)^__version__\s*=\s*['"]([^'"]+)['"]`)

@@ -62,6 +62,16 @@ func TestDetectDirZipAndHeader(t *testing.T) {
 	assert.Equal(t, "torch/version.h", lt.VersionSource)
 }
 
+func TestRequiredStd(t *testing.T) {
+	dir := t.TempDir()
+	assert.Equal(t, "c++17", requiredStd(dir), "no header: gotch's own minimum")
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "torch"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "torch/torch.h"), []byte("#if !defined(_MSC_VER) && __cplusplus < 201402L\n#error C++14\n#endif\n"), 0o644))
+	assert.Equal(t, "c++17", requiredStd(dir), "C++14 headers still get gotch's C++17")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "torch/all.h"), []byte("#if !defined(_MSC_VER) && __cplusplus < 202002L\n#error C++20\n#endif\n"), 0o644))
+	assert.Equal(t, "c++20", requiredStd(dir))
+}
+
 func TestDetectDirErrorsNameWhatIsMissing(t *testing.T) {
 	_, err := DetectDir(t.TempDir())
 	require.Error(t, err)

@@ -28,7 +28,7 @@ const GotchVersion = "v0.9.1"
 
 // toolVersion changes whenever what Prepare writes changes, so copies
 // prepared by an older repro are rebuilt.
-const toolVersion = "1"
+const toolVersion = "2"
 
 // PristineDir holds the untouched module files inside the copy. It starts
 // with a dot so the go command ignores it.
@@ -237,9 +237,9 @@ package libtch
 // #cgo LDFLAGS: -L%s -Wl,-rpath,%s -Wl,--no-as-needed %s -lstdc++
 // #cgo CFLAGS: -I${SRCDIR} -O3 -Wall -Wno-unused-variable -Wno-deprecated-declarations -Wno-c++11-narrowing -Wno-sign-compare -Wno-unused-function
 // #cgo CFLAGS: %s
-// #cgo CXXFLAGS: -std=c++17 -I${SRCDIR} %s -O2 -w %s
+// #cgo CXXFLAGS: -std=%s -I${SRCDIR} %s -O2 -w %s
 import "C"
-`, lt.Version, deviceOf(lt), lt.LibDir, lt.LibDir, libs, abi, strings.Join(inc, " "), abi)
+`, lt.Version, deviceOf(lt), lt.LibDir, lt.LibDir, libs, abi, lt.CXXStd, strings.Join(inc, " "), abi)
 }
 
 func manifestGo(js []byte) string {

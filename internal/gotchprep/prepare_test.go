@@ -58,7 +58,7 @@ func fakeChecker(missing ...string) (Checker, *int) {
 func testLibtorch(version string) *Libtorch {
 	return &Libtorch{Root: "/opt/libtorch", Version: version, VersionSource: "build-version",
 		IncludeDirs: []string{"/opt/libtorch/include", "/opt/libtorch/include/torch/csrc/api/include"},
-		LibDir:      "/opt/libtorch/lib", CXX11ABI: 1}
+		LibDir:      "/opt/libtorch/lib", CXX11ABI: 1, CXXStd: "c++17"}
 }
 
 func TestPrepareStubsWhatFailsAndRecordsIt(t *testing.T) {
@@ -82,6 +82,7 @@ func TestPrepareStubsWhatFailsAndRecordsIt(t *testing.T) {
 	lib := readFile(t, dest, "libtch/lib.go")
 	assert.Contains(t, lib, "-L/opt/libtorch/lib -Wl,-rpath,/opt/libtorch/lib")
 	assert.Contains(t, lib, "-D_GLIBCXX_USE_CXX11_ABI=1")
+	assert.Contains(t, lib, "-std=c++17 ")
 	assert.NotContains(t, lib, "torch_cuda")
 
 	m, err := ReadManifest(dest)
