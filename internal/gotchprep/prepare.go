@@ -48,6 +48,7 @@ type Manifest struct {
 	Gotch        string    `json:"gotch"`
 	Libtorch     *Libtorch `json:"libtorch"`
 	Device       string    `json:"device"` // "cpu" or "cuda"
+	Patches      []string  `json:"patches"`
 	Stubbed      []string  `json:"stubbed_ops"`
 	CompilerPass int       `json:"compiler_passes"`
 }
@@ -62,6 +63,7 @@ type Options struct {
 	Source   string    // gotch's module directory; needed only if Dest has no pristine files
 	Libtorch *Libtorch // what to prepare for
 	Check    Checker   // how to find failing wrappers
+	Patches  []Patch   // applied to the pristine files first; see Patches
 	Log      io.Writer // progress messages
 }
 
@@ -97,7 +99,7 @@ func Prepare(opts Options) (*Result, error) {
 		}
 	}
 
-	key, err := manifestKey(opts.Libtorch)
+	key, err := manifestKey(opts.Libtorch, opts.Patches)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +111,14 @@ func Prepare(opts Options) (*Result, error) {
 	// The manifest goes first so an interrupted preparation is redone.
 	os.Remove(filepath.Join(opts.Dest, ManifestFile))
 	if err := resetFromPristine(opts.Dest); err != nil {
+		return nil, err
+	}
+	var patchNames []string
+	for _, p := range opts.Patches {
+		logf("patch %s: %s", p.Name, p.Reason)
+		patchNames = append(patchNames, p.Name)
+	}
+	if err := applyPatches(opts.Dest, opts.Patches); err != nil {
 		return nil, err
 	}
 	libtch := filepath.Join(opts.Dest, "libtch")
@@ -166,6 +176,7 @@ func Prepare(opts Options) (*Result, error) {
 		Gotch:        GotchVersion,
 		Libtorch:     opts.Libtorch,
 		Device:       deviceOf(opts.Libtorch),
+		Patches:      append([]string{}, patchNames...),
 		Stubbed:      sortedKeys(stubbed),
 		CompilerPass: passes,
 	}
@@ -205,13 +216,13 @@ func deviceOf(lt *Libtorch) string {
 	return "cpu"
 }
 
-func manifestKey(lt *Libtorch) (string, error) {
+func manifestKey(lt *Libtorch, patches []Patch) (string, error) {
 	js, err := json.Marshal(lt)
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "gotch %s\ntool %s\n", GotchVersion, toolVersion)
+	fmt.Fprintf(h, "gotch %s\ntool %s\npatches %s\n", GotchVersion, toolVersion, patchesDigest(patches))
 	h.Write(js)
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

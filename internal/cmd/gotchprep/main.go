@@ -34,7 +34,7 @@ func main() {
 	}
 	res, err := gotchprep.Prepare(gotchprep.Options{
 		Dest: *dest, Source: *source, Libtorch: lt,
-		Check: gotchprep.GXXChecker, Log: os.Stdout,
+		Check: gotchprep.GXXChecker, Patches: gotchprep.Patches, Log: os.Stdout,
 	})
 	if err != nil {
 		fail(err)
@@ -44,8 +44,8 @@ func main() {
 	if res.Unchanged {
 		state = "already prepared, nothing changed"
 	}
-	fmt.Printf("gotch %s in %s: %s for libtorch %s (%s, C++11 ABI %d, from %s); %d ops stubbed\n",
-		m.Gotch, *dest, state, m.Libtorch.Version, m.Device, m.Libtorch.CXX11ABI, m.Libtorch.VersionSource, len(m.Stubbed))
+	fmt.Printf("gotch %s in %s: %s for libtorch %s (%s, C++11 ABI %d, from %s); patches: %s; %d ops stubbed\n",
+		m.Gotch, *dest, state, m.Libtorch.Version, m.Device, m.Libtorch.CXX11ABI, m.Libtorch.VersionSource, strings.Join(m.Patches, ", "), len(m.Stubbed))
 	if len(m.Stubbed) > 0 && !res.Unchanged {
 		fmt.Printf("stubbed (calling one returns an error naming it): %s\n", strings.Join(m.Stubbed, " "))
 	}

@@ -1,0 +1,207 @@
+package gotchprep
+
+import (
+	"crypto/sha256"
+	"embed"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// overlay holds whole files added to the copy; "x.go.in" becomes "x.go".
+// They are not named .go here, since they belong to gotch's packages.
+//
+//go:embed overlay
+var overlay embed.FS
+
+// patchSource is this file, so that editing any patch changes the digest.
+//
+//go:embed patches.go
+var patchSource string
+
+// A Patch is one reviewed change to the gotch copy, applied to the pristine
+// files before stubbing. Each says why it exists and what it was measured
+// to do; each fails loudly when gotch's text is not what it expects.
+type Patch struct {
+	Name   string
+	Reason string
+	Apply  func(root string) error
+}
+
+// Patches are applied in order.
+var Patches = []Patch{
+	{
+		Name: "overlay",
+		Reason: "adds repro's files to gotch: deterministic tensor lifetime (ts.Scope, ts.LiveTensors) " +
+			"and the libtch helpers they need",
+		Apply: applyOverlay,
+	},
+	{
+		Name: "tensor-lifetime",
+		Reason: "drops the 100 KB ballast, global mutex, name map and Sprintf that stock gotch spends on every " +
+			"tensor and scalar (replaced by repro_lifetime.go); frees a tensor's handle exactly once",
+		Apply: func(root string) error {
+			return editFiles(root, []edit{
+				{"ts/tensor.go", removeFunc("func newTensor(")},
+				{"ts/tensor.go", removeFunc("func freeCTensor(")},
+				{"ts/tensor.go", removeFunc("func CheckCMemLeak(")},
+				{"ts/tensor.go", replace("type bigStruct struct {\n\tlots [1e5]byte // 100k - always on host memory.\n}\n", "", 1)},
+				{"ts/tensor.go", replace("\td          *bigStruct\n", "\ttracked    bool // owned by the finalizer, not a Scope\n\tkept       bool // exempt from its Scope's Close\n", 1)},
+				{"ts/scalar.go", removeFunc("func newScalar(")},
+				{"ts/scalar.go", removeFunc("func freeCScalar(")},
+				{"ts/scalar.go", replace("\t\"log\"\n\t\"runtime\"\n\t\"sync/atomic\"\n\n\t\"github.com/sugarme/gotch\"\n", "\n", 1)},
+				{"ts/tensor.go", replace("\t\"sync/atomic\"\n", "", 1)},
+				{"libtch/torch_api.cpp", appendText(nbytesCpp)},
+			})
+		},
+	},
+	{
+		Name: "op-handles",
+		Reason: "every op got its output pointers from C.malloc(0), never freed (a leak per op) and too small " +
+			"for ops with more than three outputs (a heap overflow); in-place ops replaced the tensor's C++ " +
+			"handle without deleting the old one (a leak per in-place op, and a reference that kept the storage alive)",
+		Apply: func(root string) error {
+			return editFiles(root, []edit{
+				{"ts/tensor-generated.go", replace("(*lib.Ctensor)(unsafe.Pointer(C.malloc(0)))", "outBuf()", 2447)},
+				{"ts/tensor-generated.go", replace("\n  ts.ctensor = *ptr\n", "\n  lib.AtFree(ts.ctensor)\n  ts.ctensor = *ptr\n", 260)},
+				// Float64Values converted to float64 and never freed the copy.
+				{"ts/tensor.go", replace("\t// float64Ts.MustDrop()\n", "\tfloat64Ts.MustDrop()\n", 1)},
+			})
+		},
+	},
+}
+
+const nbytesCpp = `
+// Added by repro (patch "tensor-lifetime").
+extern "C" int64_t at_repro_nbytes(tensor t) {
+  try {
+    return t->defined() ? (int64_t)t->nbytes() : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+`
+
+// patchesDigest identifies a patch set, so a change to any patch or
+// overlay file re-prepares copies made before it.
+func patchesDigest(patches []Patch) string {
+	h := sha256.New()
+	if len(patches) == 0 {
+		return "none"
+	}
+	h.Write([]byte(patchSource))
+	for _, p := range patches {
+		fmt.Fprintf(h, "%s\n%s\n", p.Name, p.Reason)
+	}
+	fs.WalkDir(overlay, "overlay", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := overlay.ReadFile(p)
+			fmt.Fprintf(h, "%s %d\n", p, len(b))
+			h.Write(b)
+		}
+		return nil
+	})
+	return fmt.Sprintf("%x", h.Sum(nil))[:16]
+}
+
+func applyPatches(root string, patches []Patch) error {
+	for _, p := range patches {
+		if err := p.Apply(root); err != nil {
+			return fmt.Errorf("gotch patch %q: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+func applyOverlay(root string) error {
+	return fs.WalkDir(overlay, "overlay", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel := strings.TrimSuffix(strings.TrimPrefix(p, "overlay/"), ".in")
+		b, err := overlay.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(root, rel)
+		if _, err := os.Stat(dst); err == nil {
+			return fmt.Errorf("overlay file %s would replace gotch's own %s", p, rel)
+		}
+		return os.WriteFile(dst, b, 0o644)
+	})
+}
+
+type edit struct {
+	file string
+	fn   func(src string) (string, error)
+}
+
+func editFiles(root string, edits []edit) error {
+	for _, e := range edits {
+		p := filepath.Join(root, e.file)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out, err := e.fn(string(b))
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.file, err)
+		}
+		if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replace swaps old for new, insisting on exactly want occurrences (any
+// number but zero when want is -1).
+func replace(old, new string, want int) func(string) (string, error) {
+	return func(src string) (string, error) {
+		n := strings.Count(src, old)
+		if (want >= 0 && n != want) || (want < 0 && n == 0) {
+			return "", fmt.Errorf("expected %d occurrences of %q, found %d: gotch is not the version these patches were written for", want, firstLine(old), n)
+		}
+		return strings.ReplaceAll(src, old, new), nil
+	}
+}
+
+// removeFunc deletes a top-level function, from its signature at the start
+// of a line to the first closing brace at the start of a line, and any doc
+// comment directly above it.
+func removeFunc(signature string) func(string) (string, error) {
+	return func(src string) (string, error) {
+		start := strings.Index(src, "\n"+signature)
+		if start < 0 {
+			return "", fmt.Errorf("function %q not found", signature)
+		}
+		start++
+		end := strings.Index(src[start:], "\n}\n")
+		if end < 0 {
+			return "", fmt.Errorf("end of function %q not found", signature)
+		}
+		end += start + len("\n}\n")
+		for { // doc comment lines directly above
+			prev := strings.LastIndex(src[:start-1], "\n") + 1
+			if !strings.HasPrefix(src[prev:start], "//") {
+				break
+			}
+			start = prev
+		}
+		return src[:start] + src[end:], nil
+	}
+}
+
+func appendText(text string) func(string) (string, error) {
+	return func(src string) (string, error) { return src + text, nil }
+}
+
+func firstLine(s string) string {
+	s = strings.TrimLeft(s, "\n")
+	if i := strings.Index(s, "\n"); i >= 0 {
+		return s[:i] + "..."
+	}
+	return s
+}
