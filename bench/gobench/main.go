@@ -1,0 +1,180 @@
+// Command gobench runs one benchmark workload through gotch and prints one
+// JSON line: the median seconds per iteration and the peak RSS. Its twin,
+// bench/torch_bench.py, runs the same work in PyTorch on the same libtorch;
+// scripts/bench_vs_pytorch.sh runs both and prints the comparison.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/nn"
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/reprolab/repro/internal/memstat"
+)
+
+type result struct {
+	Workload string  `json:"workload"`
+	Impl     string  `json:"impl"`
+	Device   string  `json:"device"`
+	Median   float64 `json:"median_s"`
+	PeakRSS  int64   `json:"peak_rss"`
+	Check    float64 `json:"check"` // a number the work produced, so it cannot be skipped
+}
+
+func main() {
+	workload := flag.String("workload", "smallop", "smallop | mlp | encoder")
+	device := flag.String("device", "cpu", "cpu | cuda")
+	reps := flag.Int("reps", 7, "timed repetitions; the median is reported")
+	flag.Parse()
+
+	dev := gotch.CPU
+	if *device == "cuda" {
+		dev = gotch.CudaBuilder(0)
+	}
+	ts.ManualSeed(0)
+
+	var iter func() float64 // runs one timed repetition, returns seconds per iteration
+	var check float64
+	switch *workload {
+	case "smallop":
+		iter = smallOp(dev, &check)
+	case "mlp":
+		iter = trainStep(dev, &check, newMLP)
+	case "encoder":
+		iter = trainStep(dev, &check, newEncoder)
+	default:
+		fmt.Fprintf(os.Stderr, "gobench: unknown workload %q\n", *workload)
+		os.Exit(2)
+	}
+	iter() // warm-up
+	times := make([]float64, *reps)
+	for i := range times {
+		times[i] = iter()
+	}
+	sort.Float64s(times)
+	peak, _ := memstat.PeakRSS()
+	json.NewEncoder(os.Stdout).Encode(result{*workload, "go", *device, times[len(times)/2], peak, check})
+}
+
+func sync(dev gotch.Device, x *ts.Tensor) float64 {
+	v := x.Float64Values()[0] // a device-to-host copy waits for the device
+	return v
+}
+
+// smallOp: adds of two 16-float tensors, each result freed at once.
+func smallOp(dev gotch.Device, check *float64) func() float64 {
+	a := ts.MustOnes([]int64{16}, gotch.Float, dev)
+	b := ts.MustOnes([]int64{16}, gotch.Float, dev)
+	const n = 20000
+	return func() float64 {
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			c := a.MustAdd(b, false)
+			c.MustDrop()
+		}
+		*check = sync(dev, a)
+		return time.Since(start).Seconds() / n
+	}
+}
+
+type model interface {
+	forward(x *ts.Tensor) *ts.Tensor
+}
+
+// trainStep: forward, MSE loss, backward and an AdamW step, in a scope.
+func trainStep(dev gotch.Device, check *float64, build func(*nn.Path, gotch.Device) (model, []int64, []int64)) func() float64 {
+	vs := nn.NewVarStore(dev)
+	m, inShape, outShape := build(vs.Root(), dev)
+	opt, err := nn.DefaultAdamWConfig().Build(vs, 1e-4)
+	if err != nil {
+		panic(err)
+	}
+	x := ts.MustRandn(inShape, gotch.Float, dev)
+	y := ts.MustRandn(outShape, gotch.Float, dev)
+	steps := 5
+	if dev.IsCuda() {
+		steps = 50
+	}
+	return func() float64 {
+		start := time.Now()
+		for i := 0; i < steps; i++ {
+			s := ts.NewScope()
+			loss := m.forward(x).MustMseLoss(y, 1, true)
+			if err := opt.BackwardStep(loss); err != nil {
+				panic(err)
+			}
+			if i == steps-1 {
+				*check = sync(dev, loss)
+			}
+			s.Close()
+		}
+		return time.Since(start).Seconds() / float64(steps)
+	}
+}
+
+// linear is nn.Linear with PyTorch's initialisation, U(±1/sqrt(in)): gotch's
+// default KaimingUniform draws weights about 13x larger, and a diverging
+// model would not be the same work as PyTorch's.
+func linear(p *nn.Path, in, out int64) *nn.Linear {
+	c := nn.DefaultLinearConfig()
+	bound := 1 / math.Sqrt(float64(in))
+	c.WsInit = nn.NewUniformInit(-bound, bound)
+	return nn.NewLinear(p, in, out, c)
+}
+
+// mlp: 512x1024 -> 4096 -> 1024 -> 1024 with ReLU.
+type mlp struct{ l1, l2, l3 *nn.Linear }
+
+func newMLP(p *nn.Path, dev gotch.Device) (model, []int64, []int64) {
+	return &mlp{linear(p.Sub("l1"), 1024, 4096), linear(p.Sub("l2"), 4096, 1024), linear(p.Sub("l3"), 1024, 1024)},
+		[]int64{512, 1024}, []int64{512, 1024}
+}
+
+func (m *mlp) forward(x *ts.Tensor) *ts.Tensor {
+	h := m.l1.Forward(x).MustRelu(true)
+	h = m.l2.Forward(h).MustRelu(true)
+	return m.l3.Forward(h)
+}
+
+// encoder: one post-norm transformer encoder layer as PyTorch's
+// nn.TransformerEncoderLayer(256, 4, 1024, dropout=0, batch_first=True):
+// batch 32, sequence 128, width 256, 4 heads, ReLU feed-forward.
+type encoder struct {
+	qkv, out, ff1, ff2 *nn.Linear
+	ln1, ln2           *nn.LayerNorm
+	heads, d           int64
+}
+
+func newEncoder(p *nn.Path, dev gotch.Device) (model, []int64, []int64) {
+	const d = 256
+	e := &encoder{
+		qkv: linear(p.Sub("qkv"), d, 3*d), out: linear(p.Sub("out"), d, d),
+		ff1: linear(p.Sub("ff1"), d, 1024), ff2: linear(p.Sub("ff2"), 1024, d),
+		ln1: nn.NewLayerNorm(p.Sub("ln1"), []int64{d}, nn.DefaultLayerNormConfig()),
+		ln2: nn.NewLayerNorm(p.Sub("ln2"), []int64{d}, nn.DefaultLayerNormConfig()),
+		heads: 4, d: d,
+	}
+	return e, []int64{32, 128, d}, []int64{32, 128, d}
+}
+
+func (e *encoder) forward(x *ts.Tensor) *ts.Tensor {
+	b, l, hd := int64(32), int64(128), e.d/e.heads
+	qkv := e.qkv.Forward(x).MustView([]int64{b, l, 3, e.heads, hd}, true).MustPermute([]int64{2, 0, 3, 1, 4}, true)
+	q, k, v := qkv.MustSelect(0, 0, false), qkv.MustSelect(0, 1, false), qkv.MustSelect(0, 2, false)
+	// PyTorch 1.13 scales q, not the larger score matrix.
+	q = q.MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
+	att := q.MustMatmul(k.MustTranspose(-2, -1, false), false)
+	att = att.MustSoftmax(-1, gotch.Float, true)
+	o := att.MustMatmul(v, true).MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{b, l, e.d}, true)
+	h := e.ln1.Forward(x.MustAdd(e.out.Forward(o), false))
+	f := e.ff2.Forward(e.ff1.Forward(h).MustRelu(true))
+	return e.ln2.Forward(h.MustAdd(f, false))
+}

@@ -1,0 +1,79 @@
+"""PyTorch twin of bench/gobench: the same workloads on the same libtorch.
+
+Prints one JSON line: median seconds per iteration and peak RSS.
+Run by scripts/bench_vs_pytorch.sh; needs torch (Debian: python3-torch).
+"""
+import argparse
+import json
+import resource
+import time
+
+import torch
+from torch import nn
+
+p = argparse.ArgumentParser()
+p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder"])
+p.add_argument("--device", default="cpu")
+p.add_argument("--reps", type=int, default=7)
+args = p.parse_args()
+dev = torch.device("cuda:0" if args.device == "cuda" else "cpu")
+torch.manual_seed(0)
+check = [0.0]
+
+
+def sync(x):
+    return x.reshape(-1)[0].item()  # a device-to-host copy waits for the device
+
+
+def small_op():
+    a = torch.ones(16, device=dev)
+    b = torch.ones(16, device=dev)
+    n = 20000
+
+    def run():
+        start = time.perf_counter()
+        for _ in range(n):
+            c = a + b
+            del c
+        check[0] = sync(a)
+        return (time.perf_counter() - start) / n
+
+    return run
+
+
+def train_step(model, in_shape, out_shape):
+    model = model.to(dev)
+    # gotch's AdamW is libtorch's C++ one with these defaults: lr 1e-4, betas (0.9, 0.999), wd 0.01
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    x = torch.randn(in_shape, device=dev)
+    y = torch.randn(out_shape, device=dev)
+    steps = 50 if dev.type == "cuda" else 5
+
+    def run():
+        start = time.perf_counter()
+        for i in range(steps):
+            loss = nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i == steps - 1:
+                check[0] = sync(loss)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+if args.workload == "smallop":
+    run = small_op()
+elif args.workload == "mlp":
+    run = train_step(nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024), nn.ReLU(),
+                                   nn.Linear(1024, 1024)), (512, 1024), (512, 1024))
+else:
+    layer = nn.TransformerEncoderLayer(256, 4, dim_feedforward=1024, dropout=0.0, batch_first=True)
+    run = train_step(layer, (32, 128, 256), (32, 128, 256))
+
+run()  # warm-up
+times = sorted(run() for _ in range(args.reps))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"workload": args.workload, "impl": "pytorch", "device": args.device,
+                  "median_s": times[len(times) // 2], "peak_rss": peak, "check": check[0]}))

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs each benchmark workload through gotch (bench/gobench) and through PyTorch (bench/torch_bench.py)
+# on the same libtorch, in turn, RUNS times each, and prints a table of medians, the Go/PyTorch ratio
+# and the peak RSS of each. The last line is "worst ratio: X (workload)".
+#
+#   scripts/bench_vs_pytorch.sh [--device cpu|cuda] [--runs N] [--workloads "smallop mlp encoder"]
+#
+# Python: $PYTHON, else /usr/bin/python3 (Debian's python3-torch; install it with
+# REPRO_DEV=1 scripts/install_libtorch.sh), else python3. Raw results go to $BENCH_OUT if set.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+device=cpu runs=3 workloads="smallop mlp encoder"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) device=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --workloads) workloads=$2; shift 2 ;;
+    *) echo "usage: $0 [--device cpu|cuda] [--runs N] [--workloads LIST]" >&2; exit 2 ;;
+  esac
+done
+py=${PYTHON:-}
+if [ -z "$py" ]; then
+  if /usr/bin/python3 -c 'import torch' 2>/dev/null; then py=/usr/bin/python3; else py=python3; fi
+fi
+"$py" -c 'import torch' 2>/dev/null || { echo "bench_vs_pytorch: $py has no torch; on Debian run REPRO_DEV=1 scripts/install_libtorch.sh" >&2; exit 1; }
+
+bin=$(mktemp -d)/gobench
+go build -o "$bin" ./bench/gobench
+out=${BENCH_OUT:-$(mktemp)}
+: > "$out"
+for w in $workloads; do
+  for r in $(seq "$runs"); do
+    echo "bench: $w run $r/$runs" >&2
+    "$bin" -workload "$w" -device "$device" >> "$out"
+    "$py" bench/torch_bench.py --workload "$w" --device "$device" >> "$out"
+  done
+done
+"$py" - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+order = []
+for r in rows:
+    if r["workload"] not in order:
+        order.append(r["workload"])
+def fmt(s):
+    return f"{s*1e6:.2f} us" if s < 1e-3 else f"{s*1e3:.2f} ms"
+print(f"{'workload':<10} {'device':<6} {'Go median':>12} {'PyTorch median':>15} {'ratio':>7} {'Go peak RSS':>12} {'PyTorch peak RSS':>17}")
+worst = (0, "")
+for w in order:
+    go = [r for r in rows if r["workload"] == w and r["impl"] == "go"]
+    pt = [r for r in rows if r["workload"] == w and r["impl"] == "pytorch"]
+    gm = statistics.median(r["median_s"] for r in go)
+    pm = statistics.median(r["median_s"] for r in pt)
+    grss = max(r["peak_rss"] for r in go) / 2**20
+    prss = max(r["peak_rss"] for r in pt) / 2**20
+    ratio = gm / pm
+    worst = max(worst, (ratio, w))
+    print(f"{w:<10} {go[0]['device']:<6} {fmt(gm):>12} {fmt(pm):>15} {ratio:>7.2f} {grss:>9.0f} MiB {prss:>14.0f} MiB")
+print(f"worst ratio: {worst[0]:.2f} ({worst[1]})")
+PY
