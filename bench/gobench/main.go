@@ -158,8 +158,8 @@ func newEncoder(p *nn.Path, dev gotch.Device) (model, []int64, []int64) {
 	e := &encoder{
 		qkv: linear(p.Sub("qkv"), d, 3*d), out: linear(p.Sub("out"), d, d),
 		ff1: linear(p.Sub("ff1"), d, 1024), ff2: linear(p.Sub("ff2"), 1024, d),
-		ln1: nn.NewLayerNorm(p.Sub("ln1"), []int64{d}, nn.DefaultLayerNormConfig()),
-		ln2: nn.NewLayerNorm(p.Sub("ln2"), []int64{d}, nn.DefaultLayerNormConfig()),
+		ln1:   nn.NewLayerNorm(p.Sub("ln1"), []int64{d}, nn.DefaultLayerNormConfig()),
+		ln2:   nn.NewLayerNorm(p.Sub("ln2"), []int64{d}, nn.DefaultLayerNormConfig()),
 		heads: 4, d: d,
 	}
 	return e, []int64{32, 128, d}, []int64{32, 128, d}
