@@ -57,6 +57,25 @@ func TestScopesNest(t *testing.T) {
 	assert.Equal(t, before, ts.LiveTensors(), "the outer scope frees what the inner one kept")
 }
 
+func TestKeepIgnoresTensorsTheScopeDoesNotOwn(t *testing.T) {
+	before := ts.LiveTensors()
+	outer := ts.NewScope()
+	x := ones(t, 2)
+	inner := ts.NewScope()
+	inner.Keep(x) // x belongs to outer: keeping it here must not let it escape outer
+	inner.Close()
+	outer.Close()
+	assert.Equal(t, before, ts.LiveTensors(), "outer still frees x")
+
+	free := ones(t, 2) // no scope: the finalizer owns it
+	s := ts.NewScope()
+	s.Keep(free, nil)
+	s.Close()
+	assert.Equal(t, []float64{1, 1}, free.Float64Values())
+	require.NoError(t, free.Drop())
+	assert.Equal(t, before, ts.LiveTensors())
+}
+
 func TestScopeLeavesOtherGoroutinesTensorsAlone(t *testing.T) {
 	before := ts.LiveTensors()
 	s := ts.NewScope()

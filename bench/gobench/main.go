@@ -64,10 +64,8 @@ func main() {
 	json.NewEncoder(os.Stdout).Encode(result{*workload, "go", *device, times[len(times)/2], peak, check})
 }
 
-func sync(dev gotch.Device, x *ts.Tensor) float64 {
-	v := x.Float64Values()[0] // a device-to-host copy waits for the device
-	return v
-}
+// sync reads one value back, which waits for the device to finish.
+func sync(x *ts.Tensor) float64 { return x.Float64Values()[0] }
 
 // smallOp: adds of two 16-float tensors, each result freed at once.
 func smallOp(dev gotch.Device, check *float64) func() float64 {
@@ -80,7 +78,7 @@ func smallOp(dev gotch.Device, check *float64) func() float64 {
 			c := a.MustAdd(b, false)
 			c.MustDrop()
 		}
-		*check = sync(dev, a)
+		*check = sync(a)
 		return time.Since(start).Seconds() / n
 	}
 }
@@ -112,7 +110,7 @@ func trainStep(dev gotch.Device, check *float64, build func(*nn.Path, gotch.Devi
 				panic(err)
 			}
 			if i == steps-1 {
-				*check = sync(dev, loss)
+				*check = sync(loss)
 			}
 			s.Close()
 		}

@@ -48,6 +48,7 @@ func TestInfoEndToEnd(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "libtorch  "+m.Libtorch.Version+" (")
 	assert.Contains(t, out, "ops stubbed")
+	assert.Contains(t, out, "patches: overlay, tensor-lifetime, op-handles")
 	assert.Contains(t, out, "= 30 on cpu", "the tiny tensor check ran")
 	assert.Regexp(t, `threads   \d+ intra-op, \d+ inter-op`, out)
 	if m.Libtorch.Root == "system" {

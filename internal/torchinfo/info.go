@@ -20,8 +20,9 @@ import (
 // Manifest is what scripts/install_libtorch.sh recorded when it prepared
 // gotch, compiled into the binary.
 type Manifest struct {
-	Gotch    string `json:"gotch"`
-	Device   string `json:"device"`
+	Gotch    string   `json:"gotch"`
+	Device   string   `json:"device"`
+	Patches  []string `json:"patches"`
 	Libtorch struct {
 		Root          string `json:"root"`
 		Version       string `json:"version"`
@@ -175,7 +176,7 @@ func (info *Info) Print(w io.Writer) {
 	m := info.Manifest
 	fmt.Fprintf(w, "libtorch  %s (%s build, version from %s, C++11 ABI %d)\n", m.Libtorch.Version, m.Device, m.Libtorch.VersionSource, m.Libtorch.CXX11ABI)
 	fmt.Fprintf(w, "          %s\n", m.Libtorch.LibDir)
-	fmt.Fprintf(w, "gotch     %s, prepared copy with %d ops stubbed for this libtorch\n", m.Gotch, len(m.Stubbed))
+	fmt.Fprintf(w, "gotch     %s, prepared copy with %d ops stubbed for this libtorch; patches: %s\n", m.Gotch, len(m.Stubbed), strings.Join(m.Patches, ", "))
 	if info.CUDAAvailable {
 		fmt.Fprintf(w, "cuda      available: %d device(s), cuDNN %v\n", info.CUDADevices, info.CuDNN)
 	} else {
