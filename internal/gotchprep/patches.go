@@ -34,8 +34,9 @@ type Patch struct {
 var Patches = []Patch{
 	{
 		Name: "overlay",
-		Reason: "adds repro's files to gotch: deterministic tensor lifetime (ts.Scope, ts.LiveTensors) " +
-			"and the libtch helpers they need",
+		Reason: "adds repro's files to gotch: deterministic tensor lifetime (ts.Scope, ts.LiveTensors), " +
+			"the libtch helpers they need, and glibc malloc tuning that stops libtorch's CPU buffers " +
+			"being faulted in again every step (MLP step 161 ms -> 134 ms)",
 		Apply: applyOverlay,
 	},
 	{
