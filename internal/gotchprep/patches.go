@@ -72,6 +72,17 @@ var Patches = []Patch{
 			})
 		},
 	},
+	{
+		Name: "must-panics",
+		Reason: "gotch's Must* ops called log.Fatal, ending the process on any error (a shape mistake " +
+			"included); they panic with the error instead, which torchmods recovers into a returned error",
+		Apply: func(root string) error {
+			return editFiles(root, []edit{
+				{"ts/must-tensor-generated.go", replace("  if err != nil { log.Fatal(err) }\n", "  if err != nil { panic(err) }\n", 2485)},
+				{"ts/must-tensor-generated.go", replace("import(\n  \"log\"\n\n", "import(\n", 1)},
+			})
+		},
+	},
 }
 
 const nbytesCpp = `
