@@ -124,42 +124,66 @@ func TestOpWithFourOutputs(t *testing.T) {
 	assert.Equal(t, []float64{3, 5, 7, 15, 17, 19}, out.Float64Values())
 }
 
-// TestTrainingStepsKeepMemoryFlat runs 2,000 steps of a small MLP with
-// in-place SGD updates, each step in a scope: the live-tensor count must
-// return to the same value after every step, and RSS must stay within 5%
-// of its value after warm-up.
+// TestTrainingStepsKeepMemoryFlat runs 2,000 training steps, each in a
+// scope, of a small MLP with in-place SGD and of a transformer encoder layer
+// (torchmods.EncoderLayer, with its own SGD): the live-tensor count must
+// return to the same value after every step, and RSS must stay within 5% of
+// its value after warm-up.
 func TestTrainingStepsKeepMemoryFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("2,000 training steps")
 	}
 	ts.ManualSeed(1)
-	w1 := param(t, 64, 128)
-	w2 := param(t, 128, 8)
-	defer w1.MustDrop()
-	defer w2.MustDrop()
 	lr := ts.FloatScalar(1e-3)
-
-	step := func() float64 {
-		s := ts.NewScope()
-		defer s.Close()
-		x := ts.MustRandn([]int64{32, 64}, gotch.Float, gotch.CPU)
-		h := x.MustMm(w1, false).MustRelu(false)
-		loss := h.MustMm(w2, false).MustSquare(false).MustMean(gotch.Float, false)
-		require.NoError(t, loss.Backward())
+	sgd := func(params []*ts.Tensor) {
 		ts.NoGrad(func() {
-			for _, p := range []*ts.Tensor{w1, w2} {
+			for _, p := range params {
 				g := p.MustGrad(false)
 				p.MustSub_(g.MustMulScalar(lr, false))
 				p.ZeroGrad()
 			}
 		})
-		return loss.Float64Values()[0]
 	}
 
+	t.Run("mlp", func(t *testing.T) {
+		w1, w2 := param(t, 64, 128), param(t, 128, 8)
+		defer w1.MustDrop()
+		defer w2.MustDrop()
+		checkFlat(t, func() {
+			x := ts.MustRandn([]int64{32, 64}, gotch.Float, gotch.CPU)
+			h := x.MustMm(w1, false).MustRelu(false)
+			loss := h.MustMm(w2, false).MustSquare(false).MustMean(gotch.Float, false)
+			require.NoError(t, loss.Backward())
+			sgd([]*ts.Tensor{w1, w2})
+		})
+	})
+
+	t.Run("encoder_layer", func(t *testing.T) {
+		store := NewStore(gotch.CPU)
+		defer store.Drop()
+		layer := NewEncoderLayer(store.Root(), EncoderLayerOptions{Dim: 32, Heads: 4, FF: 64, Dropout: 0.1, Activation: GELU})
+		var params []*ts.Tensor
+		for _, p := range store.Params() {
+			params = append(params, p.Tensor)
+		}
+		mask := ts.MustOnes([]int64{16, 16}, gotch.Bool, gotch.CPU).MustTriu(1, true)
+		defer mask.MustDrop()
+		checkFlat(t, func() {
+			x := ts.MustRandn([]int64{8, 16, 32}, gotch.Float, gotch.CPU)
+			loss := layer.Forward(x, mask, true).MustSquare(false).MustMean(gotch.Float, false)
+			require.NoError(t, loss.Backward())
+			sgd(params)
+		})
+	})
+}
+
+func checkFlat(t *testing.T, step func()) {
 	baseLive := ts.LiveTensors()
 	var warm int64
 	for i := 0; i < 2000; i++ {
+		s := ts.NewScope()
 		step()
+		s.Close()
 		require.Equal(t, baseLive, ts.LiveTensors(), "step %d left tensors behind", i)
 		if i == 200 {
 			runtime.GC()

@@ -49,7 +49,7 @@ var Patches = []Patch{
 				{"ts/tensor.go", removeFunc("func freeCTensor(")},
 				{"ts/tensor.go", removeFunc("func CheckCMemLeak(")},
 				{"ts/tensor.go", replace("type bigStruct struct {\n\tlots [1e5]byte // 100k - always on host memory.\n}\n", "", 1)},
-				{"ts/tensor.go", replace("\td          *bigStruct\n", "\ttracked    bool   // owned by the finalizer, not a Scope\n\tkept       bool   // exempt from its Scope's Close\n\tscope      *Scope // the Scope that will free it, if any\n", 1)},
+				{"ts/tensor.go", replace("\td          *bigStruct\n", "\ttracked    bool   // owned by the finalizer, not a Scope\n\tkept       bool   // exempt from its Scope's Close\n\tscope      *Scope // the Scope that will free it, if any\n\tpersist    bool   // leaves its Scope for the finalizer (see Persist)\n", 1)},
 				{"ts/scalar.go", removeFunc("func newScalar(")},
 				{"ts/scalar.go", removeFunc("func freeCScalar(")},
 				{"ts/scalar.go", replace("\t\"log\"\n\t\"runtime\"\n\t\"sync/atomic\"\n\n\t\"github.com/sugarme/gotch\"\n", "\n", 1)},

@@ -1,0 +1,198 @@
+package torchmods
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+)
+
+// Param is one named parameter, named as PyTorch's state_dict names it.
+type Param struct {
+	Name    string
+	Tensor  *ts.Tensor
+	NoDecay bool // norms, biases and other 1-D parameters: no weight decay
+}
+
+// Store owns a model's parameters. Parameters are persistent: a model built
+// inside a ts.Scope survives it.
+type Store struct {
+	Device gotch.Device
+	params []*Param
+	byName map[string]*Param
+}
+
+// NewStore makes an empty store whose parameters live on dev.
+func NewStore(dev gotch.Device) *Store { return &Store{Device: dev, byName: map[string]*Param{}} }
+
+// Path is a position in the store's name hierarchy ("encoder.layer.0").
+type Path struct {
+	store  *Store
+	prefix string
+}
+
+// Root is the empty path.
+func (s *Store) Root() Path { return Path{store: s} }
+
+// Sub is the child path p.name.
+func (p Path) Sub(name string) Path { return Path{store: p.store, prefix: p.join(name)} }
+
+func (p Path) join(name string) string {
+	if p.prefix == "" {
+		return name
+	}
+	return p.prefix + "." + name
+}
+
+// Init fills a new parameter of the given shape.
+type Init func(shape []int64, dev gotch.Device) *ts.Tensor
+
+// Uniform draws from U(-bound, bound).
+func Uniform(bound float64) Init {
+	return func(shape []int64, dev gotch.Device) *ts.Tensor {
+		t := ts.MustEmpty(shape, gotch.Float, dev)
+		t.MustUniform_(-bound, bound)
+		return t
+	}
+}
+
+// Const fills with v (LayerNorm's ones and zeros).
+func Const(v float64) Init {
+	return func(shape []int64, dev gotch.Device) *ts.Tensor {
+		return ts.MustFull(shape, ts.FloatScalar(v), gotch.Float, dev)
+	}
+}
+
+// FanInUniform is PyTorch's default for Linear weights and biases,
+// kaiming_uniform(a=sqrt(5)), which is U(±1/sqrt(fan_in)).
+func FanInUniform(fanIn int64) Init { return Uniform(1 / math.Sqrt(float64(fanIn))) }
+
+// New creates and registers a trainable parameter.
+func (p Path) New(name string, shape []int64, init Init, noDecay bool) *ts.Tensor {
+	full := p.join(name)
+	if _, dup := p.store.byName[full]; dup {
+		panic(fmt.Sprintf("torchmods: parameter %q registered twice", full))
+	}
+	var t *ts.Tensor
+	ts.NoGrad(func() { t = init(shape, p.store.Device) })
+	t.MustRequiresGrad_(true)
+	ts.Persist(t)
+	prm := &Param{Name: full, Tensor: t, NoDecay: noDecay}
+	p.store.params = append(p.store.params, prm)
+	p.store.byName[full] = prm
+	return t
+}
+
+// Drop frees every parameter now rather than leaving them to the finalizer.
+func (s *Store) Drop() {
+	for _, p := range s.params {
+		p.Tensor.MustDrop()
+	}
+	s.params, s.byName = nil, map[string]*Param{}
+}
+
+// Params lists the parameters in creation order.
+func (s *Store) Params() []*Param { return s.params }
+
+// Param returns the named parameter.
+func (s *Store) Param(name string) (*Param, bool) { p, ok := s.byName[name]; return p, ok }
+
+// LoadReport says what a load did, like PyTorch's load_state_dict result.
+type LoadReport struct {
+	Loaded     []string
+	Missing    []string // in the model, not in the weights
+	Unexpected []string // in the weights, not in the model
+	Mismatched []string // "name: model [..] weights [..]"
+}
+
+func (r LoadReport) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "loaded %d tensors", len(r.Loaded))
+	for _, l := range []struct {
+		what  string
+		names []string
+	}{{"missing", r.Missing}, {"unexpected", r.Unexpected}, {"shape mismatch", r.Mismatched}} {
+		if len(l.names) > 0 {
+			fmt.Fprintf(&b, "; %s (%d): %s", l.what, len(l.names), strings.Join(l.names, ", "))
+		}
+	}
+	return b.String()
+}
+
+// Load copies weights (by name, converted to the parameter's dtype and
+// device) into the store. Strict loading fails, changing nothing, unless
+// every parameter is present with its shape and nothing else is; partial
+// loading copies what matches and reports the rest.
+func (s *Store) Load(weights map[string]*ts.Tensor, strict bool) (LoadReport, error) {
+	var r LoadReport
+	for _, p := range s.params {
+		w, ok := weights[p.Name]
+		if !ok {
+			r.Missing = append(r.Missing, p.Name)
+			continue
+		}
+		if !equalShape(w.MustSize(), p.Tensor.MustSize()) {
+			r.Mismatched = append(r.Mismatched, fmt.Sprintf("%s: model %v weights %v", p.Name, p.Tensor.MustSize(), w.MustSize()))
+		}
+	}
+	for name := range weights {
+		if _, ok := s.byName[name]; !ok {
+			r.Unexpected = append(r.Unexpected, name)
+		}
+	}
+	sort.Strings(r.Unexpected)
+	if strict && (len(r.Missing)+len(r.Unexpected)+len(r.Mismatched) > 0) {
+		return r, fmt.Errorf("strict load refused, nothing changed: %s", r)
+	}
+	bad := map[string]bool{}
+	for _, m := range r.Mismatched {
+		bad[m[:strings.Index(m, ":")]] = true
+	}
+	err := Try(func() {
+		ts.NoGrad(func() {
+			for _, p := range s.params {
+				w, ok := weights[p.Name]
+				if !ok || bad[p.Name] {
+					continue
+				}
+				c := w.MustTo(s.Device, false).MustTotype(p.Tensor.DType(), true)
+				p.Tensor.Copy_(c)
+				c.MustDrop()
+				r.Loaded = append(r.Loaded, p.Name)
+			}
+		})
+	})
+	return r, err
+}
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Try runs f, turning a panic from a gotch Must op (or any other) into an
+// error. Public torchmods entry points use it so that a user's mistake is
+// an error, never a crash.
+func Try(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if e, ok := r.(error); ok {
+				err = e
+			} else {
+				err = fmt.Errorf("%v", r)
+			}
+		}
+	}()
+	f()
+	return nil
+}
