@@ -32,7 +32,7 @@ func relErr(t *testing.T, got, want *ts.Tensor) float64 {
 func TestEncoderLayerParity(t *testing.T) {
 	s := ts.NewScope()
 	defer s.Close()
-	ref, err := LoadSafetensors("testdata/encoder_parity.safetensors", gotch.CPU)
+	ref, err := LoadWeights("testdata/encoder_parity.safetensors", gotch.CPU)
 	require.NoError(t, err)
 	for _, c := range []struct {
 		name      string
@@ -75,6 +75,27 @@ func TestEncoderLayerParity(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTorchSaveLoadsIntoEncoderLayer: a state dict that PyTorch wrote with
+// torch.save (testdata/encoder_post.pt, the "post" layer of the parity
+// fixture) loads by name into EncoderLayer, which then gives PyTorch's output.
+func TestTorchSaveLoadsIntoEncoderLayer(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	weights, err := LoadWeights("testdata/encoder_post.pt", gotch.CPU)
+	require.NoError(t, err)
+	ref, err := LoadWeights("testdata/encoder_parity.safetensors", gotch.CPU)
+	require.NoError(t, err)
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	layer := NewEncoderLayer(store.Root(), EncoderLayerOptions{Dim: 16, Heads: 4, FF: 32, Activation: ReLU})
+	report, err := store.Load(weights, true)
+	require.NoError(t, err, "strict load of a torch.save state dict")
+	assert.Len(t, report.Loaded, 12)
+	var y *ts.Tensor
+	ts.NoGrad(func() { y = layer.Forward(ref["post.x"], nil, false) })
+	assert.Less(t, relErr(t, y, ref["post.y"]), 1e-5)
 }
 
 func TestStrictLoadReportsAndChangesNothing(t *testing.T) {

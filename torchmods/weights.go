@@ -2,12 +2,51 @@ package torchmods
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/torchmods/safetensors"
+	"github.com/reprolab/repro/torchmods/torchfile"
 )
+
+// Weights is the content of a weight file in any supported format.
+type Weights struct {
+	Format  string // "safetensors" or "torch.save"
+	Tensors []safetensors.Tensor
+	Skipped []string // non-tensor entries (torch.save checkpoints)
+}
+
+// ReadWeights reads a safetensors file or a torch.save file (.pt, .pth,
+// .bin), telling them apart by content, not by name. It needs no libtorch.
+func ReadWeights(path string) (*Weights, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	magic := make([]byte, 4)
+	_, err = f.Read(magic)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot read: %w", path, err)
+	}
+	if string(magic) == "PK\x03\x04" {
+		tf, err := torchfile.Read(path)
+		if err != nil {
+			return nil, err
+		}
+		return &Weights{Format: "torch.save", Tensors: tf.Tensors, Skipped: tf.Skipped}, nil
+	}
+	if magic[0] == 0x80 {
+		return nil, fmt.Errorf("%s: PyTorch's legacy (pre-1.6) format is not supported: re-save it with a current torch.save", path)
+	}
+	sf, err := safetensors.Read(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (neither a torch.save zip nor a valid safetensors file)", err)
+	}
+	return &Weights{Format: "safetensors", Tensors: sf.Tensors}, nil
+}
 
 var safetensorsDType = map[string]gotch.DType{
 	"F64": gotch.Double, "F32": gotch.Float, "F16": gotch.Half, "BF16": gotch.BFloat16,
@@ -38,9 +77,10 @@ func FromSafetensors(t safetensors.Tensor, dev gotch.Device) (*ts.Tensor, error)
 	return out, nil
 }
 
-// LoadSafetensors reads every tensor of a safetensors file onto dev.
-func LoadSafetensors(path string, dev gotch.Device) (map[string]*ts.Tensor, error) {
-	f, err := safetensors.Read(path)
+// LoadWeights reads every tensor of a weight file in any supported format
+// onto dev, named as in the file, ready for Store.Load.
+func LoadWeights(path string, dev gotch.Device) (map[string]*ts.Tensor, error) {
+	f, err := ReadWeights(path)
 	if err != nil {
 		return nil, err
 	}

@@ -86,3 +86,40 @@ func TestUsageErrors(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "info ")
 }
+
+func TestWeightsInspectAndConvert(t *testing.T) {
+	out, stderr, code := runRepro(t, "weights", "inspect", "../../torchmods/torchfile/testdata/checkpoint.pt")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "(torch.save)")
+	assert.Regexp(t, `model.half\s+F16\s+\[2, 3\]\s+12`, out)
+	assert.Contains(t, out, "total: 11 tensors, 71 elements, 267 bytes")
+	assert.Contains(t, out, "non-tensor entries skipped: args.lr, epoch")
+
+	dst := t.TempDir() + "/c.safetensors"
+	_, stderr, code = runRepro(t, "weights", "convert", "-strip-prefix", "model.", "../../torchmods/torchfile/testdata/checkpoint.pt", dst)
+	require.Equal(t, 0, code, stderr)
+	out, stderr, code = runRepro(t, "weights", "inspect", dst)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "(safetensors)")
+	assert.Regexp(t, `\nfc.weight\s+F32\s+\[3, 5\]\s+60`, out)
+}
+
+func TestWeightsRefusesHostileAndBadFiles(t *testing.T) {
+	_, stderr, code := runRepro(t, "weights", "inspect", "../../torchmods/torchfile/testdata/hostile.pt")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "refusing global posix.system")
+
+	bad := t.TempDir() + "/bad.safetensors"
+	require.NoError(t, os.WriteFile(bad, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{}"), 0o644))
+	_, stderr, code = runRepro(t, "weights", "inspect", bad)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "truncated")
+
+	// A failed conversion leaves an existing output untouched.
+	dst := t.TempDir() + "/out.safetensors"
+	require.NoError(t, os.WriteFile(dst, []byte("keep me"), 0o644))
+	_, _, code = runRepro(t, "weights", "convert", "../../torchmods/torchfile/testdata/hostile.pt", dst)
+	assert.Equal(t, 1, code)
+	b, _ := os.ReadFile(dst)
+	assert.Equal(t, "keep me", string(b))
+}

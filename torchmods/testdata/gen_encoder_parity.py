@@ -7,14 +7,14 @@ Two nn.TransformerEncoderLayer(batch_first=True, dropout=0): "post" (post-norm, 
 and "pre" (norm_first, GELU, a causal bool mask). For each: its state_dict under "<case>.",
 the input "<case>.x", the output "<case>.y", and, for loss = sum(y * "<case>.g"), the gradient of
 the input "<case>.grad.x" and of every parameter "<case>.grad.<name>". float32 throughout.
-The file is written by hand in the safetensors format (Debian has no safetensors package).
+Also encoder_post.pt: the "post" layer's state dict as torch.save writes it, for torchfile.
 """
-import json
 import os
-import struct
 
 import torch
 from torch import nn
+
+import st_write
 
 torch.manual_seed(1234)
 out = {}
@@ -35,6 +35,8 @@ for case, norm_first, act, causal in [("post", False, "relu", False), ("pre", Tr
     (y * g).sum().backward()
     for name, p in layer.state_dict().items():
         out[f"{case}.{name}"] = p
+    if case == "post":
+        post_state = layer.state_dict()
     for name, p in layer.named_parameters():
         out[f"{case}.grad.{name}"] = p.grad
     out[f"{case}.x"] = x.detach()
@@ -42,17 +44,10 @@ for case, norm_first, act, causal in [("post", False, "relu", False), ("pre", Tr
     out[f"{case}.g"] = g
     out[f"{case}.grad.x"] = x.grad
 
-header, blobs, off = {}, [], 0
-for name in sorted(out):
-    t = out[name].detach().contiguous().to(torch.float32)
-    b = t.numpy().tobytes()
-    header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-    blobs.append(b)
-    off += len(b)
-header["__metadata__"] = {"torch": torch.__version__, "script": "gen_encoder_parity.py"}
-hj = json.dumps(header).encode()
-hj += b" " * (-len(hj) % 8)
-path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "encoder_parity.safetensors")
-with open(path, "wb") as f:
-    f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
-print(f"wrote {path}: {len(out)} tensors, {off} bytes of data")
+here = os.path.dirname(os.path.abspath(__file__))
+n, size = st_write.write(os.path.join(here, "encoder_parity.safetensors"),
+                         {k: v.to(torch.float32) for k, v in out.items()},
+                         {"torch": torch.__version__, "script": "gen_encoder_parity.py"})
+print(f"wrote encoder_parity.safetensors: {n} tensors, {size} bytes of data")
+torch.save(post_state, os.path.join(here, "encoder_post.pt"))
+print("wrote encoder_post.pt: the post-norm layer's state dict, as torch.save writes it")
