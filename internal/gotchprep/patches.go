@@ -80,6 +80,10 @@ var Patches = []Patch{
 			return editFiles(root, []edit{
 				{"ts/must-tensor-generated.go", replace("  if err != nil { log.Fatal(err) }\n", "  if err != nil { panic(err) }\n", 2485)},
 				{"ts/must-tensor-generated.go", replace("import(\n  \"log\"\n\n", "import(\n", 1)},
+				{"ts/tensor.go", replace("log.Fatal(err)\n", "panic(err)\n", 34)},
+				{"ts/patch.go", replace("log.Fatal(err)\n", "panic(err)\n", 14)},
+				{"ts/patch.go", replace("\t\"log\"\n", "", 1)},
+				{"ts/tensor.go", replace("\t\"log\"\n", "", 1)},
 			})
 		},
 	},
