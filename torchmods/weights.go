@@ -1,8 +1,12 @@
 package torchmods
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -18,9 +22,13 @@ type Weights struct {
 	Skipped []string // non-tensor entries (torch.save checkpoints)
 }
 
-// ReadWeights reads a safetensors file or a torch.save file (.pt, .pth,
+// ReadWeights reads a safetensors file, a sharded safetensors checkpoint
+// (its model.safetensors.index.json), or a torch.save file (.pt, .pth,
 // .bin), telling them apart by content, not by name. It needs no libtorch.
 func ReadWeights(path string) (*Weights, error) {
+	if strings.HasSuffix(path, ".index.json") {
+		return readSharded(path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -75,6 +83,87 @@ func FromSafetensors(t safetensors.Tensor, dev gotch.Device) (*ts.Tensor, error)
 		return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
 	return out, nil
+}
+
+// readSharded reads the shards an index names, checking that each tensor
+// is in the shard the index says and that no shard is missing.
+func readSharded(index string) (*Weights, error) {
+	b, err := os.ReadFile(index)
+	if err != nil {
+		return nil, err
+	}
+	var idx struct {
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("%s: %w", index, err)
+	}
+	if len(idx.WeightMap) == 0 {
+		return nil, fmt.Errorf("%s: no weight_map", index)
+	}
+	byShard := map[string][]string{}
+	for name, shard := range idx.WeightMap {
+		if filepath.Base(shard) != shard {
+			return nil, fmt.Errorf("%s: shard %q must be a file name beside the index", index, shard)
+		}
+		byShard[shard] = append(byShard[shard], name)
+	}
+	shards := make([]string, 0, len(byShard))
+	for s := range byShard {
+		shards = append(shards, s)
+	}
+	sort.Strings(shards)
+	out := &Weights{Format: "safetensors (sharded)"}
+	for _, shard := range shards {
+		p := filepath.Join(filepath.Dir(index), shard)
+		f, err := safetensors.Read(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s names shard %s: %w", index, shard, err)
+		}
+		for _, name := range byShard[shard] {
+			t, ok := f.Get(name)
+			if !ok {
+				return nil, fmt.Errorf("%s: tensor %q is not in shard %s", index, name, shard)
+			}
+			out.Tensors = append(out.Tensors, t)
+		}
+	}
+	return out, nil
+}
+
+// Save writes the store's parameters to path as safetensors with the given
+// metadata (hyperparameters, step, ...), atomically. dtype "" or "F32"
+// keeps float32; "F16" or "BF16" halves the file.
+func (s *Store) Save(path string, dtype string, metadata map[string]string) error {
+	target := map[string]gotch.DType{"": gotch.Float, "F32": gotch.Float, "F16": gotch.Half, "BF16": gotch.BFloat16}
+	dt, ok := target[dtype]
+	if !ok {
+		return fmt.Errorf("Save: dtype %q, want F32, F16 or BF16", dtype)
+	}
+	name := map[gotch.DType]string{gotch.Float: "F32", gotch.Half: "F16", gotch.BFloat16: "BF16"}[dt]
+	tensors := make([]safetensors.Tensor, 0, len(s.params))
+	err := Try(func() {
+		for _, p := range s.params {
+			c := p.Tensor.MustDetach(false).MustTo(gotch.CPU, true).MustTotype(dt, true).MustContiguous(true)
+			shape := c.MustSize()
+			numel := int64(1)
+			for _, d := range shape {
+				numel *= d
+			}
+			data := make([]byte, numel*int64(safetensors.DTypeSize[name]))
+			// Through uint8: gotch copies raw element bytes for that dtype.
+			raw := c.MustView([]int64{-1}, true).MustViewDtype(gotch.Uint8, true)
+			if len(data) > 0 {
+				raw.MustCopyDataUint8(data, uint(len(data)))
+			}
+			raw.MustDrop()
+			tensors = append(tensors, safetensors.Tensor{Name: p.Name, DType: name, Shape: shape, Data: data})
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("Save %s: %w", path, err)
+	}
+	return safetensors.Write(path, tensors, metadata)
 }
 
 // LoadWeights reads every tensor of a weight file in any supported format
