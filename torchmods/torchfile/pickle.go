@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"strings"
 )
 
 // The unpickler builds only what a state dict needs: dicts (OrderedDict),
@@ -25,7 +26,18 @@ var storageDTypes = map[string]string{
 	"ByteStorage": "U8", "BoolStorage": "BOOL",
 }
 
+// scripted reports a TorchScript class (module "__torch__..."). Such a class
+// is only ever recorded as a name: NEWOBJ makes an inert attribute map of it
+// and BUILD fills the map, so a TorchScript archive's weights can be read
+// without running its code.
+func scripted(g global) bool {
+	return g.module == "__torch__" || strings.HasPrefix(g.module, "__torch__.")
+}
+
 func allowed(g global) bool {
+	if scripted(g) {
+		return true
+	}
 	switch g.String() {
 	case "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
 		"torch._utils._rebuild_parameter_with_state":
@@ -53,10 +65,12 @@ type storageRef struct {
 
 type mark struct{}
 
-// Dict keeps insertion order, as OrderedDict does.
+// Dict keeps insertion order, as OrderedDict does. Class is set when it
+// stands for a TorchScript object, whose attributes it holds.
 type Dict struct {
 	Keys   []any
 	Values []any
+	Class  string
 }
 
 type tuple []any
@@ -428,7 +442,23 @@ func (u *unpickler) run() (any, error) {
 			default:
 				return nil, fmt.Errorf("APPEND to a %T", t)
 			}
-		case 'b': // BUILD: only OrderedDict's _metadata attribute, which is dropped
+		case 0x81: // NEWOBJ: only a TorchScript class, made an inert attribute map
+			args, err1 := u.pop()
+			cls, err2 := u.pop()
+			g, ok := cls.(global)
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("pickle stack underflow")
+			}
+			if !ok || !scripted(g) {
+				return nil, fmt.Errorf("NEWOBJ of %v is refused: only TorchScript modules are rebuilt, as attribute maps", cls)
+			}
+			if a, ok := args.(tuple); !ok || len(a) != 0 {
+				return nil, fmt.Errorf("NEWOBJ of %s with arguments is refused", g)
+			}
+			if err := u.push(&Dict{Class: g.String()}); err != nil {
+				return nil, err
+			}
+		case 'b': // BUILD: a TorchScript object's attributes; OrderedDict's _metadata is dropped
 			state, err := u.pop()
 			if err != nil {
 				return nil, err
@@ -437,10 +467,16 @@ func (u *unpickler) run() (any, error) {
 			if err != nil {
 				return nil, err
 			}
-			if _, ok := t.(*Dict); !ok {
+			d, ok := t.(*Dict)
+			if !ok {
 				return nil, fmt.Errorf("BUILD on a %T is not part of a state dict", t)
 			}
-			_ = state
+			if st, ok := state.(*Dict); ok && d.Class != "" {
+				if len(d.Keys)+len(st.Keys) > maxItems {
+					return nil, fmt.Errorf("object exceeds %d attributes", maxItems)
+				}
+				d.Keys, d.Values = append(d.Keys, st.Keys...), append(d.Values, st.Values...)
+			}
 		default:
 			return nil, fmt.Errorf("pickle opcode 0x%02x (%q) is not needed for a state dict and is refused", op, rune(op))
 		}

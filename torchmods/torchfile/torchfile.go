@@ -1,7 +1,10 @@
 // Package torchfile reads PyTorch's torch.save files (the zip format that
-// PyTorch has written since 1.6, HF pytorch_model.bin included) into plain
-// tensors, without Python and without executing anything in the file (see
-// pickle.go for the policy).
+// PyTorch has written since 1.6, HF pytorch_model.bin included) and the
+// weights of TorchScript archives (torch.jit.save; OpenAI's CLIP ships
+// these) into plain tensors, without Python and without executing anything
+// in the file (see pickle.go for the policy). A TorchScript module's
+// attributes that are not tensors (training flags, hooks) are reported as
+// skipped; its code and constants are not read.
 package torchfile
 
 import (
@@ -54,9 +57,6 @@ func Parse(b []byte) (*File, error) {
 		entries[f.Name] = f
 		if strings.HasSuffix(f.Name, "/data.pkl") && strings.Count(f.Name, "/") == 1 {
 			pkl = f
-		}
-		if strings.HasSuffix(f.Name, "/constants.pkl") {
-			return nil, fmt.Errorf("this is a TorchScript archive, not a state dict; TorchScript is not supported yet")
 		}
 	}
 	if pkl == nil {

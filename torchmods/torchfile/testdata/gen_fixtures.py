@@ -43,3 +43,20 @@ class Pwn:
 
 torch.save({"weight": torch.ones(1), "payload": Pwn()}, os.path.join(here, "hostile.pt"))
 print("wrote checkpoint.pt, checkpoint_expected.safetensors, hostile.pt")
+
+
+class Scripted(torch.nn.Module):  # torch.jit.save'd, as OpenAI's CLIP ships its weights
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+        self.ln = torch.nn.LayerNorm(2)
+        self.register_buffer("buf", torch.arange(4.0))
+
+    def forward(self, x):
+        return self.ln(self.fc(x)) + self.buf[:2]
+
+
+scripted = torch.jit.script(Scripted())
+scripted.save(os.path.join(here, "scripted.pt"))
+st_write.write(os.path.join(here, "scripted_expected.safetensors"), dict(scripted.state_dict()))
+print("wrote scripted.pt, scripted_expected.safetensors")
