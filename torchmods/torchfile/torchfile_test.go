@@ -76,7 +76,7 @@ func TestBadFilesGiveReasons(t *testing.T) {
 		"not torch": {zipOf(t, map[string][]byte{"a.txt": []byte("hi")}), "no <name>/data.pkl"},
 		"missing storage": {zipOf(t, map[string][]byte{"m/data.pkl": pickleOf(t, good)}),
 			"storage 0 missing from the zip"},
-		"bad pickle":  {zipOf(t, map[string][]byte{"m/data.pkl": {0x80}}), "truncated pickle"},
+		"bad pickle": {zipOf(t, map[string][]byte{"m/data.pkl": {0x80}}), "truncated pickle"},
 	} {
 		_, err := Parse(c.b)
 		if assert.Error(t, err, name) {
