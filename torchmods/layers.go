@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 )
 
@@ -153,19 +152,8 @@ func (m *MultiheadAttention) Forward(query, key, value, mask *ts.Tensor, train b
 		s := y.MustSize()
 		return y.MustView([]int64{s[0], s[1], h, hd}, true).MustTranspose(1, 2, true) // [B, H, T, hd]
 	}
-	q := proj(query, 0).MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
-	k := proj(key, 1)
-	v := proj(value, 2)
-	scores := q.MustMatmul(k.MustTranspose(-2, -1, false), false) // [B, H, L, S]
-	if mask != nil {
-		if mask.DType() == gotch.Bool {
-			scores = scores.MustMaskedFill(mask, ts.FloatScalar(math.Inf(-1)), true)
-		} else {
-			scores = scores.MustAdd(mask, true)
-		}
-	}
-	att := Dropout(scores.MustSoftmax(-1, gotch.Float, true), m.Dropout, train)
-	o := att.MustMatmul(v, false).MustTranspose(1, 2, true).MustContiguous(true)
+	att := scaledDotProduct(proj(query, 0), proj(key, 1), proj(value, 2), mask, nil, m.Dropout, train)
+	o := att.MustTranspose(1, 2, true).MustContiguous(true)
 	s := o.MustSize()
 	return m.OutProj.Forward(o.MustView([]int64{s[0], s[1], d}, true))
 }

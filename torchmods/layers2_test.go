@@ -22,7 +22,7 @@ func parity(t *testing.T, ref map[string]*ts.Tensor, c string, build func(Path),
 	build(store.Root())
 	weights := map[string]*ts.Tensor{}
 	for name, x := range ref {
-		if rest, ok := strings.CutPrefix(name, c+"."); ok && !strings.HasPrefix(rest, "grad.") && rest != "x" && rest != "y" && rest != "g" && rest != "pos" {
+		if rest, ok := strings.CutPrefix(name, c+"."); ok && !strings.HasPrefix(rest, "grad.") && rest != "x" && rest != "y" && rest != "g" && rest != "pos" && !strings.HasPrefix(rest, "in_") {
 			weights[rest] = x
 		}
 	}
@@ -66,6 +66,19 @@ func TestLayerParity(t *testing.T) {
 	var swiglu *SwiGLU
 	parity(t, ref, "swiglu", func(p Path) { swiglu = NewSwiGLU(p, 6, 10) }, func(x *ts.Tensor) *ts.Tensor { return swiglu.Forward(x) })
 	parity(t, ref, "rotary", func(Path) {}, func(x *ts.Tensor) *ts.Tensor { return Rotary{HeadDim: 8, Base: 10000}.Apply(x, ref["rotary.pos"]) })
+	var gqa *Attention
+	parity(t, ref, "gqa", func(p Path) {
+		gqa = NewAttention(p, AttentionOptions{Dim: 16, Heads: 4, KVHeads: 2, Names: LlamaNames, Rotary: &Rotary{HeadDim: 4, Base: 10000}})
+	}, func(x *ts.Tensor) *ts.Tensor {
+		causal := ts.MustOnes([]int64{6, 6}, gotch.Bool, gotch.CPU).MustTriu(1, true)
+		return gqa.Forward(AttentionInput{Query: x, Mask: causal}, true)
+	})
+	var timm *Attention
+	parity(t, ref, "timm_attn", func(p Path) {
+		timm = NewAttention(p, AttentionOptions{Dim: 16, Heads: 4, Bias: true, Names: TimmNames})
+	}, func(x *ts.Tensor) *ts.Tensor {
+		return timm.Forward(AttentionInput{Query: x, Bias: ref["timm_attn.in_bias"]}, true)
+	})
 	var lora *LoRALinear
 	parity(t, ref, "lora", func(p Path) { lora = NewLoRALinear(p, 6, 5, LoRAOptions{Rank: 4, Alpha: 8}) }, func(x *ts.Tensor) *ts.Tensor { return lora.Forward(x, true) })
 }
@@ -141,4 +154,79 @@ func TestEmbeddingRefusesBadIDs(t *testing.T) {
 	assert.ErrorContains(t, err, "id 10 out of range [0, 10)")
 	err = Try(func() { e.Forward(ts.MustOfSlice([]float32{1})) })
 	assert.ErrorContains(t, err, "ids must be int64")
+}
+
+// TestKVCacheDecodingMatchesFullForward decodes a sequence one token at a
+// time through a KV cache, each step in its own scope as a generation loop
+// would run, and compares with one causal forward over the whole sequence.
+func TestKVCacheDecodingMatchesFullForward(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	ts.ManualSeed(5)
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	a := NewAttention(store.Root(), AttentionOptions{Dim: 16, Heads: 4, KVHeads: 2, Names: LlamaNames, Rotary: &Rotary{HeadDim: 4, Base: 10000}})
+	const L = 7
+	x := ts.MustRandn([]int64{2, L, 16}, gotch.Float, gotch.CPU)
+	var full *ts.Tensor
+	ts.NoGrad(func() {
+		causal := ts.MustOnes([]int64{L, L}, gotch.Bool, gotch.CPU).MustTriu(1, true)
+		full = a.Forward(AttentionInput{Query: x, Mask: causal}, false)
+	})
+
+	cache := &KVCache{}
+	defer cache.Drop()
+	live := ts.LiveTensors()
+	for i := int64(0); i < L; i++ {
+		step := ts.NewScope()
+		var y *ts.Tensor
+		ts.NoGrad(func() {
+			y = a.Forward(AttentionInput{Query: x.MustNarrow(1, i, 1, false), Cache: cache}, false)
+		})
+		assert.Less(t, relErr(t, y, full.MustNarrow(1, i, 1, false)), 1e-5, "token %d", i)
+		step.Close()
+		assert.Equal(t, i+1, cache.Len())
+		assert.Equal(t, live+2, ts.LiveTensors(), "only the cache's two tensors outlive a step")
+		live = ts.LiveTensors() - 2
+	}
+}
+
+func TestAttentionConfigErrors(t *testing.T) {
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	err := Try(func() { NewAttention(store.Root(), AttentionOptions{Dim: 16, Heads: 4, KVHeads: 3, Names: LlamaNames}) })
+	assert.ErrorContains(t, err, "key/value heads")
+	err = Try(func() { NewAttention(store.Root(), AttentionOptions{Dim: 16, Heads: 4, KVHeads: 2, Names: TimmNames}) })
+	assert.ErrorContains(t, err, "fused qkv projection cannot have grouped")
+}
+
+func TestPatchEmbedParity(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	ref, err := LoadWeights("testdata/layer_parity.safetensors", gotch.CPU)
+	require.NoError(t, err)
+	var pe *PatchEmbed
+	parity(t, ref, "patch", func(p Path) { pe = NewPatchEmbed(p, 8, 4, 3, 6) }, func(x *ts.Tensor) *ts.Tensor { return pe.Forward(x) })
+	assert.Equal(t, int64(4), pe.NumPatches())
+	err = Try(func() { pe.Forward(ts.MustOnes([]int64{1, 3, 9, 9}, gotch.Float, gotch.CPU)) })
+	assert.ErrorContains(t, err, "want [B, 3, 8, 8]")
+}
+
+func TestT5BucketsMatchHF(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	ref, err := LoadWeights("testdata/layer_parity.safetensors", gotch.CPU)
+	require.NoError(t, err)
+	rel := ref["t5.rel"].Int64Values()
+	bi, uni := ref["t5.bucket_bi"].Int64Values(), ref["t5.bucket_uni"].Int64Values()
+	for i, r := range rel {
+		require.Equal(t, bi[i], T5Bucket(r, true, 32, 128), "bidirectional, relative position %d", r)
+		require.Equal(t, uni[i], T5Bucket(r, false, 32, 128), "unidirectional, relative position %d", r)
+	}
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	b := NewT5Bias(store.Root().Sub("t5bias"), 4, 32, 128, true)
+	_, err = store.Load(map[string]*ts.Tensor{"t5bias.relative_attention_bias.weight": ref["t5bias.relative_attention_bias.weight"]}, true)
+	require.NoError(t, err)
+	assert.Less(t, relErr(t, b.Forward(5, 7), ref["t5bias.y"]), 1e-7)
 }

@@ -8,6 +8,7 @@ Each case "<case>" stores its parameters "<case>.<state_dict name>", input "<cas
 LlamaRMSNorm and LlamaMLP, diffusers GEGLU, timm Mlp, HF rotate_half rotary embeddings, PEFT
 LoRA, and MAE's numpy get_2d_sincos_pos_embed.
 """
+import math
 import os
 
 import numpy as np
@@ -132,6 +133,100 @@ class LoRA(nn.Module):  # PEFT's Linear with one adapter, r=4, alpha=8, no dropo
 
 m = LoRA()
 record("lora", m, torch.randn(3, 6), m)
+
+
+class LlamaAttention(nn.Module):  # HF LlamaAttention: 4 query heads, 2 key/value heads, rotary, causal
+    def __init__(self):
+        super().__init__()
+        self.q_proj = nn.Linear(16, 16, bias=False)
+        self.k_proj = nn.Linear(16, 8, bias=False)
+        self.v_proj = nn.Linear(16, 8, bias=False)
+        self.o_proj = nn.Linear(16, 16, bias=False)
+
+    def forward(self, x):
+        B, L, _ = x.shape
+        H, KVH, hd = 4, 2, 4
+        q = self.q_proj(x).view(B, L, H, hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, L, KVH, hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, L, KVH, hd).transpose(1, 2)
+        pos = torch.arange(L)
+        q, k = rotary(q, pos), rotary(k, pos)
+
+        def repeat_kv(t, n):  # HF
+            b, h, l, d = t.shape
+            return t[:, :, None, :, :].expand(b, h, n, l, d).reshape(b, h * n, l, d)
+
+        k, v = repeat_kv(k, H // KVH), repeat_kv(v, H // KVH)
+        att = q @ k.transpose(2, 3) / hd ** 0.5
+        att = att.masked_fill(torch.triu(torch.ones(L, L, dtype=torch.bool), 1), float("-inf"))
+        att = att.softmax(-1)
+        return self.o_proj((att @ v).transpose(1, 2).reshape(B, L, H * hd))
+
+
+m = LlamaAttention()
+record("gqa", m, torch.randn(2, 6, 16), m)
+
+
+class TimmAttention(nn.Module):  # timm Attention (fused qkv with bias) plus an additive bias
+    def __init__(self, bias):
+        super().__init__()
+        self.qkv = nn.Linear(16, 48)
+        self.proj = nn.Linear(16, 16)
+        self.extra = bias
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, 4, C // 4).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q * (C // 4) ** -0.5) @ k.transpose(-2, -1) + self.extra
+        x = (attn.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj(x)
+
+
+rel = torch.randn(4, 5, 5)  # [heads, L, S], as a relative-position bias
+out["timm_attn.in_bias"] = rel
+m = TimmAttention(rel)
+record("timm_attn", m, torch.randn(2, 5, 16), m)
+
+
+class PatchEmbed(nn.Module):  # timm PatchEmbed: image 8, patch 4, 3 channels, width 6
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 6, kernel_size=4, stride=4)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+m = PatchEmbed()
+record("patch", m, torch.randn(2, 3, 8, 8), m)
+
+
+def t5_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128):  # HF T5
+    relative_buckets = 0
+    if bidirectional:
+        num_buckets //= 2
+        relative_buckets += (relative_position > 0).to(torch.long) * num_buckets
+        relative_position = torch.abs(relative_position)
+    else:
+        relative_position = -torch.min(relative_position, torch.zeros_like(relative_position))
+    max_exact = num_buckets // 2
+    is_small = relative_position < max_exact
+    large = max_exact + (torch.log(relative_position.float() / max_exact) / math.log(max_distance / max_exact)
+                         * (num_buckets - max_exact)).to(torch.long)
+    large = torch.min(large, torch.full_like(large, num_buckets - 1))
+    relative_buckets += torch.where(is_small, relative_position, large)
+    return relative_buckets
+
+
+rel = torch.arange(-300, 301)
+out["t5.rel"] = rel
+out["t5.bucket_bi"] = t5_bucket(rel, True, 32, 128)
+out["t5.bucket_uni"] = t5_bucket(rel, False, 32, 128)
+emb = nn.Embedding(32, 4)
+ctx, mem = torch.arange(5)[:, None], torch.arange(7)[None, :]
+out["t5bias.relative_attention_bias.weight"] = emb.weight.detach()
+out["t5bias.y"] = emb(t5_bucket(mem - ctx)).permute([2, 0, 1]).unsqueeze(0).detach()
 
 
 # MAE's numpy sin-cos table (models_mae.py / util/pos_embed.py), grid 4, dim 8, with cls token

@@ -1,0 +1,180 @@
+package torchmods
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+)
+
+// AttentionNames are the parameter names of one model family's attention.
+// Fused layouts have one QKV projection; separate ones have Q, K and V.
+type AttentionNames struct{ Q, K, V, QKV, Out string }
+
+// Name sets for the families torchmods' models load.
+var (
+	LlamaNames = AttentionNames{Q: "q_proj", K: "k_proj", V: "v_proj", Out: "o_proj"} // HF Llama, Mistral
+	TimmNames  = AttentionNames{QKV: "qkv", Out: "proj"}                              // timm ViT, MAE
+)
+
+// AttentionOptions configures Attention.
+type AttentionOptions struct {
+	Dim, Heads int64
+	KVHeads    int64 // fewer than Heads: grouped-query attention; 0 means Heads
+	Bias       bool  // biases on the projections
+	Names      AttentionNames
+	Dropout    float64 // on the attention weights
+	Rotary     *Rotary // rotary position embedding on q and k, if set
+}
+
+// Attention is multi-head attention in the layouts of Llama (separate,
+// grouped-query, rotary) and timm (fused qkv), with optional masks,
+// additive biases (relative positions) and a key/value cache.
+type Attention struct {
+	Q, K, V, QKV, Out *Linear
+	Opt               AttentionOptions
+}
+
+// NewAttention registers the projections under p with the configured names.
+func NewAttention(p Path, o AttentionOptions) *Attention {
+	if o.KVHeads == 0 {
+		o.KVHeads = o.Heads
+	}
+	if o.Heads <= 0 || o.Dim%o.Heads != 0 || o.Heads%o.KVHeads != 0 {
+		panic(fmt.Errorf("Attention: width %d, %d heads, %d key/value heads: heads must divide the width and key/value heads the heads", o.Dim, o.Heads, o.KVHeads))
+	}
+	hd := o.Dim / o.Heads
+	lo := LinearOptions{NoBias: !o.Bias}
+	a := &Attention{Opt: o}
+	if o.Names.QKV != "" {
+		if o.KVHeads != o.Heads {
+			panic(fmt.Errorf("Attention: a fused qkv projection cannot have grouped key/value heads"))
+		}
+		a.QKV = NewLinear(p.Sub(o.Names.QKV), o.Dim, 3*o.Dim, lo)
+	} else {
+		a.Q = NewLinear(p.Sub(o.Names.Q), o.Dim, o.Heads*hd, lo)
+		a.K = NewLinear(p.Sub(o.Names.K), o.Dim, o.KVHeads*hd, lo)
+		a.V = NewLinear(p.Sub(o.Names.V), o.Dim, o.KVHeads*hd, lo)
+	}
+	a.Out = NewLinear(p.Sub(o.Names.Out), o.Dim, o.Dim, lo)
+	return a
+}
+
+// KVCache holds the keys and values of earlier positions for decoding one
+// token at a time. Its tensors outlive the scopes of the steps that fill it;
+// Drop frees them.
+type KVCache struct{ K, V *ts.Tensor }
+
+// Len is the number of cached positions.
+func (c *KVCache) Len() int64 {
+	if c == nil || c.K == nil {
+		return 0
+	}
+	return c.K.MustSize()[2]
+}
+
+// Drop frees the cache.
+func (c *KVCache) Drop() {
+	for _, t := range []*ts.Tensor{c.K, c.V} {
+		if t != nil {
+			t.MustDrop()
+		}
+	}
+	c.K, c.V = nil, nil
+}
+
+func (c *KVCache) append(k, v *ts.Tensor) (*ts.Tensor, *ts.Tensor) {
+	if c.K != nil {
+		k, v = ts.MustCat([]*ts.Tensor{c.K, k}, 2), ts.MustCat([]*ts.Tensor{c.V, v}, 2)
+		c.Drop()
+	}
+	c.K, c.V = k, v
+	ts.Persist(k)
+	ts.Persist(v)
+	return k, v
+}
+
+// AttentionInput is what one call attends with.
+type AttentionInput struct {
+	Query   *ts.Tensor // [B, L, Dim]
+	Context *ts.Tensor // [B, S, Dim] for cross-attention; nil for self-attention
+	// Mask broadcasts to [B, Heads, L, S]: bool true = not allowed, float = added.
+	Mask *ts.Tensor
+	// Bias is added to the scores, broadcasting to [B, Heads, L, S] (T5's relative positions).
+	Bias *ts.Tensor
+	// Positions [L] (int64) for the rotary embedding; 0..L-1 (after the cache) when nil.
+	Positions *ts.Tensor
+	// Cache, if not nil, receives this call's keys and values and supplies earlier ones.
+	Cache *KVCache
+}
+
+// Forward attends and projects back to [B, L, Dim].
+func (a *Attention) Forward(in AttentionInput, train bool) *ts.Tensor {
+	o := a.Opt
+	hd := o.Dim / o.Heads
+	mustLastDim("Attention", in.Query, o.Dim)
+	ctx := in.Context
+	if ctx == nil {
+		ctx = in.Query
+	} else {
+		mustLastDim("Attention context", ctx, o.Dim)
+	}
+	heads := func(x *ts.Tensor, n int64) *ts.Tensor { // [B, T, n*hd] -> [B, n, T, hd]
+		s := x.MustSize()
+		return x.MustView([]int64{s[0], s[1], n, hd}, true).MustTranspose(1, 2, true)
+	}
+	var q, k, v *ts.Tensor
+	if a.QKV != nil {
+		if in.Context != nil {
+			panic(fmt.Errorf("Attention: a fused qkv projection is self-attention only"))
+		}
+		parts := a.QKV.Forward(in.Query).MustChunk(3, -1, true)
+		q, k, v = heads(parts[0], o.Heads), heads(parts[1], o.Heads), heads(parts[2], o.Heads)
+	} else {
+		q = heads(a.Q.Forward(in.Query), o.Heads)
+		k = heads(a.K.Forward(ctx), o.KVHeads)
+		v = heads(a.V.Forward(ctx), o.KVHeads)
+	}
+	if o.Rotary != nil {
+		pos := in.Positions
+		if pos == nil {
+			start := in.Cache.Len()
+			pos = ts.MustArange(ts.IntScalar(start+in.Query.MustSize()[1]), gotch.Int64, in.Query.MustDevice()).MustNarrow(0, start, in.Query.MustSize()[1], true)
+		}
+		q, k = o.Rotary.Apply(q, pos), o.Rotary.Apply(k, pos)
+	}
+	if in.Cache != nil {
+		k, v = in.Cache.append(k, v)
+	}
+	if rep := o.Heads / o.KVHeads; rep > 1 { // HF repeat_kv: each key/value head serves rep query heads
+		k, v = repeatKV(k, rep), repeatKV(v, rep)
+	}
+	att := scaledDotProduct(q, k, v, in.Mask, in.Bias, o.Dropout, train) // [B, H, L, hd]
+	s := att.MustSize()
+	out := att.MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{s[0], s[2], o.Dim}, true)
+	return a.Out.Forward(out)
+}
+
+func repeatKV(x *ts.Tensor, rep int64) *ts.Tensor {
+	s := x.MustSize() // [B, KVH, T, hd]
+	return x.MustUnsqueeze(2, false).MustExpand([]int64{s[0], s[1], rep, s[2], s[3]}, false, true).MustReshape([]int64{s[0], s[1] * rep, s[2], s[3]}, true)
+}
+
+// scaledDotProduct is softmax(q kᵀ / sqrt(d) + bias + mask) v on [B, H, T, d].
+func scaledDotProduct(q, k, v, mask, bias *ts.Tensor, dropout float64, train bool) *ts.Tensor {
+	d := q.MustSize()[3]
+	scores := q.MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(d))), false).MustMatmul(k.MustTranspose(-2, -1, false), true)
+	if bias != nil {
+		scores = scores.MustAdd(bias, true)
+	}
+	if mask != nil {
+		if mask.DType() == gotch.Bool {
+			scores = scores.MustMaskedFill(mask, ts.FloatScalar(math.Inf(-1)), true)
+		} else {
+			scores = scores.MustAdd(mask, true)
+		}
+	}
+	att := Dropout(scores.MustSoftmax(-1, gotch.Float, true), dropout, train)
+	return att.MustMatmul(v, true)
+}
