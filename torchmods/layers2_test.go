@@ -22,7 +22,7 @@ func parity(t *testing.T, ref map[string]*ts.Tensor, c string, build func(Path),
 	build(store.Root())
 	weights := map[string]*ts.Tensor{}
 	for name, x := range ref {
-		if rest, ok := strings.CutPrefix(name, c+"."); ok && !strings.HasPrefix(rest, "grad.") && rest != "x" && rest != "y" && rest != "g" && rest != "pos" && !strings.HasPrefix(rest, "in_") {
+		if rest, ok := strings.CutPrefix(name, c+"."); ok && !strings.HasPrefix(rest, "grad.") && rest != "x" && rest != "y" && rest != "g" && rest != "pos" && !strings.HasPrefix(rest, "input_") {
 			weights[rest] = x
 		}
 	}
@@ -77,7 +77,14 @@ func TestLayerParity(t *testing.T) {
 	parity(t, ref, "timm_attn", func(p Path) {
 		timm = NewAttention(p, AttentionOptions{Dim: 16, Heads: 4, Bias: true, Names: TimmNames})
 	}, func(x *ts.Tensor) *ts.Tensor {
-		return timm.Forward(AttentionInput{Query: x, Bias: ref["timm_attn.in_bias"]}, true)
+		return timm.Forward(AttentionInput{Query: x, Bias: ref["timm_attn.input_bias"]}, true)
+	})
+	for c, act := range map[string]Activation{"act_gelu_tanh": GELUTanh, "act_quick_gelu": QuickGELU, "act_silu": SiLU} {
+		parity(t, ref, c, func(Path) {}, act.Apply)
+	}
+	var cross *MultiheadAttention
+	parity(t, ref, "cross", func(p Path) { cross = NewMultiheadAttention(p, 8, 2, 0) }, func(x *ts.Tensor) *ts.Tensor {
+		return cross.Forward(x, ref["cross.input_context"], ref["cross.input_context"], nil, true)
 	})
 	var lora *LoRALinear
 	parity(t, ref, "lora", func(p Path) { lora = NewLoRALinear(p, 6, 5, LoRAOptions{Rank: 4, Alpha: 8}) }, func(x *ts.Tensor) *ts.Tensor { return lora.Forward(x, true) })
@@ -96,6 +103,25 @@ func TestSinCos2DMatchesMAE(t *testing.T) {
 	assert.Equal(t, []float64{0, 0, 1, 1, 0, 0, 1, 1}, got.MustSelect(0, 1, false).Float64Values())
 	_, err = SinCos2D(6, 4, false)
 	assert.ErrorContains(t, err, "multiple of 4")
+}
+
+func TestDropout(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	ts.ManualSeed(4)
+	x := ts.MustOnes([]int64{10000}, gotch.Float, gotch.CPU)
+	assert.Same(t, x, Dropout(x, 0.3, false), "identity in evaluation")
+	zeros := 0
+	for _, v := range Dropout(x, 0.3, true).Float64Values() {
+		switch v {
+		case 0:
+			zeros++
+		case float64(float32(1 / 0.7)):
+		default:
+			t.Fatalf("value %v: kept elements are scaled by 1/(1-p)", v)
+		}
+	}
+	assert.InDelta(t, 3000, zeros, 200)
 }
 
 func TestDropPath(t *testing.T) {

@@ -184,9 +184,24 @@ class TimmAttention(nn.Module):  # timm Attention (fused qkv with bias) plus an 
 
 
 rel = torch.randn(4, 5, 5)  # [heads, L, S], as a relative-position bias
-out["timm_attn.in_bias"] = rel
+out["timm_attn.input_bias"] = rel
 m = TimmAttention(rel)
 record("timm_attn", m, torch.randn(2, 5, 16), m)
+
+
+# activations on the same input: exact GELU, tanh GELU, QuickGELU (OpenAI CLIP), SiLU
+xa = torch.linspace(-6, 6, 49).reshape(7, 7)
+record("act_gelu_tanh", nn.Module(), xa, lambda x: nn.functional.gelu(x, approximate="tanh"))
+record("act_quick_gelu", nn.Module(), xa, lambda x: x * torch.sigmoid(1.702 * x))
+record("act_silu", nn.Module(), xa, nn.functional.silu)
+
+# cross-attention through nn.MultiheadAttention: queries [2, 3, 8] attend to a context [2, 5, 8]
+mha = nn.MultiheadAttention(8, 2, batch_first=True)
+with torch.no_grad():
+    mha.in_proj_bias.uniform_(-0.2, 0.2)
+context = torch.randn(2, 5, 8)
+out["cross.input_context"] = context
+record("cross", mha, torch.randn(2, 3, 8), lambda x: mha(x, context, context, need_weights=False)[0])
 
 
 class PatchEmbed(nn.Module):  # timm PatchEmbed: image 8, patch 4, 3 channels, width 6
