@@ -256,3 +256,59 @@ func TestT5BucketsMatchHF(t *testing.T) {
 	require.NoError(t, err)
 	assert.Less(t, relErr(t, b.Forward(5, 7), ref["t5bias.y"]), 1e-7)
 }
+
+// TestFastWeightsSecondOrder reproduces one MAML step against PyTorch: an
+// inner SGD step whose gradient keeps its graph (ts.Grad with createGraph),
+// the outer loss computed by the same Linear run with the fast weights
+// (Store.WithParams), and the outer gradient reaching the initial weights
+// through the inner step.
+func TestFastWeightsSecondOrder(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	ref, err := LoadWeights("testdata/layer_parity.safetensors", gotch.CPU)
+	require.NoError(t, err)
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	lin := NewLinear(store.Root(), 3, 2, LinearOptions{})
+	_, err = store.Load(map[string]*ts.Tensor{"weight": ref["maml.weight"], "bias": ref["maml.bias"]}, true)
+	require.NoError(t, err)
+	mse := func(a, b *ts.Tensor) *ts.Tensor { return a.MustMseLoss(b, 1, false) }
+
+	inner := mse(lin.Forward(ref["maml.input_xi"]), ref["maml.input_yi"])
+	g, err := ts.Grad([]*ts.Tensor{inner}, []*ts.Tensor{lin.Weight, lin.Bias}, true)
+	require.NoError(t, err)
+	lr := ts.FloatScalar(0.1)
+	fast := map[string]*ts.Tensor{
+		"weight": lin.Weight.MustSub(g[0].MustMulScalar(lr, false), false),
+		"bias":   lin.Bias.MustSub(g[1].MustMulScalar(lr, false), false),
+	}
+	before := lin.Weight.Float64Values()
+	var outer *ts.Tensor
+	require.NoError(t, store.WithParams(fast, func() { outer = mse(lin.Forward(ref["maml.input_xo"]), ref["maml.input_yo"]) }))
+	assert.Equal(t, before, lin.Weight.Float64Values(), "parameters restored after WithParams")
+	assert.Less(t, relErr(t, outer.MustView([]int64{1}, false), ref["maml.outer"]), 1e-6)
+
+	require.NoError(t, outer.Backward())
+	assert.Less(t, relErr(t, lin.Weight.MustGrad(false), ref["maml.grad.weight"]), 1e-5, "second-order gradient of the weight")
+	assert.Less(t, relErr(t, lin.Bias.MustGrad(false), ref["maml.grad.bias"]), 1e-5)
+
+	assert.ErrorContains(t, store.WithParams(map[string]*ts.Tensor{"nope": fast["bias"]}, func() {}), `no parameter "nope"`)
+	assert.ErrorContains(t, store.WithParams(map[string]*ts.Tensor{"bias": fast["weight"]}, func() {}), "fast weight [2 3]")
+}
+
+func TestGroupsSplitDecay(t *testing.T) {
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	NewEncoderLayer(store.Root(), EncoderLayerOptions{Dim: 8, Heads: 2, FF: 16})
+	NewLoRALinear(store.Root().Sub("lora"), 4, 4, LoRAOptions{Rank: 2})
+	decay, noDecay := store.Groups()
+	var d, n []string
+	for _, p := range decay {
+		d = append(d, p.Name)
+	}
+	for _, p := range noDecay {
+		n = append(n, p.Name)
+	}
+	assert.ElementsMatch(t, []string{"self_attn.in_proj_weight", "self_attn.out_proj.weight", "linear1.weight", "linear2.weight", "lora.lora_A.weight", "lora.lora_B.weight"}, d)
+	assert.ElementsMatch(t, []string{"self_attn.in_proj_bias", "self_attn.out_proj.bias", "linear1.bias", "linear2.bias", "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias"}, n, "biases and norms, and not the frozen LoRA base")
+}

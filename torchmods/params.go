@@ -100,6 +100,53 @@ func (s *Store) Params() []*Param { return s.params }
 // Param returns the named parameter.
 func (s *Store) Param(name string) (*Param, bool) { p, ok := s.byName[name]; return p, ok }
 
+// Groups splits the trainable parameters into those that take weight decay
+// and those that do not (norms, biases, 1-D parameters), as optimizers'
+// parameter groups want them.
+func (s *Store) Groups() (decay, noDecay []*Param) {
+	for _, p := range s.params {
+		if !p.Tensor.MustRequiresGrad() {
+			continue // frozen (a LoRA base, say)
+		}
+		if p.NoDecay || len(p.Tensor.MustSize()) <= 1 {
+			noDecay = append(noDecay, p)
+		} else {
+			decay = append(decay, p)
+		}
+	}
+	return decay, noDecay
+}
+
+// WithParams runs fn with the named parameters replaced by the given
+// tensors ("fast weights", as in MAML and other meta-learning): the model's
+// layers compute with them, and gradients flow to them and through them to
+// whatever they were computed from. Names and shapes must match; the
+// parameters are restored when fn returns or panics, and a panic becomes
+// the returned error. The fast tensors must not be used inside fn.
+func (s *Store) WithParams(fast map[string]*ts.Tensor, fn func()) (err error) {
+	var swapped []*Param
+	for name, t := range fast {
+		p, ok := s.byName[name]
+		if !ok {
+			return fmt.Errorf("WithParams: no parameter %q", name)
+		}
+		if !equalShape(p.Tensor.MustSize(), t.MustSize()) {
+			return fmt.Errorf("WithParams: %s has shape %v, fast weight %v", name, p.Tensor.MustSize(), t.MustSize())
+		}
+	}
+	defer func() {
+		for _, p := range swapped {
+			ts.SwapHandles(p.Tensor, fast[p.Name])
+		}
+	}()
+	for name, t := range fast {
+		p := s.byName[name]
+		ts.SwapHandles(p.Tensor, t)
+		swapped = append(swapped, p)
+	}
+	return Try(fn)
+}
+
 // LoadReport says what a load did, like PyTorch's load_state_dict result.
 type LoadReport struct {
 	Loaded     []string

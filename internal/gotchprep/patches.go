@@ -98,6 +98,18 @@ extern "C" int64_t at_repro_nbytes(tensor t) {
     return 0;
   }
 }
+
+// torch.autograd.grad: gotch's RunBackward reads past its inputs for more than one tensor.
+extern "C" void at_repro_grad(tensor *outputs, int n_out, tensor *inputs, int n_in, tensor *grads, int create_graph) {
+  PROTECT(
+    std::vector<torch::Tensor> outs;
+    std::vector<torch::Tensor> ins;
+    for (int i = 0; i < n_out; i++) outs.push_back(*outputs[i]);
+    for (int i = 0; i < n_in; i++) ins.push_back(*inputs[i]);
+    auto g = torch::autograd::grad(outs, ins, {}, c10::nullopt, (bool)create_graph, /*allow_unused=*/true);
+    for (int i = 0; i < n_in; i++) grads[i] = new torch::Tensor(g[i]);
+  )
+}
 `
 
 // patchesDigest identifies a patch set, so a change to any patch or

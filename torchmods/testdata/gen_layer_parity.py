@@ -204,6 +204,23 @@ out["cross.input_context"] = context
 record("cross", mha, torch.randn(2, 3, 8), lambda x: mha(x, context, context, need_weights=False)[0])
 
 
+# MAML: one inner SGD step with create_graph, then the outer loss with the fast weights; the
+# gradients of the outer loss reach the initial weights through the inner step (second order).
+maml = nn.Linear(3, 2)
+xi, yi, xo, yo = torch.randn(4, 3), torch.randn(4, 2), torch.randn(5, 3), torch.randn(5, 2)
+inner = nn.functional.mse_loss(maml(xi), yi)
+gw, gb = torch.autograd.grad(inner, [maml.weight, maml.bias], create_graph=True)
+fw, fb = maml.weight - 0.1 * gw, maml.bias - 0.1 * gb
+outer = nn.functional.mse_loss(nn.functional.linear(xo, fw, fb), yo)
+outer.backward()
+for name, t in [("weight", maml.weight), ("bias", maml.bias)]:
+    out[f"maml.{name}"] = t.detach()
+    out[f"maml.grad.{name}"] = t.grad
+for name, t in [("xi", xi), ("yi", yi), ("xo", xo), ("yo", yo)]:
+    out[f"maml.input_{name}"] = t
+out["maml.outer"] = outer.detach().reshape(1)
+
+
 class PatchEmbed(nn.Module):  # timm PatchEmbed: image 8, patch 4, 3 channels, width 6
     def __init__(self):
         super().__init__()
