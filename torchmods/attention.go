@@ -45,19 +45,18 @@ func NewAttention(p Path, o AttentionOptions) *Attention {
 		panic(fmt.Errorf("Attention: width %d, %d heads, %d key/value heads: heads must divide the width and key/value heads the heads", o.Dim, o.Heads, o.KVHeads))
 	}
 	hd := o.Dim / o.Heads
-	lo := LinearOptions{NoBias: !o.Bias}
 	a := &Attention{Opt: o}
 	if o.Names.QKV != "" {
 		if o.KVHeads != o.Heads {
 			panic(fmt.Errorf("Attention: a fused qkv projection cannot have grouped key/value heads"))
 		}
-		a.QKV = NewLinear(p.Sub(o.Names.QKV), o.Dim, 3*o.Dim, lo)
+		a.QKV = NewLinear(p.Sub(o.Names.QKV), LinearOptions{In: o.Dim, Out: 3 * o.Dim, NoBias: !o.Bias})
 	} else {
-		a.Q = NewLinear(p.Sub(o.Names.Q), o.Dim, o.Heads*hd, lo)
-		a.K = NewLinear(p.Sub(o.Names.K), o.Dim, o.KVHeads*hd, lo)
-		a.V = NewLinear(p.Sub(o.Names.V), o.Dim, o.KVHeads*hd, lo)
+		a.Q = NewLinear(p.Sub(o.Names.Q), LinearOptions{In: o.Dim, Out: o.Heads * hd, NoBias: !o.Bias})
+		a.K = NewLinear(p.Sub(o.Names.K), LinearOptions{In: o.Dim, Out: o.KVHeads * hd, NoBias: !o.Bias})
+		a.V = NewLinear(p.Sub(o.Names.V), LinearOptions{In: o.Dim, Out: o.KVHeads * hd, NoBias: !o.Bias})
 	}
-	a.Out = NewLinear(p.Sub(o.Names.Out), o.Dim, o.Dim, lo)
+	a.Out = NewLinear(p.Sub(o.Names.Out), LinearOptions{In: o.Dim, Out: o.Dim, NoBias: !o.Bias})
 	return a
 }
 

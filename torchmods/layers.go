@@ -16,15 +16,16 @@ type Linear struct {
 
 // LinearOptions configures NewLinear.
 type LinearOptions struct {
-	NoBias bool
+	In, Out int64
+	NoBias  bool
 }
 
 // NewLinear registers weight and bias under p.
-func NewLinear(p Path, in, out int64, o LinearOptions) *Linear {
-	l := &Linear{In: in, Out: out}
-	l.Weight = p.New("weight", []int64{out, in}, FanInUniform(in), false)
+func NewLinear(p Path, o LinearOptions) *Linear {
+	l := &Linear{In: o.In, Out: o.Out}
+	l.Weight = p.New("weight", []int64{o.Out, o.In}, FanInUniform(o.In), false)
 	if !o.NoBias {
-		l.Bias = p.New("bias", []int64{out}, FanInUniform(in), true)
+		l.Bias = p.New("bias", []int64{o.Out}, FanInUniform(o.In), true)
 	}
 	return l
 }
@@ -49,15 +50,21 @@ type LayerNorm struct {
 	Eps          float64
 }
 
-// NewLayerNorm registers weight (ones) and bias (zeros) under p; eps 0 means 1e-5.
-func NewLayerNorm(p Path, dim int64, eps float64) *LayerNorm {
-	if eps == 0 {
-		eps = 1e-5
+// NormOptions configures LayerNorm and RMSNorm.
+type NormOptions struct {
+	Dim int64
+	Eps float64 // 1e-5 for LayerNorm and 1e-6 for RMSNorm when 0
+}
+
+// NewLayerNorm registers weight (ones) and bias (zeros) under p.
+func NewLayerNorm(p Path, o NormOptions) *LayerNorm {
+	if o.Eps == 0 {
+		o.Eps = 1e-5
 	}
 	return &LayerNorm{
-		Weight: p.New("weight", []int64{dim}, Const(1), true),
-		Bias:   p.New("bias", []int64{dim}, Const(0), true),
-		Dim:    dim, Eps: eps,
+		Weight: p.New("weight", []int64{o.Dim}, Const(1), true),
+		Bias:   p.New("bias", []int64{o.Dim}, Const(0), true),
+		Dim:    o.Dim, Eps: o.Eps,
 	}
 }
 
@@ -121,16 +128,23 @@ type MultiheadAttention struct {
 	Dropout                  float64
 }
 
+// MultiheadAttentionOptions configures NewMultiheadAttention.
+type MultiheadAttentionOptions struct {
+	Dim, Heads int64
+	Dropout    float64 // on the attention weights
+}
+
 // NewMultiheadAttention registers the parameters under p, initialised as
 // PyTorch does (xavier_uniform in-projection, zero biases).
-func NewMultiheadAttention(p Path, dim, heads int64, dropout float64) *MultiheadAttention {
-	if dim%heads != 0 {
+func NewMultiheadAttention(p Path, o MultiheadAttentionOptions) *MultiheadAttention {
+	dim, heads := o.Dim, o.Heads
+	if heads <= 0 || dim%heads != 0 {
 		panic(fmt.Errorf("MultiheadAttention: width %d is not divisible by %d heads", dim, heads))
 	}
-	m := &MultiheadAttention{Dim: dim, Heads: heads, Dropout: dropout}
+	m := &MultiheadAttention{Dim: dim, Heads: heads, Dropout: o.Dropout}
 	m.InProjWeight = p.New("in_proj_weight", []int64{3 * dim, dim}, Uniform(math.Sqrt(6/float64(dim+3*dim))), false)
 	m.InProjBias = p.New("in_proj_bias", []int64{3 * dim}, Const(0), true)
-	m.OutProj = NewLinear(p.Sub("out_proj"), dim, dim, LinearOptions{})
+	m.OutProj = NewLinear(p.Sub("out_proj"), LinearOptions{In: dim, Out: dim})
 	ts.NoGrad(func() { m.OutProj.Bias.MustZero_() })
 	return m
 }
@@ -179,11 +193,11 @@ type EncoderLayer struct {
 // NewEncoderLayer registers the layer's parameters under p.
 func NewEncoderLayer(p Path, o EncoderLayerOptions) *EncoderLayer {
 	return &EncoderLayer{
-		SelfAttn: NewMultiheadAttention(p.Sub("self_attn"), o.Dim, o.Heads, o.Dropout),
-		Linear1:  NewLinear(p.Sub("linear1"), o.Dim, o.FF, LinearOptions{}),
-		Linear2:  NewLinear(p.Sub("linear2"), o.FF, o.Dim, LinearOptions{}),
-		Norm1:    NewLayerNorm(p.Sub("norm1"), o.Dim, o.Eps),
-		Norm2:    NewLayerNorm(p.Sub("norm2"), o.Dim, o.Eps),
+		SelfAttn: NewMultiheadAttention(p.Sub("self_attn"), MultiheadAttentionOptions{Dim: o.Dim, Heads: o.Heads, Dropout: o.Dropout}),
+		Linear1:  NewLinear(p.Sub("linear1"), LinearOptions{In: o.Dim, Out: o.FF}),
+		Linear2:  NewLinear(p.Sub("linear2"), LinearOptions{In: o.FF, Out: o.Dim}),
+		Norm1:    NewLayerNorm(p.Sub("norm1"), NormOptions{Dim: o.Dim, Eps: o.Eps}),
+		Norm2:    NewLayerNorm(p.Sub("norm2"), NormOptions{Dim: o.Dim, Eps: o.Eps}),
 		Opt:      o,
 	}
 }

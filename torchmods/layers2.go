@@ -16,12 +16,12 @@ type RMSNorm struct {
 	Eps    float64
 }
 
-// NewRMSNorm registers weight (ones) under p; eps 0 means 1e-6.
-func NewRMSNorm(p Path, dim int64, eps float64) *RMSNorm {
-	if eps == 0 {
-		eps = 1e-6
+// NewRMSNorm registers weight (ones) under p.
+func NewRMSNorm(p Path, o NormOptions) *RMSNorm {
+	if o.Eps == 0 {
+		o.Eps = 1e-6
 	}
-	return &RMSNorm{Weight: p.New("weight", []int64{dim}, Const(1), true), Dim: dim, Eps: eps}
+	return &RMSNorm{Weight: p.New("weight", []int64{o.Dim}, Const(1), true), Dim: o.Dim, Eps: o.Eps}
 }
 
 // Forward normalises x [..., Dim].
@@ -40,9 +40,13 @@ type Embedding struct {
 	Num, Dim int64
 }
 
+// EmbeddingOptions configures NewEmbedding. Learned positional embeddings
+// are an Embedding over position ids.
+type EmbeddingOptions struct{ Num, Dim int64 }
+
 // NewEmbedding registers weight under p.
-func NewEmbedding(p Path, num, dim int64) *Embedding {
-	return &Embedding{Weight: p.New("weight", []int64{num, dim}, Normal(1), false), Num: num, Dim: dim}
+func NewEmbedding(p Path, o EmbeddingOptions) *Embedding {
+	return &Embedding{Weight: p.New("weight", []int64{o.Num, o.Dim}, Normal(1), false), Num: o.Num, Dim: o.Dim}
 }
 
 // Forward looks up ids (int64, any shape), giving [..., Dim].
@@ -92,9 +96,20 @@ type MLP struct {
 	Drop     float64
 }
 
-// NewMLP registers fc1 [hidden, in] and fc2 [out, hidden] under p.
-func NewMLP(p Path, in, hidden, out int64, act Activation, drop float64) *MLP {
-	return &MLP{FC1: NewLinear(p.Sub("fc1"), in, hidden, LinearOptions{}), FC2: NewLinear(p.Sub("fc2"), hidden, out, LinearOptions{}), Act: act, Drop: drop}
+// MLPOptions configures NewMLP.
+type MLPOptions struct {
+	In, Hidden, Out int64
+	Act             Activation
+	Dropout         float64
+}
+
+// NewMLP registers fc1 [Hidden, In] and fc2 [Out, Hidden] under p.
+func NewMLP(p Path, o MLPOptions) *MLP {
+	return &MLP{
+		FC1: NewLinear(p.Sub("fc1"), LinearOptions{In: o.In, Out: o.Hidden}),
+		FC2: NewLinear(p.Sub("fc2"), LinearOptions{In: o.Hidden, Out: o.Out}),
+		Act: o.Act, Drop: o.Dropout,
+	}
 }
 
 // Forward applies the MLP.
@@ -107,9 +122,12 @@ func (m *MLP) Forward(x *ts.Tensor, train bool) *ts.Tensor {
 // maps to 2*hidden, split into (h, gate), output h * gelu(gate).
 type GEGLU struct{ Proj *Linear }
 
-// NewGEGLU registers proj [2*hidden, in] under p.
-func NewGEGLU(p Path, in, hidden int64) *GEGLU {
-	return &GEGLU{Proj: NewLinear(p.Sub("proj"), in, 2*hidden, LinearOptions{})}
+// GLUOptions configures the gated feed-forwards GEGLU and SwiGLU.
+type GLUOptions struct{ In, Hidden int64 }
+
+// NewGEGLU registers proj [2*Hidden, In] under p.
+func NewGEGLU(p Path, o GLUOptions) *GEGLU {
+	return &GEGLU{Proj: NewLinear(p.Sub("proj"), LinearOptions{In: o.In, Out: 2 * o.Hidden})}
 }
 
 // Forward gives [..., hidden].
@@ -121,10 +139,12 @@ func (g *GEGLU) Forward(x *ts.Tensor) *ts.Tensor {
 // SwiGLU is Llama's MLP: down_proj(silu(gate_proj(x)) * up_proj(x)), without biases.
 type SwiGLU struct{ Gate, Up, Down *Linear }
 
-// NewSwiGLU registers gate_proj, up_proj and down_proj under p.
-func NewSwiGLU(p Path, dim, hidden int64) *SwiGLU {
-	o := LinearOptions{NoBias: true}
-	return &SwiGLU{Gate: NewLinear(p.Sub("gate_proj"), dim, hidden, o), Up: NewLinear(p.Sub("up_proj"), dim, hidden, o), Down: NewLinear(p.Sub("down_proj"), hidden, dim, o)}
+// NewSwiGLU registers gate_proj, up_proj and down_proj under p (no biases).
+func NewSwiGLU(p Path, o GLUOptions) *SwiGLU {
+	lin := func(name string, in, out int64) *Linear {
+		return NewLinear(p.Sub(name), LinearOptions{In: in, Out: out, NoBias: true})
+	}
+	return &SwiGLU{Gate: lin("gate_proj", o.In, o.Hidden), Up: lin("up_proj", o.In, o.Hidden), Down: lin("down_proj", o.Hidden, o.In)}
 }
 
 // Forward applies the gated feed-forward.
@@ -222,6 +242,7 @@ type LoRALinear struct {
 
 // LoRAOptions configures a LoRA adapter.
 type LoRAOptions struct {
+	In, Out int64
 	Rank    int64
 	Alpha   float64 // alpha/Rank scales the update; 0 means Alpha = Rank
 	Dropout float64
@@ -229,14 +250,15 @@ type LoRAOptions struct {
 }
 
 // NewLoRALinear registers the frozen base weight and the adapters under p.
-func NewLoRALinear(p Path, in, out int64, o LoRAOptions) *LoRALinear {
+func NewLoRALinear(p Path, o LoRAOptions) *LoRALinear {
+	in, out := o.In, o.Out
 	if o.Rank <= 0 {
 		panic(fmt.Errorf("LoRALinear: rank must be positive, got %d", o.Rank))
 	}
 	if o.Alpha == 0 {
 		o.Alpha = float64(o.Rank)
 	}
-	l := &LoRALinear{Base: NewLinear(p, in, out, LinearOptions{NoBias: o.NoBias}), Rank: o.Rank, Alpha: o.Alpha, Drop: o.Dropout}
+	l := &LoRALinear{Base: NewLinear(p, LinearOptions{In: in, Out: out, NoBias: o.NoBias}), Rank: o.Rank, Alpha: o.Alpha, Drop: o.Dropout}
 	l.Base.Weight.MustRequiresGrad_(false)
 	if l.Base.Bias != nil {
 		l.Base.Bias.MustRequiresGrad_(false)

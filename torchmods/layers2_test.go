@@ -56,15 +56,15 @@ func TestLayerParity(t *testing.T) {
 	require.NoError(t, err)
 
 	var rms *RMSNorm
-	parity(t, ref, "rmsnorm", func(p Path) { rms = NewRMSNorm(p, 8, 1e-6) }, func(x *ts.Tensor) *ts.Tensor { return rms.Forward(x) })
+	parity(t, ref, "rmsnorm", func(p Path) { rms = NewRMSNorm(p, NormOptions{Dim: 8, Eps: 1e-6}) }, func(x *ts.Tensor) *ts.Tensor { return rms.Forward(x) })
 	var emb *Embedding
-	parity(t, ref, "embedding", func(p Path) { emb = NewEmbedding(p, 10, 4) }, func(x *ts.Tensor) *ts.Tensor { return emb.Forward(x) })
+	parity(t, ref, "embedding", func(p Path) { emb = NewEmbedding(p, EmbeddingOptions{Num: 10, Dim: 4}) }, func(x *ts.Tensor) *ts.Tensor { return emb.Forward(x) })
 	var mlp *MLP
-	parity(t, ref, "mlp", func(p Path) { mlp = NewMLP(p, 6, 12, 5, GELU, 0) }, func(x *ts.Tensor) *ts.Tensor { return mlp.Forward(x, true) })
+	parity(t, ref, "mlp", func(p Path) { mlp = NewMLP(p, MLPOptions{In: 6, Hidden: 12, Out: 5, Act: GELU, Dropout: 0}) }, func(x *ts.Tensor) *ts.Tensor { return mlp.Forward(x, true) })
 	var geglu *GEGLU
-	parity(t, ref, "geglu", func(p Path) { geglu = NewGEGLU(p, 6, 7) }, func(x *ts.Tensor) *ts.Tensor { return geglu.Forward(x) })
+	parity(t, ref, "geglu", func(p Path) { geglu = NewGEGLU(p, GLUOptions{In: 6, Hidden: 7}) }, func(x *ts.Tensor) *ts.Tensor { return geglu.Forward(x) })
 	var swiglu *SwiGLU
-	parity(t, ref, "swiglu", func(p Path) { swiglu = NewSwiGLU(p, 6, 10) }, func(x *ts.Tensor) *ts.Tensor { return swiglu.Forward(x) })
+	parity(t, ref, "swiglu", func(p Path) { swiglu = NewSwiGLU(p, GLUOptions{In: 6, Hidden: 10}) }, func(x *ts.Tensor) *ts.Tensor { return swiglu.Forward(x) })
 	parity(t, ref, "rotary", func(Path) {}, func(x *ts.Tensor) *ts.Tensor { return Rotary{HeadDim: 8, Base: 10000}.Apply(x, ref["rotary.pos"]) })
 	var gqa *Attention
 	parity(t, ref, "gqa", func(p Path) {
@@ -83,11 +83,13 @@ func TestLayerParity(t *testing.T) {
 		parity(t, ref, c, func(Path) {}, act.Apply)
 	}
 	var cross *MultiheadAttention
-	parity(t, ref, "cross", func(p Path) { cross = NewMultiheadAttention(p, 8, 2, 0) }, func(x *ts.Tensor) *ts.Tensor {
+	parity(t, ref, "cross", func(p Path) {
+		cross = NewMultiheadAttention(p, MultiheadAttentionOptions{Dim: 8, Heads: 2, Dropout: 0})
+	}, func(x *ts.Tensor) *ts.Tensor {
 		return cross.Forward(x, ref["cross.input_context"], ref["cross.input_context"], nil, true)
 	})
 	var lora *LoRALinear
-	parity(t, ref, "lora", func(p Path) { lora = NewLoRALinear(p, 6, 5, LoRAOptions{Rank: 4, Alpha: 8}) }, func(x *ts.Tensor) *ts.Tensor { return lora.Forward(x, true) })
+	parity(t, ref, "lora", func(p Path) { lora = NewLoRALinear(p, LoRAOptions{In: 6, Out: 5, Rank: 4, Alpha: 8}) }, func(x *ts.Tensor) *ts.Tensor { return lora.Forward(x, true) })
 }
 
 func TestSinCos2DMatchesMAE(t *testing.T) {
@@ -153,7 +155,7 @@ func TestLoRAStartsAtBaseAndMergesExactly(t *testing.T) {
 	defer s.Close()
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
-	l := NewLoRALinear(store.Root(), 6, 5, LoRAOptions{Rank: 2})
+	l := NewLoRALinear(store.Root(), LoRAOptions{In: 6, Out: 5, Rank: 2})
 	x := ts.MustRandn([]int64{3, 6}, gotch.Float, gotch.CPU)
 	assert.Less(t, relErr(t, l.Forward(x, false), l.Base.Forward(x)), 1e-7, "B starts at zero")
 	assert.False(t, l.Base.Weight.MustRequiresGrad(), "base frozen")
@@ -175,7 +177,7 @@ func TestEmbeddingRefusesBadIDs(t *testing.T) {
 	defer s.Close()
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
-	e := NewEmbedding(store.Root(), 10, 4)
+	e := NewEmbedding(store.Root(), EmbeddingOptions{Num: 10, Dim: 4})
 	err := Try(func() { e.Forward(ts.MustOfSlice([]int64{3, 10})) })
 	assert.ErrorContains(t, err, "id 10 out of range [0, 10)")
 	err = Try(func() { e.Forward(ts.MustOfSlice([]float32{1})) })
@@ -232,7 +234,7 @@ func TestPatchEmbedParity(t *testing.T) {
 	ref, err := LoadWeights("testdata/layer_parity.safetensors", gotch.CPU)
 	require.NoError(t, err)
 	var pe *PatchEmbed
-	parity(t, ref, "patch", func(p Path) { pe = NewPatchEmbed(p, 8, 4, 3, 6) }, func(x *ts.Tensor) *ts.Tensor { return pe.Forward(x) })
+	parity(t, ref, "patch", func(p Path) { pe = NewPatchEmbed(p, PatchEmbedOptions{ImgSize: 8, Patch: 4, InChans: 3, Dim: 6}) }, func(x *ts.Tensor) *ts.Tensor { return pe.Forward(x) })
 	assert.Equal(t, int64(4), pe.NumPatches())
 	err = Try(func() { pe.Forward(ts.MustOnes([]int64{1, 3, 9, 9}, gotch.Float, gotch.CPU)) })
 	assert.ErrorContains(t, err, "want [B, 3, 8, 8]")
@@ -251,7 +253,7 @@ func TestT5BucketsMatchHF(t *testing.T) {
 	}
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
-	b := NewT5Bias(store.Root().Sub("t5bias"), 4, 32, 128, true)
+	b := NewT5Bias(store.Root().Sub("t5bias"), T5BiasOptions{Heads: 4, Buckets: 32, MaxDistance: 128, Bidirectional: true})
 	_, err = store.Load(map[string]*ts.Tensor{"t5bias.relative_attention_bias.weight": ref["t5bias.relative_attention_bias.weight"]}, true)
 	require.NoError(t, err)
 	assert.Less(t, relErr(t, b.Forward(5, 7), ref["t5bias.y"]), 1e-7)
@@ -269,7 +271,7 @@ func TestFastWeightsSecondOrder(t *testing.T) {
 	require.NoError(t, err)
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
-	lin := NewLinear(store.Root(), 3, 2, LinearOptions{})
+	lin := NewLinear(store.Root(), LinearOptions{In: 3, Out: 2})
 	_, err = store.Load(map[string]*ts.Tensor{"weight": ref["maml.weight"], "bias": ref["maml.bias"]}, true)
 	require.NoError(t, err)
 	mse := func(a, b *ts.Tensor) *ts.Tensor { return a.MustMseLoss(b, 1, false) }
@@ -300,7 +302,7 @@ func TestGroupsSplitDecay(t *testing.T) {
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
 	NewEncoderLayer(store.Root(), EncoderLayerOptions{Dim: 8, Heads: 2, FF: 16})
-	NewLoRALinear(store.Root().Sub("lora"), 4, 4, LoRAOptions{Rank: 2})
+	NewLoRALinear(store.Root().Sub("lora"), LoRAOptions{In: 4, Out: 4, Rank: 2})
 	decay, noDecay := store.Groups()
 	var d, n []string
 	for _, p := range decay {

@@ -103,7 +103,7 @@ func TestStrictLoadReportsAndChangesNothing(t *testing.T) {
 	defer s.Close()
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
-	l := NewLinear(store.Root().Sub("fc"), 3, 2, LinearOptions{})
+	l := NewLinear(store.Root().Sub("fc"), LinearOptions{In: 3, Out: 2})
 	before := l.Weight.Float64Values()
 	weights := map[string]*ts.Tensor{
 		"fc.weight": ts.MustOnes([]int64{2, 4}, gotch.Float, gotch.CPU), // wrong shape
@@ -128,7 +128,7 @@ func TestShapeMistakeIsAnErrorNotACrash(t *testing.T) {
 	defer s.Close()
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
-	l := NewLinear(store.Root(), 3, 2, LinearOptions{})
+	l := NewLinear(store.Root(), LinearOptions{In: 3, Out: 2})
 	err := Try(func() { l.Forward(ts.MustOnes([]int64{4, 5}, gotch.Float, gotch.CPU)) })
 	assert.ErrorContains(t, err, "Linear: input shape [4 5], want last dimension 3")
 	// A libtorch error inside a Must op is recovered too.

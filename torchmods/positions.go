@@ -14,18 +14,21 @@ type PatchEmbed struct {
 	Patch, InChans, Dim, ImgSize int64
 }
 
+// PatchEmbedOptions configures NewPatchEmbed.
+type PatchEmbedOptions struct{ ImgSize, Patch, InChans, Dim int64 }
+
 // NewPatchEmbed registers proj.weight [Dim, InChans, Patch, Patch] and
 // proj.bias, initialised as PyTorch's Conv2d (U(±1/sqrt(fan_in))).
-func NewPatchEmbed(p Path, imgSize, patch, inChans, dim int64) *PatchEmbed {
-	if patch <= 0 || imgSize%patch != 0 {
-		panic(fmt.Errorf("PatchEmbed: image size %d is not a multiple of patch size %d", imgSize, patch))
+func NewPatchEmbed(p Path, o PatchEmbedOptions) *PatchEmbed {
+	if o.Patch <= 0 || o.ImgSize%o.Patch != 0 {
+		panic(fmt.Errorf("PatchEmbed: image size %d is not a multiple of patch size %d", o.ImgSize, o.Patch))
 	}
-	fanIn := inChans * patch * patch
+	fanIn := o.InChans * o.Patch * o.Patch
 	pp := p.Sub("proj")
 	return &PatchEmbed{
-		Weight: pp.New("weight", []int64{dim, inChans, patch, patch}, FanInUniform(fanIn), false),
-		Bias:   pp.New("bias", []int64{dim}, FanInUniform(fanIn), true),
-		Patch:  patch, InChans: inChans, Dim: dim, ImgSize: imgSize,
+		Weight: pp.New("weight", []int64{o.Dim, o.InChans, o.Patch, o.Patch}, FanInUniform(fanIn), false),
+		Bias:   pp.New("bias", []int64{o.Dim}, FanInUniform(fanIn), true),
+		Patch:  o.Patch, InChans: o.InChans, Dim: o.Dim, ImgSize: o.ImgSize,
 	}
 }
 
@@ -82,11 +85,18 @@ type T5Bias struct {
 	Bidirectional               bool
 }
 
-// NewT5Bias registers relative_attention_bias.weight [buckets, heads].
-func NewT5Bias(p Path, heads, buckets, maxDistance int64, bidirectional bool) *T5Bias {
+// T5BiasOptions configures NewT5Bias (T5: 32 buckets, max distance 128,
+// bidirectional in the encoder).
+type T5BiasOptions struct {
+	Heads, Buckets, MaxDistance int64
+	Bidirectional               bool
+}
+
+// NewT5Bias registers relative_attention_bias.weight [Buckets, Heads].
+func NewT5Bias(p Path, o T5BiasOptions) *T5Bias {
 	return &T5Bias{
-		Weight:  p.Sub("relative_attention_bias").New("weight", []int64{buckets, heads}, Normal(1), false),
-		Buckets: buckets, MaxDistance: maxDistance, Heads: heads, Bidirectional: bidirectional,
+		Weight:  p.Sub("relative_attention_bias").New("weight", []int64{o.Buckets, o.Heads}, Normal(1), false),
+		Buckets: o.Buckets, MaxDistance: o.MaxDistance, Heads: o.Heads, Bidirectional: o.Bidirectional,
 	}
 }
 
