@@ -1,0 +1,127 @@
+// Package train runs experiments: a Loop whose logging, evaluation and
+// progress reporting are named hooks, the optimizers and schedules the
+// papers' recipes use, and a registry of tasks that configs pick by name.
+package train
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/sugarme/gotch/ts"
+)
+
+// StepResult is what one training step reports.
+type StepResult struct {
+	Loss float64
+	LR   float64
+}
+
+// Hook runs after every Every-th step (and after the last), by name.
+type Hook struct {
+	Name  string
+	Every int64
+	Fn    func(step int64, r StepResult) error
+}
+
+// Loop calls Step for steps 0..Steps-1, each inside a ts.Scope so its
+// tensors are freed when it ends, then the hooks that are due. A NaN or
+// infinite loss stops the run with an error naming the step.
+type Loop struct {
+	Steps int64
+	Step  func(step int64) (StepResult, error)
+	hooks []Hook
+}
+
+// Add registers a hook; names must be unique.
+func (l *Loop) Add(h Hook) {
+	for _, o := range l.hooks {
+		if o.Name == h.Name {
+			panic(fmt.Sprintf("train: hook %q added twice", h.Name))
+		}
+	}
+	l.hooks = append(l.hooks, h)
+}
+
+// Hooks lists the registered hook names in order.
+func (l *Loop) Hooks() []string {
+	names := make([]string, len(l.hooks))
+	for i, h := range l.hooks {
+		names[i] = h.Name
+	}
+	return names
+}
+
+// Run runs the loop from step start.
+func (l *Loop) Run(start int64) error {
+	for step := start; step < l.Steps; step++ {
+		s := ts.NewScope()
+		r, err := l.Step(step)
+		s.Close()
+		if err != nil {
+			return fmt.Errorf("step %d: %w", step, err)
+		}
+		if math.IsNaN(r.Loss) || math.IsInf(r.Loss, 0) {
+			return fmt.Errorf("step %d: loss is %v; stopping", step, r.Loss)
+		}
+		last := step == l.Steps-1
+		for _, h := range l.hooks {
+			if (h.Every > 0 && (step+1)%h.Every == 0) || last {
+				if err := h.Fn(step, r); err != nil {
+					return fmt.Errorf("hook %s at step %d: %w", h.Name, step, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ProgressHook prints a line with the step, loss, learning rate, steps/s
+// and time left.
+func ProgressHook(w io.Writer, every, total int64) Hook {
+	start, first := time.Now(), int64(-1)
+	return Hook{Name: "progress", Every: every, Fn: func(step int64, r StepResult) error {
+		if first < 0 {
+			first, start = step, time.Now()
+			return nil
+		}
+		rate := float64(step-first) / time.Since(start).Seconds()
+		left := time.Duration(float64(total-step-1)/rate) * time.Second
+		fmt.Fprintf(w, "step %d/%d  loss %.4f  lr %.3g  %.1f steps/s  eta %s\n", step+1, total, r.Loss, r.LR, rate, left.Round(time.Second))
+		return nil
+	}}
+}
+
+// Task is a registered experiment kind: a config to fill and a run.
+type Task struct {
+	Name   string
+	Doc    string
+	Config func() any                                    // a pointer to the config, with defaults
+	Run    func(cfg any, out string, w io.Writer) error // out is the run directory
+}
+
+var tasks = map[string]Task{}
+
+// Register adds a task; paper packages call it from init.
+func Register(t Task) {
+	if _, dup := tasks[t.Name]; dup {
+		panic("train: task " + t.Name + " registered twice")
+	}
+	tasks[t.Name] = t
+}
+
+// Lookup finds a task by the config's task key.
+func Lookup(name string) (Task, error) {
+	t, ok := tasks[name]
+	if !ok {
+		names := make([]string, 0, len(tasks))
+		for n := range tasks {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return Task{}, fmt.Errorf("unknown task %q; known tasks: %v", name, names)
+	}
+	return t, nil
+}

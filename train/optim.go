@@ -1,0 +1,109 @@
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/reprolab/repro/torchmods"
+)
+
+// AdamW is PyTorch's torch.optim.AdamW (decoupled weight decay, bias
+// correction), written over tensors so its state is ours to checkpoint.
+// Parameters in the no-decay group (biases, norms, 1-D) skip weight decay.
+type AdamW struct {
+	Beta1, Beta2, Eps, WeightDecay float64
+	groups                         []adamGroup
+	step                           int64
+}
+
+type adamGroup struct {
+	params []*torchmods.Param
+	decay  bool
+	m, v   []*ts.Tensor
+}
+
+// NewAdamW sets up AdamW over the store's trainable parameters.
+func NewAdamW(store *torchmods.Store, beta1, beta2, eps, weightDecay float64) *AdamW {
+	decay, noDecay := store.Groups()
+	a := &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay}
+	for _, g := range []adamGroup{{params: decay, decay: true}, {params: noDecay}} {
+		for _, p := range g.params {
+			var m, v *ts.Tensor
+			ts.NoGrad(func() {
+				m = p.Tensor.MustZerosLike(false)
+				v = p.Tensor.MustZerosLike(false)
+			})
+			ts.Persist(m)
+			ts.Persist(v)
+			g.m, g.v = append(g.m, m), append(g.v, v)
+		}
+		a.groups = append(a.groups, g)
+	}
+	return a
+}
+
+// Steps is the number of updates made.
+func (a *AdamW) Steps() int64 { return a.step }
+
+// Step updates every parameter from its gradient with learning rate lr,
+// then zeroes the gradients. Call it inside the step's scope.
+func (a *AdamW) Step(lr float64) error {
+	a.step++
+	bc1 := 1 - math.Pow(a.Beta1, float64(a.step))
+	bc2 := 1 - math.Pow(a.Beta2, float64(a.step))
+	return torchmods.Try(func() {
+		ts.NoGrad(func() {
+			for _, g := range a.groups {
+				for i, p := range g.params {
+					grad := p.Tensor.MustGrad(false)
+					if !grad.MustDefined() {
+						continue
+					}
+					if g.decay && a.WeightDecay != 0 {
+						p.Tensor.MustMulScalar_(ts.FloatScalar(1 - lr*a.WeightDecay))
+					}
+					m, v := g.m[i], g.v[i]
+					m.MustMulScalar_(ts.FloatScalar(a.Beta1))
+					m.MustAdd_(grad.MustMulScalar(ts.FloatScalar(1-a.Beta1), false))
+					v.MustMulScalar_(ts.FloatScalar(a.Beta2))
+					v.MustAddcmul_(grad.MustMulScalar(ts.FloatScalar(1-a.Beta2), false), grad)
+					denom := v.MustSqrt(false).MustDivScalar(ts.FloatScalar(math.Sqrt(bc2)), true).MustAddScalar(ts.FloatScalar(a.Eps), true)
+					p.Tensor.MustAddcdiv_(m.MustMulScalar(ts.FloatScalar(-lr/bc1), false), denom)
+					grad.MustZero_()
+				}
+			}
+		})
+	})
+}
+
+// Schedule gives the learning rate at a step (0-based).
+type Schedule func(step int64) float64
+
+// WarmupSchedule is a per-iteration linear warm-up from 0 to base over
+// warmup steps, then "cosine" (to 0 at total), "linear" (to 0 at total) or
+// "constant" decay.
+func WarmupSchedule(base float64, warmup, total int64, decay string) (Schedule, error) {
+	if total <= 0 || warmup < 0 || warmup > total {
+		return nil, fmt.Errorf("schedule: warmup %d and total %d steps", warmup, total)
+	}
+	switch decay {
+	case "cosine", "linear", "constant":
+	default:
+		return nil, fmt.Errorf("schedule: decay %q, want cosine, linear or constant", decay)
+	}
+	return func(step int64) float64 {
+		if step < warmup {
+			return base * float64(step+1) / float64(warmup)
+		}
+		frac := float64(step-warmup) / math.Max(1, float64(total-warmup))
+		switch decay {
+		case "cosine":
+			return base * 0.5 * (1 + math.Cos(math.Pi*frac))
+		case "linear":
+			return base * (1 - frac)
+		}
+		return base
+	}, nil
+}
