@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -122,4 +123,33 @@ func TestWeightsRefusesHostileAndBadFiles(t *testing.T) {
 	assert.Equal(t, 1, code)
 	b, _ := os.ReadFile(dst)
 	assert.Equal(t, "keep me", string(b))
+}
+
+func TestConfigCheck(t *testing.T) {
+	out, stderr, code := runRepro(t, "config", "check", "../../configs/basics/softmax.toml", "../../configs/basics/mlp.toml")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "softmax.toml: ok (basics.fashion_mnist)")
+
+	bad := t.TempDir() + "/bad.toml"
+	require.NoError(t, os.WriteFile(bad, []byte("task = \"basics.fashion_mnist\"\n\n[trainer]\nepochs = 2\nepochz = 3\n"), 0o644))
+	out, _, code = runRepro(t, "config", "check", bad)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, bad+`:5: unknown key "trainer.epochz"`)
+
+	require.NoError(t, os.WriteFile(bad, []byte("task = \"nope\"\n"), 0o644))
+	out, _, code = runRepro(t, "config", "check", bad)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, `unknown task "nope"`)
+}
+
+// TestEveryConfigIsValid checks every file under configs/ as
+// `repro config check` would, so CI validates each config without running it.
+func TestEveryConfigIsValid(t *testing.T) {
+	paths, err := filepath.Glob("../../configs/*/*.toml")
+	require.NoError(t, err)
+	require.NotEmpty(t, paths)
+	for _, p := range paths {
+		_, _, err := loadTaskConfig(p, nil)
+		assert.NoError(t, err, p)
+	}
 }
