@@ -100,7 +100,10 @@ func init() {
 		Name:   "basics.fashion_mnist",
 		Doc:    "softmax regression or an MLP on Fashion-MNIST",
 		Config: func() any { return Default() },
-		Run:    func(cfg any, out string, w io.Writer) error { _, err := Run(cfg.(*Config), out, w); return err },
+		Run: func(cfg any, out string, resume bool, w io.Writer) error {
+			_, err := Run(cfg.(*Config), out, resume, w)
+			return err
+		},
 	})
 }
 
@@ -127,8 +130,17 @@ func (c classifier) forward(x *ts.Tensor, train bool) *ts.Tensor {
 	return c.mlp.Forward(x, train)
 }
 
-// Run trains and evaluates, writing metrics.jsonl and results.json to out.
-func Run(c *Config, out string, w io.Writer) (*Result, error) {
+// loaderState is what a checkpoint needs of the data order: the current
+// epoch's permutation and the Go generator that makes the next one.
+type loaderState struct {
+	Order []int  `json:"order"`
+	RNG   []byte `json:"rng"`
+}
+
+// Run trains and evaluates, writing metrics.jsonl, checkpoints and
+// results.json to out. With resume it continues from the newest checkpoint
+// in out, and ends with the same weights and numbers as an uninterrupted run.
+func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
 	dev := gotch.CPU
 	if c.Trainer.Device == "cuda" {
 		if !gotch.CUDA.IsAvailable() {
@@ -159,14 +171,9 @@ func Run(c *Config, out string, w io.Writer) (*Result, error) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
 	}
-	metrics, err := os.Create(filepath.Join(out, "metrics.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	defer metrics.Close()
-
 	ts.ManualSeed(c.Trainer.Seed)
-	rng := rand.New(rand.NewPCG(uint64(c.Trainer.Seed), 0x5eed))
+	pcg := rand.NewPCG(uint64(c.Trainer.Seed), 0x5eed)
+	rng := rand.New(pcg)
 	store := torchmods.NewStore(dev)
 	defer store.Drop()
 	const in, classes = 28 * 28, 10
@@ -186,6 +193,37 @@ func Run(c *Config, out string, w io.Writer) (*Result, error) {
 	for i := range order {
 		order[i] = i
 	}
+	var start0 int64
+	if resume {
+		ck, err := train.LatestCheckpoint(out)
+		if err != nil {
+			return nil, err
+		}
+		if ck == "" {
+			return nil, fmt.Errorf("nothing to resume: %s has no checkpoint", out)
+		}
+		var ls loaderState
+		if start0, err = train.LoadCheckpoint(ck, store, opt, &ls); err != nil {
+			return nil, err
+		}
+		if int64(len(ls.Order)) != n {
+			return nil, fmt.Errorf("%s: the checkpoint's data order has %d items, this config %d", ck, len(ls.Order), n)
+		}
+		order = ls.Order
+		if err := pcg.UnmarshalBinary(ls.RNG); err != nil {
+			return nil, fmt.Errorf("%s: %w", ck, err)
+		}
+		fmt.Fprintf(w, "resuming from %s at step %d\n", ck, start0)
+	}
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if resume {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	}
+	metrics, err := os.OpenFile(filepath.Join(out, "metrics.jsonl"), flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer metrics.Close()
 	batch := func(set *data.Images, idx []int) (*ts.Tensor, *ts.Tensor) {
 		px := make([]float32, len(idx)*in)
 		lb := make([]int64, len(idx))
@@ -225,7 +263,14 @@ func Run(c *Config, out string, w io.Writer) (*Result, error) {
 			"steps_per_s": float64(step+1) / time.Since(start).Seconds()})
 	}})
 	loop.Add(train.ProgressHook(w, c.Trainer.LogEvery, steps))
-	if err := loop.Run(0); err != nil {
+	loop.Add(train.Hook{Name: "checkpoint", Every: c.Trainer.CheckpointEvery, Fn: func(step int64, r train.StepResult) error {
+		st, err := pcg.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		return train.SaveCheckpoint(out, step+1, store, opt, loaderState{Order: order, RNG: st}, c.Trainer.KeepCheckpoints)
+	}})
+	if err := loop.Run(start0); err != nil {
 		return nil, err
 	}
 

@@ -29,7 +29,7 @@ func load(t *testing.T, name string, sets ...string) *Config {
 // benchmark reports for their model classes, on the real test set.
 func TestSoftmaxRegressionReaches84(t *testing.T) {
 	needData(t)
-	res, err := Run(load(t, "softmax.toml"), t.TempDir(), io.Discard)
+	res, err := Run(load(t, "softmax.toml"), t.TempDir(), false, io.Discard)
 	require.NoError(t, err)
 	t.Logf("softmax regression: %.2f%% in %.0f s", 100*res.TestAccuracy, res.Seconds)
 	assert.GreaterOrEqual(t, res.TestAccuracy, 0.84)
@@ -40,7 +40,7 @@ func TestMLPReaches88(t *testing.T) {
 	if testing.Short() {
 		t.Skip("about a minute of training")
 	}
-	res, err := Run(load(t, "mlp.toml"), t.TempDir(), io.Discard)
+	res, err := Run(load(t, "mlp.toml"), t.TempDir(), false, io.Discard)
 	require.NoError(t, err)
 	t.Logf("MLP: %.2f%% in %.0f s", 100*res.TestAccuracy, res.Seconds)
 	assert.GreaterOrEqual(t, res.TestAccuracy, 0.88)
@@ -49,14 +49,14 @@ func TestMLPReaches88(t *testing.T) {
 func TestSameSeedSameNumbers(t *testing.T) {
 	needData(t)
 	run := func() *Result {
-		res, err := Run(load(t, "mlp.toml", "trainer.max_steps=150", "optim.warmup=20", "data.train_limit=6000"), t.TempDir(), io.Discard)
+		res, err := Run(load(t, "mlp.toml", "trainer.max_steps=150", "optim.warmup=20", "data.train_limit=6000"), t.TempDir(), false, io.Discard)
 		require.NoError(t, err)
 		return res
 	}
 	a, b := run(), run()
 	assert.Equal(t, a.TestLoss, b.TestLoss, "bit for bit on CPU")
 	assert.Equal(t, a.TestAccuracy, b.TestAccuracy)
-	c, err := Run(load(t, "mlp.toml", "trainer.max_steps=150", "optim.warmup=20", "data.train_limit=6000", "trainer.seed=1"), t.TempDir(), io.Discard)
+	c, err := Run(load(t, "mlp.toml", "trainer.max_steps=150", "optim.warmup=20", "data.train_limit=6000", "trainer.seed=1"), t.TempDir(), false, io.Discard)
 	require.NoError(t, err)
 	assert.NotEqual(t, a.TestLoss, c.TestLoss, "another seed, other numbers")
 }

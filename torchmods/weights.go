@@ -135,35 +135,72 @@ func readSharded(index string) (*Weights, error) {
 // metadata (hyperparameters, step, ...), atomically. dtype "" or "F32"
 // keeps float32; "F16" or "BF16" halves the file.
 func (s *Store) Save(path string, dtype string, metadata map[string]string) error {
+	names := make([]string, len(s.params))
+	tensors := make([]*ts.Tensor, len(s.params))
+	for i, p := range s.params {
+		names[i], tensors[i] = p.Name, p.Tensor
+	}
+	return SaveTensors(path, names, tensors, dtype, metadata)
+}
+
+// SaveTensors writes named tensors to a safetensors file atomically,
+// converted to dtype ("" keeps float32 for floating tensors, "F16", "BF16").
+func SaveTensors(path string, names []string, tensors []*ts.Tensor, dtype string, metadata map[string]string) error {
 	target := map[string]gotch.DType{"": gotch.Float, "F32": gotch.Float, "F16": gotch.Half, "BF16": gotch.BFloat16}
 	dt, ok := target[dtype]
 	if !ok {
 		return fmt.Errorf("Save: dtype %q, want F32, F16 or BF16", dtype)
 	}
-	name := map[gotch.DType]string{gotch.Float: "F32", gotch.Half: "F16", gotch.BFloat16: "BF16"}[dt]
-	tensors := make([]safetensors.Tensor, 0, len(s.params))
+	out := make([]safetensors.Tensor, 0, len(tensors))
 	err := Try(func() {
-		for _, p := range s.params {
-			c := p.Tensor.MustDetach(false).MustTo(gotch.CPU, true).MustTotype(dt, true).MustContiguous(true)
-			shape := c.MustSize()
-			numel := int64(1)
-			for _, d := range shape {
-				numel *= d
+		for i, t := range tensors {
+			st, err := ToSafetensors(names[i], t, dt)
+			if err != nil {
+				panic(err)
 			}
-			data := make([]byte, numel*int64(safetensors.DTypeSize[name]))
-			// Through uint8: gotch copies raw element bytes for that dtype.
-			raw := c.MustView([]int64{-1}, true).MustViewDtype(gotch.Uint8, true)
-			if len(data) > 0 {
-				raw.MustCopyDataUint8(data, uint(len(data)))
-			}
-			raw.MustDrop()
-			tensors = append(tensors, safetensors.Tensor{Name: p.Name, DType: name, Shape: shape, Data: data})
+			out = append(out, st)
 		}
 	})
 	if err != nil {
 		return fmt.Errorf("Save %s: %w", path, err)
 	}
-	return safetensors.Write(path, tensors, metadata)
+	return safetensors.Write(path, out, metadata)
+}
+
+var dtypeNames = map[gotch.DType]string{}
+
+func init() {
+	for name, dt := range safetensorsDType {
+		dtypeNames[dt] = name
+	}
+}
+
+// ToSafetensors copies a tensor's bytes to the host. Floating tensors are
+// converted to float (gotch.Float, gotch.Half or gotch.BFloat16); others
+// keep their dtype.
+func ToSafetensors(name string, t *ts.Tensor, float gotch.DType) (safetensors.Tensor, error) {
+	var out safetensors.Tensor
+	err := Try(func() {
+		c := t.MustDetach(false).MustTo(gotch.CPU, true)
+		if d := c.DType(); d == gotch.Float || d == gotch.Double || d == gotch.Half || d == gotch.BFloat16 {
+			c = c.MustTotype(float, true)
+		}
+		c = c.MustContiguous(true)
+		dname, ok := dtypeNames[c.DType()]
+		if !ok {
+			panic(fmt.Errorf("tensor %q: dtype %v has no safetensors equivalent", name, c.DType()))
+		}
+		shape := c.MustSize()
+		data := make([]byte, c.Numel()*uint(safetensors.DTypeSize[dname]))
+		if len(data) > 0 {
+			raw := c.MustView([]int64{-1}, false).MustViewDtype(gotch.Uint8, true)
+			raw.MustCopyDataUint8(data, uint(len(data)))
+			raw.MustDrop()
+		}
+		c.MustDrop()
+		out = safetensors.Tensor{Name: name, DType: dname, Shape: shape, Data: data}
+	})
+	return out, err
 }
 
 // LoadWeights reads every tensor of a weight file in any supported format

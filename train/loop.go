@@ -99,7 +99,7 @@ type Task struct {
 	Name   string
 	Doc    string
 	Config func() any                                   // a pointer to the config, with defaults
-	Run    func(cfg any, out string, w io.Writer) error // out is the run directory
+	Run    func(cfg any, out string, resume bool, w io.Writer) error // out is the run directory
 }
 
 var tasks = map[string]Task{}

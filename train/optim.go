@@ -107,3 +107,38 @@ func WarmupSchedule(base float64, warmup, total int64, decay string) (Schedule, 
 		return base
 	}, nil
 }
+
+// state lists AdamW's moment tensors by name ("m.<param>", "v.<param>").
+func (a *AdamW) state() ([]string, []*ts.Tensor) {
+	var names []string
+	var tensors []*ts.Tensor
+	for _, g := range a.groups {
+		for i, p := range g.params {
+			names = append(names, "m."+p.Name, "v."+p.Name)
+			tensors = append(tensors, g.m[i], g.v[i])
+		}
+	}
+	return names, tensors
+}
+
+// load restores the moments saved by state and the step count.
+func (a *AdamW) load(saved map[string]*ts.Tensor, step int64) error {
+	names, tensors := a.state()
+	for _, n := range names {
+		if _, ok := saved[n]; !ok {
+			return fmt.Errorf("optimizer state has no %s", n)
+		}
+	}
+	err := torchmods.Try(func() {
+		ts.NoGrad(func() {
+			for i, n := range names {
+				tensors[i].Copy_(saved[n])
+			}
+		})
+	})
+	if err != nil {
+		return err
+	}
+	a.step = step
+	return nil
+}

@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -152,4 +156,80 @@ func TestEveryConfigIsValid(t *testing.T) {
 		_, _, err := loadTaskConfig(p, nil)
 		assert.NoError(t, err, p)
 	}
+}
+
+// TestKillAndResumeIsBitExact kills a training run with SIGKILL at a random
+// moment after a random checkpoint, resumes it, and requires the final
+// weights, optimizer state and test numbers to equal an uninterrupted
+// run's, byte for byte. The MLP config has dropout, so libtorch's generator
+// state matters as much as the data order.
+func TestKillAndResumeIsBitExact(t *testing.T) {
+	if _, err := os.Stat("/usr/share/datasets/fashion-mnist"); err != nil {
+		t.Skip("dataset-fashion-mnist not installed")
+	}
+	config := "../../configs/basics/mlp.toml"
+	sets := []string{"-set", "trainer.max_steps=240", "-set", "trainer.checkpoint_every=40", "-set", "trainer.keep_checkpoints=2",
+		"-set", "data.train_limit=3000", "-set", "optim.warmup=20", "-set", "trainer.log_every=40"}
+	args := func(a ...string) []string { return append(append(a, sets...), config) }
+
+	full := t.TempDir()
+	_, stderr, code := runRepro(t, args("train", "-out", full)...)
+	require.Equal(t, 0, code, stderr)
+
+	killed := t.TempDir()
+	target := 1 + rand.IntN(5) // kill after the 1st..5th checkpoint
+	cmd := exec.Command(os.Args[0], args("train", "-out", killed)...)
+	cmd.Env = append(os.Environ(), "REPRO_TEST_AS_MAIN=1")
+	require.NoError(t, cmd.Start())
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		if n, _ := filepath.Glob(filepath.Join(killed, "checkpoints", "step-*[0-9]")); len(n) >= min(target, 2) {
+			entries, _ := os.ReadDir(filepath.Join(killed, "checkpoints"))
+			if len(entries) >= 1 && (target <= 2 || strings.Contains(entries[len(entries)-1].Name(), fmt.Sprintf("%08d", 40*target))) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond) // mid-step, or mid-checkpoint
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	cmd.Wait()
+	t.Logf("killed after checkpoint %d; left: %v", target, listDir(filepath.Join(killed, "checkpoints")))
+
+	out, stderr, code := runRepro(t, args("train", "-resume", killed)...)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "resuming from")
+
+	for _, f := range []string{"model.safetensors", "optim.safetensors", "rng.safetensors"} {
+		a, err := os.ReadFile(filepath.Join(full, "checkpoints", "step-00000240", f))
+		require.NoError(t, err)
+		b, err := os.ReadFile(filepath.Join(killed, "checkpoints", "step-00000240", f))
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(a, b), "%s differs after kill and resume", f)
+	}
+	var ra, rb map[string]float64
+	readJSON(t, filepath.Join(full, "results.json"), &ra)
+	readJSON(t, filepath.Join(killed, "results.json"), &rb)
+	assert.Equal(t, ra["test_loss"], rb["test_loss"])
+	assert.Equal(t, ra["test_accuracy"], rb["test_accuracy"])
+
+	_, stderr, code = runRepro(t, args("train", "-resume", t.TempDir())...)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "nothing to resume")
+}
+
+func listDir(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, v))
 }

@@ -50,16 +50,17 @@ func loadTaskConfig(path string, sets []string) (train.Task, any, error) {
 
 func trainCommand() *cli.Command {
 	var sets multiFlag
-	var out string
+	var out, resume string
 	return &cli.Command{
 		Name:  "train",
 		Short: "run the experiment a TOML config describes",
-		Usage: "[-set section.key=value]... [-out DIR] CONFIG",
+		Usage: "[-set section.key=value]... [-out DIR | -resume DIR] CONFIG",
 		Long: `train runs the config's task, writing the resolved config (config.toml),
 metrics.jsonl and results to the run directory (default runs/<config>-<time>).`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.Var(&sets, "set", "override a config key, e.g. -set trainer.epochs=3 (repeatable)")
 			fs.StringVar(&out, "out", "", "run directory")
+			fs.StringVar(&resume, "resume", "", "continue the run in DIR from its newest checkpoint")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 1 {
@@ -68,6 +69,12 @@ metrics.jsonl and results to the run directory (default runs/<config>-<time>).`,
 			task, cfg, err := loadTaskConfig(args[0], sets)
 			if err != nil {
 				return err
+			}
+			if resume != "" {
+				if out != "" && out != resume {
+					return cli.Usagef("-out and -resume name different directories")
+				}
+				out = resume
 			}
 			if out == "" {
 				base := strings.TrimSuffix(filepath.Base(args[0]), filepath.Ext(args[0]))
@@ -80,7 +87,7 @@ metrics.jsonl and results to the run directory (default runs/<config>-<time>).`,
 				return err
 			}
 			fmt.Fprintf(env.Stdout, "%s: task %s, run directory %s\n", args[0], task.Name, out)
-			return task.Run(cfg, out, env.Stdout)
+			return task.Run(cfg, out, resume != "", env.Stdout)
 		},
 	}
 }

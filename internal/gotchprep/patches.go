@@ -99,6 +99,24 @@ extern "C" int64_t at_repro_nbytes(tensor t) {
   }
 }
 
+// The default CPU generator's state (torch.get_rng_state / set_rng_state), for resumable runs.
+#include <ATen/CPUGeneratorImpl.h>
+extern "C" tensor at_repro_get_rng_state() {
+  PROTECT(
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return new torch::Tensor(gen.get_state());
+  )
+  return nullptr;
+}
+extern "C" void at_repro_set_rng_state(tensor state) {
+  PROTECT(
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(*state);
+  )
+}
+
 // torch.autograd.grad: gotch's RunBackward reads past its inputs for more than one tensor.
 extern "C" void at_repro_grad(tensor *outputs, int n_out, tensor *inputs, int n_in, tensor *grads, int create_graph) {
   PROTECT(
