@@ -4,6 +4,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/config"
+	"github.com/reprolab/repro/internal/memstat"
 )
 
 func needData(t *testing.T) {
@@ -67,4 +70,29 @@ func TestConfigRangeErrors(t *testing.T) {
 	assert.ErrorContains(t, err, `mlp.toml:15: model.kind: must be "softmax" or "mlp", got "cnn"`)
 	err = config.Load(filepath.Join("..", "configs", "basics", "mlp.toml"), Default(), []string{"data.batch=0"})
 	assert.ErrorContains(t, err, "data.batch: must be positive, got 0")
+}
+
+// TestLongRunKeepsMemoryFlat compares the process's RSS after a 500-step
+// run with that after a 5,000-step run of the same config in the same
+// process: a per-step leak would show as growth.
+func TestLongRunKeepsMemoryFlat(t *testing.T) {
+	needData(t)
+	if testing.Short() {
+		t.Skip("5,500 training steps")
+	}
+	rss := func() float64 {
+		runtime.GC()
+		debug.FreeOSMemory()
+		v, err := memstat.RSS()
+		require.NoError(t, err)
+		return float64(v)
+	}
+	_, err := Run(load(t, "softmax.toml", "trainer.max_steps=500"), t.TempDir(), false, io.Discard)
+	require.NoError(t, err)
+	warm := rss()
+	_, err = Run(load(t, "softmax.toml", "trainer.max_steps=5000"), t.TempDir(), false, io.Discard)
+	require.NoError(t, err)
+	end := rss()
+	t.Logf("RSS after 500 steps %.1f MiB, after 5,000 more %.1f MiB", warm/(1<<20), end/(1<<20))
+	assert.LessOrEqual(t, end, 1.05*warm)
 }

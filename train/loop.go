@@ -98,7 +98,7 @@ func ProgressHook(w io.Writer, every, total int64) Hook {
 type Task struct {
 	Name   string
 	Doc    string
-	Config func() any                                   // a pointer to the config, with defaults
+	Config func() any                                                // a pointer to the config, with defaults
 	Run    func(cfg any, out string, resume bool, w io.Writer) error // out is the run directory
 }
 
