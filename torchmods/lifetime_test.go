@@ -206,3 +206,38 @@ func param(t *testing.T, shape ...int64) *ts.Tensor {
 	p.MustRequiresGrad_(true)
 	return p
 }
+
+// TestNoGradRestoresGradModeOnItsThread: libtorch's grad mode is per OS
+// thread. NoGrad must restore it on the thread it changed it on, even when
+// the function panics, or a later training step that lands on that thread
+// silently loses its graph.
+func TestNoGradRestoresGradModeOnItsThread(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		func() {
+			defer func() { recover() }()
+			ts.NoGrad(func() {
+				runtime.Gosched() // invite a move to another thread
+				panic("boom")
+			})
+		}()
+	}
+	// Every thread the runtime may use must still track gradients.
+	done := make(chan bool)
+	for g := 0; g < 8; g++ {
+		go func() {
+			ok := true
+			for i := 0; i < 50; i++ {
+				runtime.Gosched()
+				s := ts.NewScope()
+				x := ts.MustOnes([]int64{2}, gotch.Float, gotch.CPU)
+				x.MustRequiresGrad_(true)
+				ok = ok && x.MustMulScalar(ts.FloatScalar(2), false).MustRequiresGrad()
+				s.Close()
+			}
+			done <- ok
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		assert.True(t, <-done, "a thread was left with gradient tracking off")
+	}
+}

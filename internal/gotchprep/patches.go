@@ -50,6 +50,11 @@ var Patches = []Patch{
 				{"ts/tensor.go", removeFunc("func CheckCMemLeak(")},
 				{"ts/tensor.go", replace("type bigStruct struct {\n\tlots [1e5]byte // 100k - always on host memory.\n}\n", "", 1)},
 				{"ts/tensor.go", replace("\td          *bigStruct\n", "\ttracked    bool   // owned by the finalizer, not a Scope\n\tkept       bool   // exempt from its Scope's Close\n\tscope      *Scope // the Scope that will free it, if any\n\tpersist    bool   // leaves its Scope for the finalizer (see Persist)\n", 1)},
+				// Grad mode is thread-local in libtorch, and goroutines move between threads:
+				// stock NoGrad could disable it on one thread and re-enable it on another, and a
+				// panic skipped the re-enable. repro_lifetime.go's versions pin the thread and defer.
+				{"ts/tensor.go", removeFunc("func NoGrad(")},
+				{"ts/tensor.go", removeFunc("func NoGrad1(")},
 				{"ts/scalar.go", removeFunc("func newScalar(")},
 				{"ts/scalar.go", removeFunc("func freeCScalar(")},
 				{"ts/scalar.go", replace("\t\"log\"\n\t\"runtime\"\n\t\"sync/atomic\"\n\n\t\"github.com/sugarme/gotch\"\n", "\n", 1)},
@@ -84,6 +89,20 @@ var Patches = []Patch{
 				{"ts/patch.go", replace("log.Fatal(err)\n", "panic(err)\n", 14)},
 				{"ts/patch.go", replace("\t\"log\"\n", "", 1)},
 				{"ts/tensor.go", replace("\t\"log\"\n", "", 1)},
+			})
+		},
+	},
+	{
+		Name: "c-int-returns",
+		Reason: "three libtch functions read a 4-byte C int through an 8-byte Go *int, returning garbage in " +
+			"the upper half: at_grad_set_enabled's previous grad mode (so restoring it disabled gradients), " +
+			"at_device (a tensor's device) and the CUDA device count",
+		Apply: func(root string) error {
+			return editFiles(root, []edit{
+				{"libtch/tensor.go", replace("\treturn *(*int)(unsafe.Pointer(&cretVal))\n", "\treturn int(cretVal)\n", 1)},
+				{"libtch/tensor.go", replace("\treturn *(*int)(unsafe.Pointer(&cint))\n", "\treturn int(cint)\n", 1)},
+				{"libtch/device.go", replace("\treturn *(*int)(unsafe.Pointer(&t))\n", "\treturn int(t)\n", 1)},
+				{"libtch/device.go", replace("import (\n\t\"unsafe\"\n)\n", "", 1)},
 			})
 		},
 	},
