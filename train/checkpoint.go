@@ -34,7 +34,7 @@ type checkpointState struct {
 
 // SaveCheckpoint writes the checkpoint of step (the number of steps done)
 // and keeps the newest keep checkpoints.
-func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt *AdamW, task any, keep int64) error {
+func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt Optimizer, task any, keep int64) error {
 	dir := filepath.Join(run, "checkpoints")
 	final := filepath.Join(dir, fmt.Sprintf("%s%08d", checkpointPrefix, step))
 	tmp := final + ".tmp"
@@ -62,7 +62,7 @@ func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt *AdamW, 
 	if err != nil {
 		return err
 	}
-	sj, _ := json.MarshalIndent(checkpointState{Step: step, OptimStep: opt.step, Task: tj}, "", "  ")
+	sj, _ := json.MarshalIndent(checkpointState{Step: step, OptimStep: opt.Steps(), Task: tj}, "", "  ")
 	if err := writeSynced(filepath.Join(tmp, "state.json"), sj); err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func listCheckpoints(run string) ([]string, error) {
 
 // LoadCheckpoint restores the parameters, AdamW, libtorch's generator and
 // the task state (decoded into task) and returns the step to resume from.
-func LoadCheckpoint(path string, store *torchmods.Store, opt *AdamW, task any) (int64, error) {
+func LoadCheckpoint(path string, store *torchmods.Store, opt Optimizer, task any) (int64, error) {
 	b, err := os.ReadFile(filepath.Join(path, "state.json"))
 	if err != nil {
 		return 0, err

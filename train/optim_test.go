@@ -78,3 +78,63 @@ func TestLoopHooksAndNaN(t *testing.T) {
 	}}
 	assert.ErrorContains(t, bad.Run(0), "step 3: loss is NaN")
 }
+
+func TestSGDLARSAndClippingMatchPyTorch(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	ref, err := torchmods.LoadWeights("testdata/sgd.safetensors", gotch.CPU)
+	require.NoError(t, err)
+	for _, c := range []string{"sgd", "nesterov", "lars", "clip"} {
+		store := torchmods.NewStore(gotch.CPU)
+		lin := torchmods.NewLinear(store.Root(), torchmods.LinearOptions{In: 4, Out: 3})
+		_, err = store.Load(map[string]*ts.Tensor{"weight": ref["weight"], "bias": ref["bias"]}, true)
+		require.NoError(t, err)
+		var opt Optimizer
+		lr := 0.05
+		switch c {
+		case "sgd":
+			opt = NewSGD(store, 0.9, 0.1, 0.01, false)
+		case "nesterov":
+			opt = NewSGD(store, 0.9, 0, 0.01, true)
+		case "lars":
+			opt, lr = NewLARS(store, 0.9, 0.05, 0.001), 0.5
+		case "clip":
+			opt, lr = NewSGD(store, 0, 0, 0, false), 0.1
+		}
+		for i := 0; i < 5; i++ {
+			step := ts.NewScope()
+			loss := lin.Forward(ref["input_x"]).MustMseLoss(ref["input_y"], 1, false)
+			require.NoError(t, loss.Backward())
+			if c == "clip" {
+				n, err := ClipGradNorm(store, 0.05)
+				require.NoError(t, err)
+				if i == 0 {
+					assert.InDelta(t, ref["clip.norm"].Float64Values()[0], n, 1e-6, "norm before clipping")
+				}
+			}
+			require.NoError(t, opt.Step(lr))
+			step.Close()
+		}
+		for _, p := range []struct {
+			got  *ts.Tensor
+			name string
+		}{{lin.Weight, c + ".weight"}, {lin.Bias, c + ".bias"}} {
+			g, w := p.got.Float64Values(), ref[p.name].Float64Values()
+			for i := range w {
+				assert.InDelta(t, w[i], g[i], 1e-6, "%s[%d]", p.name, i)
+			}
+		}
+		store.Drop()
+	}
+}
+
+func TestNoamSchedule(t *testing.T) {
+	s, err := NoamSchedule(2, 512, 4000)
+	require.NoError(t, err)
+	peak := 2 / math.Sqrt(512) / math.Sqrt(4000)
+	assert.InDelta(t, peak, s(3999), 1e-12, "peak at the end of warm-up")
+	assert.InDelta(t, peak/2, s(4000*4-1), 1e-12, "n^-0.5 decay afterwards")
+	assert.InDelta(t, peak/4000, s(0), 1e-12, "linear warm-up")
+	_, err = NoamSchedule(1, 0, 10)
+	assert.Error(t, err)
+}
