@@ -187,4 +187,3 @@ func NoamSchedule(factor float64, dModel, warmup int64) (Schedule, error) {
 		return factor / math.Sqrt(float64(dModel)) * math.Min(1/math.Sqrt(n), n*math.Pow(float64(warmup), -1.5))
 	}, nil
 }
-
