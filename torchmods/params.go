@@ -100,6 +100,24 @@ func (s *Store) Params() []*Param { return s.params }
 // Param returns the named parameter.
 func (s *Store) Param(name string) (*Param, bool) { p, ok := s.byName[name]; return p, ok }
 
+// Freeze stops training every parameter whose name starts with one of the
+// prefixes (all parameters when none is given) and returns how many it
+// froze. Create optimizers after freezing: they take trainable ones only.
+func (s *Store) Freeze(prefixes ...string) int {
+	n := 0
+	for _, p := range s.params {
+		match := len(prefixes) == 0
+		for _, pre := range prefixes {
+			match = match || strings.HasPrefix(p.Name, pre)
+		}
+		if match {
+			p.Tensor.MustRequiresGrad_(false)
+			n++
+		}
+	}
+	return n
+}
+
 // Groups splits the trainable parameters into those that take weight decay
 // and those that do not (norms, biases, 1-D parameters), as optimizers'
 // parameter groups want them.

@@ -14,8 +14,11 @@ import (
 // Parameters in the no-decay group (biases, norms, 1-D) skip weight decay.
 type AdamW struct {
 	Beta1, Beta2, Eps, WeightDecay float64
-	groups                         []adamGroup
-	step                           int64
+	// LRScale multiplies the learning rate per parameter name (layer-wise
+	// decay, see ViTLayerDecay); missing names use 1.
+	LRScale map[string]float64
+	groups  []adamGroup
+	step    int64
 }
 
 type adamGroup struct {
@@ -61,6 +64,7 @@ func (a *AdamW) Step(lr float64) error {
 					if !grad.MustDefined() {
 						continue
 					}
+					lr := lr * scaleOf(a.LRScale, p.Name)
 					if g.decay && a.WeightDecay != 0 {
 						p.Tensor.MustMulScalar_(ts.FloatScalar(1 - lr*a.WeightDecay))
 					}
@@ -141,4 +145,11 @@ func (a *AdamW) load(saved map[string]*ts.Tensor, step int64) error {
 	}
 	a.step = step
 	return nil
+}
+
+func scaleOf(scales map[string]float64, name string) float64 {
+	if s, ok := scales[name]; ok {
+		return s
+	}
+	return 1
 }

@@ -31,7 +31,8 @@ type SGD struct {
 	Momentum, Dampening, WeightDecay float64
 	Nesterov                         bool
 	LARS                             bool
-	Trust                            float64 // LARS trust coefficient (MAE: 0.001)
+	Trust                            float64            // LARS trust coefficient (MAE: 0.001)
+	LRScale                          map[string]float64 // per-parameter learning-rate scale; missing names use 1
 	params                           []*torchmods.Param
 	decay                            []bool
 	buf                              []*ts.Tensor
@@ -109,7 +110,7 @@ func (s *SGD) Step(lr float64) error {
 						d = s.buf[i].MustShallowClone()
 					}
 				}
-				p.Tensor.MustSub_(d.MustMulScalar(ts.FloatScalar(lr), true))
+				p.Tensor.MustSub_(d.MustMulScalar(ts.FloatScalar(lr*scaleOf(s.LRScale, p.Name)), true))
 				grad.MustZero_()
 			}
 		})

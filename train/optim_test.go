@@ -138,3 +138,46 @@ func TestNoamSchedule(t *testing.T) {
 	_, err = NoamSchedule(1, 0, 10)
 	assert.Error(t, err)
 }
+
+func TestViTLayerDecayAsMAE(t *testing.T) {
+	store := torchmods.NewStore(gotch.CPU)
+	defer store.Drop()
+	root := store.Root()
+	for _, name := range []string{"cls_token", "pos_embed"} {
+		root.New(name, []int64{1, 2}, torchmods.Const(0), false)
+	}
+	torchmods.NewLinear(root.Sub("patch_embed").Sub("proj"), torchmods.LinearOptions{In: 2, Out: 2})
+	for _, b := range []string{"0", "1", "11"} {
+		torchmods.NewLinear(root.Sub("blocks").Sub(b).Sub("mlp"), torchmods.LinearOptions{In: 2, Out: 2})
+	}
+	torchmods.NewLinear(root.Sub("head"), torchmods.LinearOptions{In: 2, Out: 2})
+	s := ViTLayerDecay(store, 12, 0.75) // ViT-B: 12 blocks, MAE's layer decay 0.75 (B uses 0.65)
+	pow := func(e float64) float64 { return math.Pow(0.75, e) }
+	assert.Equal(t, pow(13), s["cls_token"])
+	assert.Equal(t, pow(13), s["patch_embed.proj.weight"])
+	assert.Equal(t, pow(12), s["blocks.0.mlp.weight"])
+	assert.Equal(t, pow(11), s["blocks.1.mlp.bias"])
+	assert.Equal(t, pow(1), s["blocks.11.mlp.weight"])
+	assert.Equal(t, 1.0, s["head.weight"])
+}
+
+func TestFreezeAndLRScale(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	store := torchmods.NewStore(gotch.CPU)
+	defer store.Drop()
+	a := torchmods.NewLinear(store.Root().Sub("a"), torchmods.LinearOptions{In: 3, Out: 3})
+	b := torchmods.NewLinear(store.Root().Sub("b"), torchmods.LinearOptions{In: 3, Out: 3})
+	c := torchmods.NewLinear(store.Root().Sub("c"), torchmods.LinearOptions{In: 3, Out: 3})
+	assert.Equal(t, 2, store.Freeze("a."))
+	opt := NewSGD(store, 0, 0, 0, false)
+	opt.LRScale = map[string]float64{"c.weight": 0} // a zero scale holds c.weight still
+	a0, b0, c0 := a.Weight.Float64Values(), b.Weight.Float64Values(), c.Weight.Float64Values()
+	x := ts.MustOnes([]int64{2, 3}, gotch.Float, gotch.CPU)
+	loss := c.Forward(b.Forward(a.Forward(x))).MustSum(gotch.Float, false)
+	require.NoError(t, loss.Backward())
+	require.NoError(t, opt.Step(0.1))
+	assert.Equal(t, a0, a.Weight.Float64Values(), "frozen")
+	assert.NotEqual(t, b0, b.Weight.Float64Values(), "trained")
+	assert.Equal(t, c0, c.Weight.Float64Values(), "lr scale 0")
+}
