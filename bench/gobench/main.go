@@ -164,15 +164,21 @@ func newEncoder(p *nn.Path, dev gotch.Device) (model, []int64, []int64) {
 }
 
 func (e *encoder) forward(x *ts.Tensor) *ts.Tensor {
+	// The layout of PyTorch 1.13's multi_head_attention_forward: sequence-first,
+	// so [L, B*H, hd] is a free view and bmm takes the transposed operands as they are.
 	b, l, hd := int64(32), int64(128), e.d/e.heads
-	qkv := e.qkv.Forward(x).MustView([]int64{b, l, 3, e.heads, hd}, true).MustPermute([]int64{2, 0, 3, 1, 4}, true)
-	q, k, v := qkv.MustSelect(0, 0, false), qkv.MustSelect(0, 1, false), qkv.MustSelect(0, 2, false)
+	xt := x.MustTranspose(0, 1, false) // [L, B, D]
+	qkv := e.qkv.Forward(xt).MustChunk(3, -1, true)
+	heads := func(t *ts.Tensor) *ts.Tensor {
+		return t.MustContiguous(true).MustView([]int64{l, b * e.heads, hd}, true).MustTranspose(0, 1, true) // [B*H, L, hd]
+	}
+	q, k, v := heads(qkv[0]), heads(qkv[1]), heads(qkv[2])
 	// PyTorch 1.13 scales q, not the larger score matrix.
 	q = q.MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
-	att := q.MustMatmul(k.MustTranspose(-2, -1, false), false)
-	att = att.MustSoftmax(-1, gotch.Float, true)
-	o := att.MustMatmul(v, true).MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{b, l, e.d}, true)
-	h := e.ln1.Forward(x.MustAdd(e.out.Forward(o), false))
+	att := q.MustBmm(k.MustTranspose(1, 2, true), true).MustSoftmax(-1, gotch.Float, true)
+	o := att.MustBmm(v, true).MustTranspose(0, 1, true).MustContiguous(true).MustView([]int64{l * b, e.d}, true)
+	o = e.out.Forward(o).MustView([]int64{l, b, e.d}, true).MustTranspose(0, 1, true) // [B, L, D]
+	h := e.ln1.Forward(x.MustAdd(o, false))
 	f := e.ff2.Forward(e.ff1.Forward(h).MustRelu(true))
 	return e.ln2.Forward(h.MustAdd(f, false))
 }
