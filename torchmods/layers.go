@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 )
 
@@ -157,19 +158,31 @@ func (m *MultiheadAttention) Forward(query, key, value, mask *ts.Tensor, train b
 	for _, x := range []*ts.Tensor{query, key, value} {
 		mustLastDim("MultiheadAttention", x, m.Dim)
 	}
+	// PyTorch's layout: sequence-first, so [T, B*H, hd] is a free view and bmm
+	// takes the transposed operands without the copies 4-D matmuls make.
 	d, h := m.Dim, m.Heads
 	hd := d / h
-	proj := func(x *ts.Tensor, i int64) *ts.Tensor {
+	b, l, sl := query.MustSize()[0], query.MustSize()[1], key.MustSize()[1]
+	proj := func(x *ts.Tensor, i int64, t int64) *ts.Tensor {
 		w := m.InProjWeight.MustNarrow(0, i*d, d, false)
-		b := m.InProjBias.MustNarrow(0, i*d, d, false)
-		y := linear(x, w, b)
-		s := y.MustSize()
-		return y.MustView([]int64{s[0], s[1], h, hd}, true).MustTranspose(1, 2, true) // [B, H, T, hd]
+		bias := m.InProjBias.MustNarrow(0, i*d, d, false)
+		y := linear(x.MustTranspose(0, 1, false), w, bias)                                            // [T, B, D]
+		return y.MustContiguous(true).MustView([]int64{t, b * h, hd}, true).MustTranspose(0, 1, true) // [B*H, T, hd]
 	}
-	att := scaledDotProduct(proj(query, 0), proj(key, 1), proj(value, 2), mask, nil, m.Dropout, train)
-	o := att.MustTranspose(1, 2, true).MustContiguous(true)
-	s := o.MustSize()
-	return m.OutProj.Forward(o.MustView([]int64{s[0], s[1], d}, true))
+	q := proj(query, 0, l).MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
+	k, v := proj(key, 1, sl), proj(value, 2, sl)
+	scores := q.MustBmm(k.MustTranspose(1, 2, true), true) // [B*H, L, S]
+	if mask != nil {
+		full := mask.MustExpand([]int64{b, h, l, sl}, false, false).MustReshape([]int64{b * h, l, sl}, true)
+		if mask.DType() == gotch.Bool {
+			scores = scores.MustMaskedFill(full, ts.FloatScalar(math.Inf(-1)), true)
+		} else {
+			scores = scores.MustAdd(full, true)
+		}
+	}
+	att := Dropout(scores.MustSoftmax(-1, gotch.Float, true), m.Dropout, train)
+	o := att.MustBmm(v, true).MustTranspose(0, 1, true).MustContiguous(true).MustView([]int64{l * b, d}, true)
+	return m.OutProj.Forward(o).MustView([]int64{l, b, d}, true).MustTranspose(0, 1, true)
 }
 
 // EncoderLayerOptions configures a transformer encoder layer.
