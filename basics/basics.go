@@ -238,6 +238,8 @@ func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
 		return x, y
 	}
 	start := time.Now()
+	var trainLossSum float64 // over the current logging interval
+	var trainLossN int
 	loop := &train.Loop{Steps: steps, Step: func(step int64) (train.StepResult, error) {
 		k := step % perEpoch
 		if k == 0 { // a new epoch: reshuffle with the seeded generator
@@ -256,11 +258,14 @@ func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
 			return train.StepResult{}, err
 		}
 		lr := sched(step)
+		trainLossSum, trainLossN = trainLossSum+loss, trainLossN+1
 		return train.StepResult{Loss: loss, LR: lr}, opt.Step(lr)
 	}}
 	loop.Add(train.Hook{Name: "metrics", Every: c.Trainer.LogEvery, Fn: func(step int64, r train.StepResult) error {
-		return json.NewEncoder(metrics).Encode(map[string]any{"step": step + 1, "epoch": float64(step+1) / float64(perEpoch), "lr": r.LR, "loss": r.Loss,
-			"steps_per_s": float64(step+1) / time.Since(start).Seconds()})
+		mean := trainLossSum / float64(max(trainLossN, 1)) // the interval's mean training loss
+		trainLossSum, trainLossN = 0, 0
+		return json.NewEncoder(metrics).Encode(map[string]any{"step": step + 1, "epoch": float64(step+1) / float64(perEpoch), "lr": r.LR, "loss": mean,
+			"steps_per_s": float64(step+1-start0) / time.Since(start).Seconds()})
 	}})
 	loop.Add(train.ProgressHook(w, c.Trainer.LogEvery, steps))
 	loop.Add(train.Hook{Name: "checkpoint", Every: c.Trainer.CheckpointEvery, Fn: func(step int64, r train.StepResult) error {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sugarme/gotch/ts"
@@ -78,20 +80,49 @@ func (l *Loop) Run(start int64) error {
 	return nil
 }
 
-// ProgressHook prints a line with the step, loss, learning rate, steps/s
-// and time left.
+// ProgressHook reports the step, loss, learning rate, steps/s and time
+// left: on a terminal as one bar redrawn in place, elsewhere (logs, CI) as a
+// line every `every` steps.
 func ProgressHook(w io.Writer, every, total int64) Hook {
 	start, first := time.Now(), int64(-1)
+	tty := isTerminal(w)
+	if tty {
+		every = max(1, every/10) // redraw ten times per logging interval
+	}
 	return Hook{Name: "progress", Every: every, Fn: func(step int64, r StepResult) error {
 		if first < 0 {
 			first, start = step, time.Now()
+			if step != total-1 {
+				return nil
+			}
+		}
+		rate := float64(step-first) / math.Max(time.Since(start).Seconds(), 1e-9)
+		left := time.Duration(0)
+		if rate > 0 {
+			left = time.Duration(float64(total-step-1)/rate) * time.Second
+		}
+		if !tty {
+			fmt.Fprintf(w, "step %d/%d  loss %.4f  lr %.3g  %.1f steps/s  eta %s\n", step+1, total, r.Loss, r.LR, rate, left.Round(time.Second))
 			return nil
 		}
-		rate := float64(step-first) / time.Since(start).Seconds()
-		left := time.Duration(float64(total-step-1)/rate) * time.Second
-		fmt.Fprintf(w, "step %d/%d  loss %.4f  lr %.3g  %.1f steps/s  eta %s\n", step+1, total, r.Loss, r.LR, rate, left.Round(time.Second))
+		const width = 30
+		done := int(width * (step + 1) / total)
+		bar := strings.Repeat("=", done) + strings.Repeat(" ", width-done)
+		fmt.Fprintf(w, "\r[%s] %d/%d  loss %.4f  lr %.3g  %.1f it/s  eta %s ", bar, step+1, total, r.Loss, r.LR, rate, left.Round(time.Second))
+		if step == total-1 {
+			fmt.Fprintln(w)
+		}
 		return nil
 	}}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // Task is a registered experiment kind: a config to fill and a run.

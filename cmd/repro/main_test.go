@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -232,4 +233,26 @@ func readJSON(t *testing.T, path string, v any) {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, v))
+}
+
+func TestPlotWritesPNGs(t *testing.T) {
+	run := t.TempDir()
+	metrics := "{\"step\":10,\"epoch\":0.1,\"loss\":2.0,\"lr\":0.001}\n{\"step\":20,\"epoch\":0.2,\"loss\":1.5,\"lr\":0.002}\n"
+	require.NoError(t, os.WriteFile(filepath.Join(run, "metrics.jsonl"), []byte(metrics), 0o644))
+	out, stderr, code := runRepro(t, "plot", run)
+	require.Equal(t, 0, code, stderr)
+	for _, name := range []string{"loss", "lr"} {
+		p := filepath.Join(run, "plots", name+".png")
+		assert.Contains(t, out, p)
+		f, err := os.Open(p)
+		require.NoError(t, err)
+		cfg, err := png.DecodeConfig(f)
+		f.Close()
+		require.NoError(t, err, name)
+		assert.Greater(t, cfg.Width, 400)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(run, "metrics.jsonl"), []byte("{\"step\":1,\"loss\":1}\nnot json\n"), 0o644))
+	_, stderr, code = runRepro(t, "plot", run)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "metrics.jsonl:2:")
 }
