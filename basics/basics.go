@@ -5,13 +5,8 @@
 package basics
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"time"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -104,6 +99,10 @@ func init() {
 			_, err := Run(cfg.(*Config), out, resume, w)
 			return err
 		},
+		Eval: func(cfg any, checkpoint string, w io.Writer) error {
+			_, err := Eval(cfg.(*Config), checkpoint, w)
+			return err
+		},
 	})
 }
 
@@ -130,24 +129,10 @@ func (c classifier) forward(x *ts.Tensor, train bool) *ts.Tensor {
 	return c.mlp.Forward(x, train)
 }
 
-// loaderState is what a checkpoint needs of the data order: the current
-// epoch's permutation and the Go generator that makes the next one.
-type loaderState struct {
-	Order []int  `json:"order"`
-	RNG   []byte `json:"rng"`
-}
-
 // Run trains and evaluates, writing metrics.jsonl, checkpoints and
 // results.json to out. With resume it continues from the newest checkpoint
 // in out, and ends with the same weights and numbers as an uninterrupted run.
 func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
-	dev := gotch.CPU
-	if c.Trainer.Device == "cuda" {
-		if !gotch.CUDA.IsAvailable() {
-			return nil, fmt.Errorf("trainer.device is cuda, but libtorch sees no CUDA device (see repro info)")
-		}
-		dev = gotch.CudaBuilder(0)
-	}
 	trainSet, err := data.FashionMNIST(c.Data.Dir, "train")
 	if err != nil {
 		return nil, err
@@ -156,156 +141,154 @@ func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := int64(trainSet.N)
-	if c.Data.TrainLimit > 0 && c.Data.TrainLimit < n {
-		n = c.Data.TrainLimit
+	n := trainSet.N
+	if c.Data.TrainLimit > 0 && int(c.Data.TrainLimit) < n {
+		n = int(c.Data.TrainLimit)
 	}
-	perEpoch := n / c.Data.Batch
+	s, err := train.NewSession(c.Trainer, out, resume, w)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	loader, err := data.NewLoader(data.LoaderOptions{N: n, Batch: int(c.Data.Batch), Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)},
+		func(b data.Batch) (pixelBatch, error) { return makeBatch(trainSet, b.Indices), nil })
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	defer loader.Close()
+	perEpoch := loader.PerEpoch() / c.Trainer.Accumulate
 	if perEpoch == 0 {
-		return nil, fmt.Errorf("data.batch %d is larger than the %d training images", c.Data.Batch, n)
+		return nil, fmt.Errorf("data.batch %d x trainer.accumulate %d is more than the %d training images", c.Data.Batch, c.Trainer.Accumulate, n)
 	}
 	steps := c.Trainer.MaxSteps
 	if steps == 0 {
 		steps = c.Trainer.Epochs * perEpoch
 	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return nil, err
-	}
-	ts.ManualSeed(c.Trainer.Seed)
-	pcg := rand.NewPCG(uint64(c.Trainer.Seed), 0x5eed)
-	rng := rand.New(pcg)
-	store := torchmods.NewStore(dev)
-	defer store.Drop()
-	const in, classes = 28 * 28, 10
-	var model classifier
-	if c.Model.Kind == "softmax" {
-		model.fc = torchmods.NewLinear(store.Root().Sub("fc"), torchmods.LinearOptions{In: in, Out: classes})
-	} else {
-		model.mlp = torchmods.NewMLP(store.Root().Sub("mlp"), torchmods.MLPOptions{In: in, Hidden: c.Model.Hidden, Out: classes, Act: torchmods.ReLU, Dropout: c.Model.Dropout})
-	}
-	opt := train.NewAdamW(store, 0.9, 0.999, 1e-8, c.Optim.WeightDecay)
+	model := newClassifier(s.Store, c.Model)
+	opt := train.NewAdamW(s.Store, 0.9, 0.999, 1e-8, c.Optim.WeightDecay)
 	sched, err := train.WarmupSchedule(c.Optim.LR, c.Optim.Warmup, steps, c.Optim.Decay)
 	if err != nil {
 		return nil, fmt.Errorf("optim: %w (optim.warmup must not exceed the run's steps)", err)
 	}
-
-	order := make([]int, n)
-	for i := range order {
-		order[i] = i
-	}
-	var start0 int64
-	if resume {
-		ck, err := train.LatestCheckpoint(out)
-		if err != nil {
-			return nil, err
-		}
-		if ck == "" {
-			return nil, fmt.Errorf("nothing to resume: %s has no checkpoint", out)
-		}
-		var ls loaderState
-		if start0, err = train.LoadCheckpoint(ck, store, opt, &ls); err != nil {
-			return nil, err
-		}
-		if int64(len(ls.Order)) != n {
-			return nil, fmt.Errorf("%s: the checkpoint's data order has %d items, this config %d", ck, len(ls.Order), n)
-		}
-		order = ls.Order
-		if err := pcg.UnmarshalBinary(ls.RNG); err != nil {
-			return nil, fmt.Errorf("%s: %w", ck, err)
-		}
-		fmt.Fprintf(w, "resuming from %s at step %d\n", ck, start0)
-	}
-	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
-	if resume {
-		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
-	}
-	metrics, err := os.OpenFile(filepath.Join(out, "metrics.jsonl"), flags, 0o644)
+	var pos data.LoaderState
+	start, err := s.Resume(opt, &pos)
 	if err != nil {
 		return nil, err
 	}
-	defer metrics.Close()
-	batch := func(set *data.Images, idx []int) (*ts.Tensor, *ts.Tensor) {
-		px := make([]float32, len(idx)*in)
-		lb := make([]int64, len(idx))
-		for b, i := range idx {
-			for j, v := range set.Image(i) {
-				px[b*in+j] = (float32(v)/255 - pixelMean) / pixelStd
-			}
-			lb[b] = int64(set.Labels[i])
+	if start > 0 {
+		if err := loader.Restore(pos); err != nil {
+			return nil, err
 		}
-		x := ts.MustOfSlice(px).MustView([]int64{int64(len(idx)), in}, true).MustTo(dev, true)
-		y := ts.MustOfSlice(lb).MustTo(dev, true)
-		return x, y
 	}
-	start := time.Now()
-	var trainLossSum float64 // over the current logging interval
-	var trainLossN int
-	loop := &train.Loop{Steps: steps, Step: func(step int64) (train.StepResult, error) {
-		k := step % perEpoch
-		if k == 0 { // a new epoch: reshuffle with the seeded generator
-			rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		}
-		x, y := batch(trainSet, order[k*c.Data.Batch:(k+1)*c.Data.Batch])
-		var loss float64
-		err := torchmods.Try(func() {
-			l := model.forward(x, true).MustCrossEntropyLoss(y, ts.None, 1, -100, 0, false)
-			if err := l.Backward(); err != nil {
-				panic(err)
+	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
+		Step: func(step int64) (train.StepResult, error) {
+			loss, err := s.Backward(func(int) (*ts.Tensor, error) {
+				b, err := loader.Next()
+				if err != nil {
+					return nil, err
+				}
+				x, y := b.tensors(s.Device)
+				return model.forward(x, true).MustCrossEntropyLoss(y, ts.None, 1, -100, 0, false), nil
+			})
+			if err != nil {
+				return train.StepResult{}, err
 			}
-			loss = l.Float64Values()[0]
-		})
-		if err != nil {
-			return train.StepResult{}, err
-		}
-		lr := sched(step)
-		trainLossSum, trainLossN = trainLossSum+loss, trainLossN+1
-		return train.StepResult{Loss: loss, LR: lr}, opt.Step(lr)
-	}}
-	loop.Add(train.Hook{Name: "metrics", Every: c.Trainer.LogEvery, Fn: func(step int64, r train.StepResult) error {
-		mean := trainLossSum / float64(max(trainLossN, 1)) // the interval's mean training loss
-		trainLossSum, trainLossN = 0, 0
-		return json.NewEncoder(metrics).Encode(map[string]any{"step": step + 1, "epoch": float64(step+1) / float64(perEpoch), "lr": r.LR, "loss": mean,
-			"steps_per_s": float64(step+1-start0) / time.Since(start).Seconds()})
-	}})
-	loop.Add(train.ProgressHook(w, c.Trainer.LogEvery, steps))
-	loop.Add(train.Hook{Name: "checkpoint", Every: c.Trainer.CheckpointEvery, Fn: func(step int64, r train.StepResult) error {
-		st, err := pcg.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		return train.SaveCheckpoint(out, step+1, store, opt, loaderState{Order: order, RNG: st}, c.Trainer.KeepCheckpoints)
-	}})
-	if err := loop.Run(start0); err != nil {
+			lr := sched(step)
+			return train.StepResult{Loss: loss, LR: lr}, opt.Step(lr)
+		},
+		State: func() any { return loader.State() },
+	})
+	if err != nil {
 		return nil, err
 	}
+	res, err := evaluate(model, testSet, s.Device)
+	if err != nil {
+		return nil, err
+	}
+	res.Steps, res.Seconds = steps, s.Elapsed().Seconds()
+	if err := s.WriteResults(res); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(w, "test accuracy %.2f%%, test loss %.4f, %d steps in %.0f s\n", 100*res.TestAccuracy, res.TestLoss, steps, res.Seconds)
+	return res, nil
+}
 
-	// Evaluate on the whole test set.
-	var correct, lossSum float64
-	idx := make([]int, 0, 1000)
-	for i := 0; i < testSet.N; i += 1000 {
-		idx = idx[:0]
-		for j := i; j < i+1000 && j < testSet.N; j++ {
-			idx = append(idx, j)
+func newClassifier(store *torchmods.Store, m ModelConfig) classifier {
+	const in, classes = 28 * 28, 10
+	if m.Kind == "softmax" {
+		return classifier{fc: torchmods.NewLinear(store.Root().Sub("fc"), torchmods.LinearOptions{In: in, Out: classes})}
+	}
+	return classifier{mlp: torchmods.NewMLP(store.Root().Sub("mlp"), torchmods.MLPOptions{In: in, Hidden: m.Hidden, Out: classes, Act: torchmods.ReLU, Dropout: m.Dropout})}
+}
+
+// pixelBatch is a batch as the loader's workers make it: normalised pixels
+// and labels in Go slices, turned into tensors on the training goroutine.
+type pixelBatch struct {
+	pixels []float32
+	labels []int64
+}
+
+func makeBatch(set *data.Images, idx []int) pixelBatch {
+	in := set.Rows * set.Cols
+	b := pixelBatch{pixels: make([]float32, len(idx)*in), labels: make([]int64, len(idx))}
+	for k, i := range idx {
+		for j, v := range set.Image(i) {
+			b.pixels[k*in+j] = (float32(v)/255 - pixelMean) / pixelStd
 		}
+		b.labels[k] = int64(set.Labels[i])
+	}
+	return b
+}
+
+func (b pixelBatch) tensors(dev gotch.Device) (x, y *ts.Tensor) {
+	n := int64(len(b.labels))
+	x = ts.MustOfSlice(b.pixels).MustView([]int64{n, int64(len(b.pixels)) / n}, true).MustTo(dev, true)
+	y = ts.MustOfSlice(b.labels).MustTo(dev, true)
+	return x, y
+}
+
+// evaluate measures accuracy and mean loss on the whole set.
+func evaluate(model classifier, set *data.Images, dev gotch.Device) (*Result, error) {
+	var correct, lossSum float64
+	err := data.Sequential(set.N, 1000, func(idx []int) error {
 		s := ts.NewScope()
-		err := torchmods.Try(func() {
+		defer s.Close()
+		return torchmods.Try(func() {
 			ts.NoGrad(func() {
-				x, y := batch(testSet, idx)
+				x, y := makeBatch(set, idx).tensors(dev)
 				logits := model.forward(x, false)
 				lossSum += logits.MustCrossEntropyLoss(y, ts.None, 2, -100, 0, false).Float64Values()[0] // sum
 				correct += logits.MustArgmax([]int64{1}, false, false).MustEqTensor(y, true).MustSum(gotch.Float, true).Float64Values()[0]
 			})
 		})
-		s.Close()
-		if err != nil {
-			return nil, err
-		}
-	}
-	res := &Result{TestAccuracy: correct / float64(testSet.N), TestLoss: lossSum / float64(testSet.N), Steps: steps, Seconds: time.Since(start).Seconds()}
-	b, _ := json.MarshalIndent(res, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, "results.json"), append(b, '\n'), 0o644); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(w, "test accuracy %.2f%%, test loss %.4f, %d steps in %.0f s\n", 100*res.TestAccuracy, res.TestLoss, steps, res.Seconds)
+	return &Result{TestAccuracy: correct / float64(set.N), TestLoss: lossSum / float64(set.N)}, nil
+}
+
+// Eval loads a checkpoint's (or any weight file's) parameters into the
+// config's model and evaluates it on the test set.
+func Eval(c *Config, checkpoint string, w io.Writer) (*Result, error) {
+	testSet, err := data.FashionMNIST(c.Data.Dir, "test")
+	if err != nil {
+		return nil, err
+	}
+	dev, err := train.DeviceOf(c.Trainer)
+	if err != nil {
+		return nil, err
+	}
+	store := torchmods.NewStore(dev)
+	defer store.Drop()
+	model := newClassifier(store, c.Model)
+	if err := train.LoadModel(checkpoint, store); err != nil {
+		return nil, err
+	}
+	res, err := evaluate(model, testSet, dev)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(w, "%s: test accuracy %.2f%%, test loss %.4f\n", checkpoint, 100*res.TestAccuracy, res.TestLoss)
 	return res, nil
 }

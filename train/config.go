@@ -14,11 +14,13 @@ type TrainerConfig struct {
 	CheckpointEvery int64  `toml:"checkpoint_every"` // steps between checkpoints; 0 means at the end only
 	KeepCheckpoints int64  `toml:"keep_checkpoints"` // checkpoints kept (default 3)
 	Device          string `toml:"device"`           // "cpu" or "cuda" (default "cpu")
+	Accumulate      int64  `toml:"accumulate"`       // micro-batches per optimizer step, for gradient accumulation (default 1)
+	Precision       string `toml:"precision"`        // "fp32" (default) or "bf16": autocast to bfloat16, for CUDA
 }
 
 // DefaultTrainer holds the documented defaults.
 func DefaultTrainer() TrainerConfig {
-	return TrainerConfig{Epochs: 1, LogEvery: 50, KeepCheckpoints: 3, Device: "cpu"}
+	return TrainerConfig{Epochs: 1, LogEvery: 50, KeepCheckpoints: 3, Device: "cpu", Accumulate: 1, Precision: "fp32"}
 }
 
 // Validate checks the ranges, naming the key.
@@ -38,6 +40,10 @@ func (t TrainerConfig) Validate() error {
 		return config.Field("trainer.keep_checkpoints", "must be at least 1, got %d", t.KeepCheckpoints)
 	case t.Device != "cpu" && t.Device != "cuda":
 		return config.Field("trainer.device", `must be "cpu" or "cuda", got %q`, t.Device)
+	case t.Accumulate < 1:
+		return config.Field("trainer.accumulate", "must be at least 1, got %d", t.Accumulate)
+	case t.Precision != "fp32" && t.Precision != "bf16":
+		return config.Field("trainer.precision", `must be "fp32" or "bf16", got %q`, t.Precision)
 	}
 	return nil
 }

@@ -131,6 +131,9 @@ type Task struct {
 	Doc    string
 	Config func() any                                                // a pointer to the config, with defaults
 	Run    func(cfg any, out string, resume bool, w io.Writer) error // out is the run directory
+	// Eval evaluates trained weights (a checkpoint, run folder or weight
+	// file) as the config says; nil for tasks with nothing to evaluate.
+	Eval func(cfg any, checkpoint string, w io.Writer) error
 }
 
 var tasks = map[string]Task{}

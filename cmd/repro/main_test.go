@@ -214,6 +214,14 @@ func TestKillAndResumeIsBitExact(t *testing.T) {
 	assert.Equal(t, ra["test_loss"], rb["test_loss"])
 	assert.Equal(t, ra["test_accuracy"], rb["test_accuracy"])
 
+	// repro eval on the run folder loads its newest checkpoint and measures the same.
+	out, stderr, code = runRepro(t, "eval", "-checkpoint", killed, config)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, fmt.Sprintf("test accuracy %.2f%%, test loss %.4f", 100*ra["test_accuracy"], ra["test_loss"]))
+	_, stderr, code = runRepro(t, "eval", "-checkpoint", t.TempDir(), config)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "neither a checkpoint")
+
 	_, stderr, code = runRepro(t, args("train", "-resume", t.TempDir())...)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "nothing to resume")

@@ -50,21 +50,25 @@ func loadTaskConfig(path string, sets []string) (train.Task, any, error) {
 
 func trainCommand() *cli.Command {
 	var sets multiFlag
-	var out, resume string
+	var out, resume, device string
 	return &cli.Command{
 		Name:  "train",
 		Short: "run the experiment a TOML config describes",
-		Usage: "[-set section.key=value]... [-out DIR | -resume DIR] CONFIG",
+		Usage: "[-set section.key=value]... [-device cpu|cuda] [-out DIR | -resume DIR] CONFIG",
 		Long: `train runs the config's task, writing the resolved config (config.toml),
 metrics.jsonl and results to the run directory (default runs/<config>-<time>).`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.Var(&sets, "set", "override a config key, e.g. -set trainer.epochs=3 (repeatable)")
 			fs.StringVar(&out, "out", "", "run directory")
 			fs.StringVar(&resume, "resume", "", "continue the run in DIR from its newest checkpoint")
+			fs.StringVar(&device, "device", "", "cpu or cuda (same as -set trainer.device=...)")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 1 {
 				return cli.Usagef("train takes one CONFIG")
+			}
+			if device != "" {
+				sets = append(sets, fmt.Sprintf("trainer.device=%q", device))
 			}
 			task, cfg, err := loadTaskConfig(args[0], sets)
 			if err != nil {
@@ -88,6 +92,39 @@ metrics.jsonl and results to the run directory (default runs/<config>-<time>).`,
 			}
 			fmt.Fprintf(env.Stdout, "%s: task %s, run directory %s\n", args[0], task.Name, out)
 			return task.Run(cfg, out, resume != "", env.Stdout)
+		},
+	}
+}
+
+func evalCommand() *cli.Command {
+	var sets multiFlag
+	var checkpoint, device string
+	return &cli.Command{
+		Name:  "eval",
+		Short: "evaluate trained weights as a config describes",
+		Usage: "-checkpoint PATH [-set section.key=value]... [-device cpu|cuda] CONFIG",
+		Long: `eval builds the config's model, loads PATH (a checkpoint folder, a run folder's
+newest checkpoint, or a weight file) and runs the task's evaluation.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.Var(&sets, "set", "override a config key (repeatable)")
+			fs.StringVar(&checkpoint, "checkpoint", "", "checkpoint folder, run folder or weight file")
+			fs.StringVar(&device, "device", "", "cpu or cuda (same as -set trainer.device=...)")
+		},
+		Run: func(env *cli.Env, args []string) error {
+			if len(args) != 1 || checkpoint == "" {
+				return cli.Usagef("eval takes -checkpoint PATH and one CONFIG")
+			}
+			if device != "" {
+				sets = append(sets, fmt.Sprintf("trainer.device=%q", device))
+			}
+			task, cfg, err := loadTaskConfig(args[0], sets)
+			if err != nil {
+				return err
+			}
+			if task.Eval == nil {
+				return fmt.Errorf("task %s has no evaluation", task.Name)
+			}
+			return task.Eval(cfg, checkpoint, env.Stdout)
 		},
 	}
 }

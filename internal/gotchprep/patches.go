@@ -147,6 +147,48 @@ extern "C" void at_repro_grad(tensor *outputs, int n_out, tensor *inputs, int n_
     for (int i = 0; i < n_in; i++) grads[i] = new torch::Tensor(g[i]);
   )
 }
+
+// Autocast (torch.autocast) for one device type. Entering returns the previous
+// state packed as enabled | dtype<<8, for at_repro_autocast_exit to restore.
+// libtorch 2.4 replaced the per-backend setters with ones taking a device type.
+#include <torch/version.h>
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define REPRO_AUTOCAST_NEW_API 1
+#endif
+static int repro_autocast_set(int cuda, int enabled, int dtype) {
+  at::DeviceType dev = cuda ? at::kCUDA : at::kCPU;
+#ifdef REPRO_AUTOCAST_NEW_API
+  int prev = (int)at::autocast::is_autocast_enabled(dev) | ((int)at::autocast::get_autocast_dtype(dev) << 8);
+  at::autocast::set_autocast_dtype(dev, at::ScalarType(dtype));
+  at::autocast::set_autocast_enabled(dev, (bool)enabled);
+#else
+  int prev;
+  if (cuda) {
+    prev = (int)at::autocast::is_enabled() | ((int)at::autocast::get_autocast_gpu_dtype() << 8);
+    at::autocast::set_autocast_gpu_dtype(at::ScalarType(dtype));
+    at::autocast::set_enabled((bool)enabled);
+  } else {
+    prev = (int)at::autocast::is_cpu_enabled() | ((int)at::autocast::get_autocast_cpu_dtype() << 8);
+    at::autocast::set_autocast_cpu_dtype(at::ScalarType(dtype));
+    at::autocast::set_cpu_enabled((bool)enabled);
+  }
+#endif
+  return prev;
+}
+extern "C" int at_repro_autocast_enter(int cuda, int dtype) {
+  PROTECT(
+    int prev = repro_autocast_set(cuda, 1, dtype);
+    at::autocast::increment_nesting();
+    return prev;
+  )
+  return -1;
+}
+extern "C" void at_repro_autocast_exit(int cuda, int prev) {
+  PROTECT(
+    repro_autocast_set(cuda, prev & 1, prev >> 8);
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  )
+}
 `
 
 // patchesDigest identifies a patch set, so a change to any patch or

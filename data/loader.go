@@ -1,0 +1,201 @@
+package data
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+)
+
+// Batch names one batch: its example indices, where it falls in the run,
+// and a generator for its random augmentations. The generator depends only
+// on the loader's seed and the batch's position, so augmentations are the
+// same however many workers run and whenever a run is resumed.
+type Batch struct {
+	Indices []int
+	Epoch   int64 // 0-based
+	Index   int64 // batch number within the epoch
+	seed    uint64
+}
+
+// Rand is the batch's own seeded generator.
+func (b Batch) Rand() *rand.Rand {
+	return rand.New(rand.NewPCG(b.seed^0x9e3779b97f4a7c15, uint64(b.Epoch)<<32|uint64(b.Index)))
+}
+
+// LoaderOptions configures a Loader.
+type LoaderOptions struct {
+	N        int    // examples in the dataset
+	Batch    int    // examples per batch
+	Shuffle  bool   // a new seeded permutation every epoch
+	DropLast bool   // drop the last, smaller batch of an epoch
+	Seed     uint64 // seeds the permutations and the batches' generators
+	Workers  int    // goroutines making batches (default GOMAXPROCS, at most 4)
+	Prefetch int    // batches made ahead of the consumer (default 2*Workers)
+}
+
+// LoaderState is a Loader's position, for checkpoints: the next batch to
+// hand out. With the seed it determines everything that follows.
+type LoaderState struct {
+	Epoch int64 `json:"epoch"`
+	Index int64 `json:"index"`
+}
+
+// Loader hands out batches in a seeded order, endlessly, epoch after epoch.
+// Make turns a Batch into B on worker goroutines ahead of the consumer, so
+// decoding and augmentation overlap the training step. B should be plain Go
+// data (slices), not tensors: tensors are made on the training goroutine,
+// inside its step's scope.
+type Loader[B any] struct {
+	opt   LoaderOptions
+	make  func(Batch) (B, error)
+	next  LoaderState // the next batch Next returns
+	queue chan chan result[B]
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+type result[B any] struct {
+	b   B
+	err error
+}
+
+// NewLoader validates the options and returns a loader positioned at the
+// start; call Restore to continue from a checkpoint, then Next.
+func NewLoader[B any](opt LoaderOptions, make func(Batch) (B, error)) (*Loader[B], error) {
+	switch {
+	case opt.N <= 0:
+		return nil, fmt.Errorf("data loader: the dataset is empty")
+	case opt.Batch <= 0:
+		return nil, fmt.Errorf("data loader: batch size must be positive, got %d", opt.Batch)
+	case opt.DropLast && opt.Batch > opt.N:
+		return nil, fmt.Errorf("data loader: batch size %d is larger than the dataset's %d examples, and drop_last leaves no batch", opt.Batch, opt.N)
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = min(runtime.GOMAXPROCS(0), 4)
+	}
+	if opt.Prefetch <= 0 {
+		opt.Prefetch = 2 * opt.Workers
+	}
+	return &Loader[B]{opt: opt, make: make}, nil
+}
+
+// PerEpoch is the number of batches in an epoch.
+func (l *Loader[B]) PerEpoch() int64 {
+	if l.opt.DropLast {
+		return int64(l.opt.N / l.opt.Batch)
+	}
+	return int64((l.opt.N + l.opt.Batch - 1) / l.opt.Batch)
+}
+
+// State is the position of the next batch Next returns.
+func (l *Loader[B]) State() LoaderState { return l.next }
+
+// Restore moves the loader to a checkpointed position, dropping anything
+// made ahead.
+func (l *Loader[B]) Restore(s LoaderState) error {
+	if s.Epoch < 0 || s.Index < 0 || s.Index >= l.PerEpoch() {
+		return fmt.Errorf("data loader: position epoch %d batch %d is outside this dataset's %d batches per epoch", s.Epoch, s.Index, l.PerEpoch())
+	}
+	l.Close()
+	l.next = s
+	return nil
+}
+
+// Order is epoch e's permutation of the dataset (the identity without Shuffle).
+func (l *Loader[B]) Order(epoch int64) []int {
+	order := make([]int, l.opt.N)
+	for i := range order {
+		order[i] = i
+	}
+	if l.opt.Shuffle {
+		rng := rand.New(rand.NewPCG(l.opt.Seed, uint64(epoch)))
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	}
+	return order
+}
+
+// Next returns the next batch, starting the workers on first use.
+func (l *Loader[B]) Next() (B, error) {
+	if l.queue == nil {
+		l.start()
+	}
+	r := <-<-l.queue
+	if r.err != nil {
+		return r.b, fmt.Errorf("data loader, epoch %d batch %d: %w", l.next.Epoch, l.next.Index, r.err)
+	}
+	l.next.Index++
+	if l.next.Index == l.PerEpoch() {
+		l.next = LoaderState{Epoch: l.next.Epoch + 1}
+	}
+	return r.b, nil
+}
+
+// start launches a producer that walks the batch sequence from l.next and
+// queues one result channel per batch, in order, while workers fill them.
+func (l *Loader[B]) start() {
+	l.queue = make(chan chan result[B], l.opt.Prefetch)
+	l.stop = make(chan struct{})
+	jobs := make(chan func(), l.opt.Workers)
+	for range l.opt.Workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for job := range jobs {
+				job()
+			}
+		}()
+	}
+	l.wg.Add(1)
+	go func(pos LoaderState, queue chan chan result[B], stop chan struct{}) {
+		defer l.wg.Done()
+		defer close(jobs)
+		order := l.Order(pos.Epoch)
+		for {
+			lo := int(pos.Index) * l.opt.Batch
+			hi := min(lo+l.opt.Batch, l.opt.N)
+			b := Batch{Indices: order[lo:hi], Epoch: pos.Epoch, Index: pos.Index, seed: l.opt.Seed}
+			out := make(chan result[B], 1)
+			select {
+			case queue <- out:
+			case <-stop:
+				return
+			}
+			select {
+			case jobs <- func() { v, err := l.make(b); out <- result[B]{v, err} }:
+			case <-stop:
+				return
+			}
+			pos.Index++
+			if pos.Index == l.PerEpoch() {
+				pos = LoaderState{Epoch: pos.Epoch + 1}
+				order = l.Order(pos.Epoch)
+			}
+		}
+	}(l.next, l.queue, l.stop)
+}
+
+// Close stops the workers; the loader can go on from its State afterwards.
+func (l *Loader[B]) Close() {
+	if l.queue == nil {
+		return
+	}
+	close(l.stop) // the producer selects on it; workers never block (buffered results)
+	l.wg.Wait()
+	l.queue = nil
+}
+
+// Sequential calls fn for the batches of 0..n-1 in order, for evaluation.
+func Sequential(n, batch int, fn func(idx []int) error) error {
+	idx := make([]int, 0, batch)
+	for i := 0; i < n; i += batch {
+		idx = idx[:0]
+		for j := i; j < min(i+batch, n); j++ {
+			idx = append(idx, j)
+		}
+		if err := fn(idx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
