@@ -86,6 +86,18 @@ func (p Path) New(name string, shape []int64, init Init, noDecay bool) *ts.Tenso
 	return t
 }
 
+// NewBuffer registers a tensor that is saved and loaded with the
+// parameters but never trained (requires_grad off, so optimizers skip it):
+// fixed position tables, BatchNorm's running statistics.
+func (p Path) NewBuffer(name string, shape []int64, init Init) *ts.Tensor {
+	t := p.New(name, shape, init, true)
+	t.MustRequiresGrad_(false)
+	if s := t.MustSize(); !equalShape(s, shape) {
+		panic(fmt.Sprintf("torchmods: buffer %q initialised with shape %v, declared %v", p.join(name), s, shape))
+	}
+	return t
+}
+
 // Drop frees every parameter now rather than leaving them to the finalizer.
 func (s *Store) Drop() {
 	for _, p := range s.params {

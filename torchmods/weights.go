@@ -70,9 +70,16 @@ func FromSafetensors(t safetensors.Tensor, dev gotch.Device) (*ts.Tensor, error)
 	}
 	var out *ts.Tensor
 	err := Try(func() {
-		x, err := ts.OfDataSize(t.Data, t.Shape, dt)
+		shape := t.Shape
+		if len(shape) == 0 { // a scalar (a loss, BatchNorm's num_batches_tracked): gotch needs a dimension
+			shape = []int64{1}
+		}
+		x, err := ts.OfDataSize(t.Data, shape, dt)
 		if err != nil {
 			panic(err)
+		}
+		if len(t.Shape) == 0 {
+			x = x.MustSqueeze(true)
 		}
 		if dev != gotch.CPU {
 			x = x.MustTo(dev, true)

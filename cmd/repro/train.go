@@ -13,6 +13,7 @@ import (
 	_ "github.com/reprolab/repro/basics" // registers its task
 	"github.com/reprolab/repro/internal/cli"
 	"github.com/reprolab/repro/internal/config"
+	_ "github.com/reprolab/repro/mae" // registers its tasks
 	"github.com/reprolab/repro/train"
 )
 
