@@ -114,7 +114,7 @@ type imageBatch struct {
 	pixels  []float32
 	labels  []int64
 	shape   []int64
-	indices []int64 // the examples' indices (for cached features)
+	indices []int64   // the examples' indices (for cached features)
 	soft    []float32 // mixed, smoothed targets [N, classes] when mixup or cutmix is on
 }
 

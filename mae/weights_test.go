@@ -30,7 +30,7 @@ func TestOfficialAndHFCheckpointsLoadWithParity(t *testing.T) {
 		require.NoError(t, err, file)
 		assert.Empty(t, rep.Missing)
 		assert.Contains(t, report.String(), map[string]string{
-			"testdata/official_full.pth":       "official MAE checkpoint",
+			"testdata/official_full.pth":     "official MAE checkpoint",
 			"testdata/hf_vitmae.safetensors": "Hugging Face ViTMAE"}[file])
 		out := m.Forward(ref["grey.imgs"], 0.6, ref["grey.noise"], false)
 		assert.Less(t, maxRelErr(t, out.Loss, ref["grey.loss"]), 1e-5, file)
