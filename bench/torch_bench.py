@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 p = argparse.ArgumentParser()
-p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder"])
+p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
 args = p.parse_args()
@@ -63,7 +63,35 @@ def train_step(model, in_shape, out_shape):
     return run
 
 
-if args.workload == "smallop":
+def mae_step():
+    """bench/gobench's mae_vitb: the official ViT-B/16 MAE (mae/testdata/mae_ref.py), one pre-training step."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "mae", "testdata"))
+    from mae_ref import MaskedAutoencoderViT
+    model = MaskedAutoencoderViT(224, 16, 3, 768, 12, 12, 512, 8, 16, 4.0, True).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    batch, steps = (64, 10) if dev.type == "cuda" else (4, 2)
+    x = torch.randn(batch, 3, 224, 224, device=dev)
+
+    def run():
+        start = time.perf_counter()
+        for i in range(steps):
+            noise = torch.rand(batch, 196, device=dev)
+            loss = model(x, 0.75, noise)[0]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i == steps - 1:
+                check[0] = sync(loss)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+if args.workload == "mae_vitb":
+    run = mae_step()
+elif args.workload == "smallop":
     run = small_op()
 elif args.workload == "mlp":
     run = train_step(nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024), nn.ReLU(),
