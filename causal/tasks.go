@@ -58,7 +58,7 @@ func (c *FitConfig) solver() SolverOptions {
 // FitResult is what a fit writes to results.json.
 type FitResult struct {
 	Variables []string   `json:"variables"`
-	Order     []string   `json:"order"`      // the recovered causal order (per group when fitted in groups: the first group's)
+	Order     []string   `json:"order"` // the recovered causal order (per group when fitted in groups: the first group's)
 	Tasks     []TaskInfo `json:"tasks"`
 	Seconds   float64    `json:"seconds"`
 }
