@@ -38,6 +38,9 @@ func (n *RMSNorm) Forward(x *ts.Tensor) *ts.Tensor {
 type Embedding struct {
 	Weight   *ts.Tensor
 	Num, Dim int64
+	// PaddingIdx, when not -1, is the row that gets no gradient, as
+	// nn.Embedding(padding_idx=...) (BERT's [PAD]).
+	PaddingIdx int64
 }
 
 // EmbeddingOptions configures NewEmbedding. Learned positional embeddings
@@ -46,7 +49,7 @@ type EmbeddingOptions struct{ Num, Dim int64 }
 
 // NewEmbedding registers weight under p.
 func NewEmbedding(p Path, o EmbeddingOptions) *Embedding {
-	return &Embedding{Weight: p.New("weight", []int64{o.Num, o.Dim}, Normal(1), false), Num: o.Num, Dim: o.Dim}
+	return &Embedding{Weight: p.New("weight", []int64{o.Num, o.Dim}, Normal(1), false), Num: o.Num, Dim: o.Dim, PaddingIdx: -1}
 }
 
 // Forward looks up ids (int64, any shape), giving [..., Dim].
@@ -60,7 +63,7 @@ func (e *Embedding) Forward(ids *ts.Tensor) *ts.Tensor {
 			panic(fmt.Errorf("Embedding: id %d out of range [0, %d)", map[bool]int64{true: lo, false: hi}[lo < 0], e.Num))
 		}
 	}
-	return ts.MustEmbedding(e.Weight, ids, -1, false, false)
+	return ts.MustEmbedding(e.Weight, ids, e.PaddingIdx, false, false)
 }
 
 // Normal draws from N(0, std²).

@@ -1,0 +1,292 @@
+package torchmods
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+)
+
+// BertConfig is HF's BertConfig (config.json), the fields BERT uses.
+type BertConfig struct {
+	VocabSize             int64   `json:"vocab_size" toml:"vocab_size"`
+	HiddenSize            int64   `json:"hidden_size" toml:"hidden_size"`
+	NumHiddenLayers       int64   `json:"num_hidden_layers" toml:"num_hidden_layers"`
+	NumAttentionHeads     int64   `json:"num_attention_heads" toml:"num_attention_heads"`
+	IntermediateSize      int64   `json:"intermediate_size" toml:"intermediate_size"`
+	HiddenAct             string  `json:"hidden_act" toml:"hidden_act"`
+	HiddenDropout         float64 `json:"hidden_dropout_prob" toml:"hidden_dropout_prob"`
+	AttentionDropout      float64 `json:"attention_probs_dropout_prob" toml:"attention_probs_dropout_prob"`
+	MaxPositionEmbeddings int64   `json:"max_position_embeddings" toml:"max_position_embeddings"`
+	TypeVocabSize         int64   `json:"type_vocab_size" toml:"type_vocab_size"`
+	LayerNormEps          float64 `json:"layer_norm_eps" toml:"layer_norm_eps"`
+	InitializerRange      float64 `json:"initializer_range" toml:"initializer_range"`
+	PadTokenID            int64   `json:"pad_token_id" toml:"pad_token_id"`
+}
+
+// BertBase is bert-base-uncased's configuration.
+func BertBase() BertConfig {
+	return BertConfig{VocabSize: 30522, HiddenSize: 768, NumHiddenLayers: 12, NumAttentionHeads: 12, IntermediateSize: 3072,
+		HiddenAct: "gelu", HiddenDropout: 0.1, AttentionDropout: 0.1, MaxPositionEmbeddings: 512, TypeVocabSize: 2,
+		LayerNormEps: 1e-12, InitializerRange: 0.02}
+}
+
+// BertLarge is bert-large-uncased's configuration.
+func BertLarge() BertConfig {
+	c := BertBase()
+	c.HiddenSize, c.NumHiddenLayers, c.NumAttentionHeads, c.IntermediateSize = 1024, 24, 16, 4096
+	return c
+}
+
+// ReadBertConfig reads a HF config.json.
+func ReadBertConfig(path string) (BertConfig, error) {
+	c := BertBase()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the sizes fit together.
+func (c BertConfig) Validate() error {
+	switch {
+	case c.VocabSize <= 0 || c.HiddenSize <= 0 || c.NumHiddenLayers <= 0 || c.IntermediateSize <= 0 || c.MaxPositionEmbeddings <= 0 || c.TypeVocabSize <= 0:
+		return fmt.Errorf("bert: vocab_size, hidden_size, num_hidden_layers, intermediate_size, max_position_embeddings and type_vocab_size must be positive")
+	case c.NumAttentionHeads <= 0 || c.HiddenSize%c.NumAttentionHeads != 0:
+		return fmt.Errorf("bert: hidden_size %d is not a multiple of num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)
+	case c.HiddenAct != "gelu" && c.HiddenAct != "gelu_new" && c.HiddenAct != "relu":
+		return fmt.Errorf("bert: hidden_act %q is not supported (gelu, gelu_new, relu)", c.HiddenAct)
+	}
+	return nil
+}
+
+func (c BertConfig) act() Activation {
+	switch c.HiddenAct {
+	case "gelu_new":
+		return GELUTanh
+	case "relu":
+		return ReLU
+	}
+	return GELU
+}
+
+// BertLayer is HF's BertLayer: post-norm self-attention (attention.self.
+// {query,key,value}, attention.output.dense and LayerNorm) and feed-forward
+// (intermediate.dense, output.dense and LayerNorm).
+type BertLayer struct {
+	Attn                   *Attention
+	AttnNorm, OutNorm      *LayerNorm
+	Intermediate, Output   *Linear
+	Act                    Activation
+	HiddenDrop, AttentDrop float64
+}
+
+// Bert is HF's BertModel (bert.*): embeddings, encoder and an optional pooler.
+type Bert struct {
+	Word, Position, TokenType *Embedding
+	EmbNorm                   *LayerNorm
+	Layers                    []*BertLayer
+	Pooler                    *Linear // nil without pooling
+	Cfg                       BertConfig
+}
+
+// NewBert registers a BertModel under p (p = root.Sub("bert") for HF's
+// names), initialised as HF does: N(0, initializer_range²) weights, zero
+// biases, LayerNorms 1 and 0.
+func NewBert(p Path, c BertConfig, pooler bool) *Bert {
+	if c.LayerNormEps == 0 {
+		c.LayerNormEps = 1e-12
+	}
+	if c.InitializerRange == 0 {
+		c.InitializerRange = 0.02
+	}
+	b := &Bert{Cfg: c}
+	e := p.Sub("embeddings")
+	b.Word = NewEmbedding(e.Sub("word_embeddings"), EmbeddingOptions{Num: c.VocabSize, Dim: c.HiddenSize})
+	if c.PadTokenID < 0 || c.PadTokenID >= c.VocabSize {
+		panic(fmt.Errorf("bert: pad_token_id %d outside the vocabulary of %d", c.PadTokenID, c.VocabSize))
+	}
+	b.Word.PaddingIdx = c.PadTokenID
+	b.Position = NewEmbedding(e.Sub("position_embeddings"), EmbeddingOptions{Num: c.MaxPositionEmbeddings, Dim: c.HiddenSize})
+	b.TokenType = NewEmbedding(e.Sub("token_type_embeddings"), EmbeddingOptions{Num: c.TypeVocabSize, Dim: c.HiddenSize})
+	b.EmbNorm = NewLayerNorm(e.Sub("LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps})
+	var linears []*Linear
+	for i := range c.NumHiddenLayers {
+		l := p.Sub(fmt.Sprintf("encoder.layer.%d", i))
+		att := NewAttention(l.Sub("attention"), AttentionOptions{Dim: c.HiddenSize, Heads: c.NumAttentionHeads, Bias: true,
+			Names: AttentionNames{Q: "self.query", K: "self.key", V: "self.value", Out: "output.dense"}, Dropout: c.AttentionDropout})
+		layer := &BertLayer{
+			Attn:         att,
+			AttnNorm:     NewLayerNorm(l.Sub("attention.output.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps}),
+			Intermediate: NewLinear(l.Sub("intermediate.dense"), LinearOptions{In: c.HiddenSize, Out: c.IntermediateSize}),
+			Output:       NewLinear(l.Sub("output.dense"), LinearOptions{In: c.IntermediateSize, Out: c.HiddenSize}),
+			OutNorm:      NewLayerNorm(l.Sub("output.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps}),
+			Act:          c.act(), HiddenDrop: c.HiddenDropout, AttentDrop: c.AttentionDropout,
+		}
+		b.Layers = append(b.Layers, layer)
+		linears = append(linears, att.Q, att.K, att.V, att.Out, layer.Intermediate, layer.Output)
+	}
+	if pooler {
+		b.Pooler = NewLinear(p.Sub("pooler.dense"), LinearOptions{In: c.HiddenSize, Out: c.HiddenSize})
+		linears = append(linears, b.Pooler)
+	}
+	BertInit(c.InitializerRange, []*Embedding{b.Word, b.Position, b.TokenType}, linears...)
+	return b
+}
+
+// BertInit is HF's _init_weights for BERT: Linear and Embedding weights
+// N(0, std²), Linear biases zero (LayerNorms are already 1 and 0).
+func BertInit(std float64, embeddings []*Embedding, linears ...*Linear) {
+	ts.NoGrad(func() {
+		for _, e := range embeddings {
+			e.Weight.Copy_(Normal(std)(e.Weight.MustSize(), e.Weight.MustDevice()))
+			if e.PaddingIdx >= 0 {
+				e.Weight.MustSelect(0, e.PaddingIdx, false).MustZero_()
+			}
+		}
+		for _, l := range linears {
+			l.Weight.Copy_(Normal(std)(l.Weight.MustSize(), l.Weight.MustDevice()))
+			if l.Bias != nil {
+				l.Bias.MustZero_()
+			}
+		}
+	})
+}
+
+// Forward runs the encoder on ids [B, L] with typeIDs (nil for zeros) and
+// mask (nil for none; else [B, L], nonzero = a real token, as HF's
+// attention_mask) and returns the hidden states [B, L, H].
+func (b *Bert) Forward(ids, typeIDs, mask *ts.Tensor, train bool) *ts.Tensor {
+	s := ids.MustSize()
+	if len(s) != 2 {
+		panic(fmt.Errorf("bert: input ids of shape %v, want [batch, length]", s))
+	}
+	if s[1] > b.Cfg.MaxPositionEmbeddings {
+		panic(fmt.Errorf("bert: sequence of %d tokens, longer than max_position_embeddings %d", s[1], b.Cfg.MaxPositionEmbeddings))
+	}
+	dev := ids.MustDevice()
+	pos := ts.MustArange(ts.IntScalar(s[1]), gotch.Int64, dev).MustUnsqueeze(0, true)
+	if typeIDs == nil {
+		typeIDs = ids.MustZerosLike(false)
+	}
+	x := b.Word.Forward(ids).MustAdd(b.TokenType.Forward(typeIDs), true).MustAdd(b.Position.Forward(pos), true)
+	x = Dropout(b.EmbNorm.Forward(x), b.Cfg.HiddenDropout, train)
+	var keyMask *ts.Tensor // [B, 1, 1, L], true = padding (not attended)
+	if mask != nil {
+		keyMask = mask.MustEq(ts.IntScalar(0), false).MustView([]int64{s[0], 1, 1, s[1]}, true)
+	}
+	for _, l := range b.Layers {
+		a := l.Attn.Forward(AttentionInput{Query: x, Mask: keyMask}, train)
+		x = l.AttnNorm.Forward(Dropout(a, l.HiddenDrop, train).MustAdd(x, true))
+		h := l.Output.Forward(l.Act.Apply(l.Intermediate.Forward(x)))
+		x = l.OutNorm.Forward(Dropout(h, l.HiddenDrop, train).MustAdd(x, true))
+	}
+	return x
+}
+
+// Pool is BertPooler: tanh(dense(first token)).
+func (b *Bert) Pool(hidden *ts.Tensor) *ts.Tensor {
+	return b.Pooler.Forward(hidden.MustSelect(1, 0, false)).MustTanh(true)
+}
+
+// BertForMaskedLM is HF's BertForMaskedLM: bert.* without pooler and the
+// MLM head cls.predictions.transform.{dense,LayerNorm}, with the decoder
+// tied to the word embeddings plus cls.predictions.bias.
+type BertForMaskedLM struct {
+	Bert      *Bert
+	Transform *Linear
+	Norm      *LayerNorm
+	Bias      *ts.Tensor // [vocab]
+}
+
+// NewBertForMaskedLM registers the model under p with HF's names.
+func NewBertForMaskedLM(p Path, c BertConfig) *BertForMaskedLM {
+	m := &BertForMaskedLM{Bert: NewBert(p.Sub("bert"), c, false)}
+	h := p.Sub("cls.predictions")
+	m.Transform = NewLinear(h.Sub("transform.dense"), LinearOptions{In: c.HiddenSize, Out: c.HiddenSize})
+	m.Norm = NewLayerNorm(h.Sub("transform.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: m.Bert.Cfg.LayerNormEps})
+	m.Bias = h.New("bias", []int64{c.VocabSize}, Const(0), true)
+	BertInit(m.Bert.Cfg.InitializerRange, nil, m.Transform)
+	return m
+}
+
+// Logits are the vocabulary scores [B, L, V] for every position.
+func (m *BertForMaskedLM) Logits(hidden *ts.Tensor) *ts.Tensor {
+	h := m.Norm.Forward(m.Bert.Cfg.act().Apply(m.Transform.Forward(hidden)))
+	return ts.MustLinear(h, m.Bert.Word.Weight, m.Bias)
+}
+
+// Forward is hidden states then logits.
+func (m *BertForMaskedLM) Forward(ids, typeIDs, mask *ts.Tensor, train bool) *ts.Tensor {
+	return m.Logits(m.Bert.Forward(ids, typeIDs, mask, train))
+}
+
+// BertForSequenceClassification is HF's: bert.* with its pooler, dropout
+// and classifier.{weight,bias}.
+type BertForSequenceClassification struct {
+	Bert       *Bert
+	Classifier *Linear
+}
+
+// NewBertForSequenceClassification registers the model under p.
+func NewBertForSequenceClassification(p Path, c BertConfig, classes int64) *BertForSequenceClassification {
+	m := &BertForSequenceClassification{Bert: NewBert(p.Sub("bert"), c, true)}
+	m.Classifier = NewLinear(p.Sub("classifier"), LinearOptions{In: c.HiddenSize, Out: classes})
+	BertInit(m.Bert.Cfg.InitializerRange, nil, m.Classifier)
+	return m
+}
+
+// Forward returns the class logits [B, classes].
+func (m *BertForSequenceClassification) Forward(ids, typeIDs, mask *ts.Tensor, train bool) *ts.Tensor {
+	pooled := m.Bert.Pool(m.Bert.Forward(ids, typeIDs, mask, train))
+	return m.Classifier.Forward(Dropout(pooled, m.Bert.Cfg.HiddenDropout, train))
+}
+
+// BertStateDict prepares a HF BERT state dict for Store.Load: it drops
+// what HF saves but a Store does not hold (the decoder tied to the word
+// embeddings, its bias tied to cls.predictions.bias, the position_ids
+// buffer) and renames the legacy LayerNorm.gamma/beta. It returns the
+// dropped names.
+func BertStateDict(w map[string]*ts.Tensor) (dropped []string) {
+	for name, t := range w {
+		switch {
+		case strings.HasSuffix(name, "cls.predictions.decoder.weight"), strings.HasSuffix(name, "cls.predictions.decoder.bias"),
+			strings.HasSuffix(name, "embeddings.position_ids"):
+			t.MustDrop()
+			delete(w, name)
+			dropped = append(dropped, name)
+		default:
+			if n := RenameLegacyBert([]string{name})[0]; n != name {
+				delete(w, name)
+				w[n] = t
+			}
+		}
+	}
+	sort.Strings(dropped)
+	return dropped
+}
+
+// RenameLegacyBert renames the older names in Google's converted
+// checkpoints (bert-base-uncased's pytorch_model.bin has LayerNorm.gamma
+// and .beta) to HF's current weight and bias, as transformers does on load.
+func RenameLegacyBert(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		switch {
+		case strings.HasSuffix(n, "LayerNorm.gamma"):
+			n = strings.TrimSuffix(n, "gamma") + "weight"
+		case strings.HasSuffix(n, "LayerNorm.beta"):
+			n = strings.TrimSuffix(n, "beta") + "bias"
+		}
+		out[i] = n
+	}
+	return out
+}
