@@ -17,10 +17,10 @@ func TestScheduleFormulas(t *testing.T) {
 		"cosine":       {0.32, 0.17, 0.02}, // p(1+cos(pi t/T)) + 0.02
 		"linear":       {0.30, 0.15, 0},    // 2p(1 - t/T)
 		"asc":          {0, 0.15, 0.30},
-		"square_above": {0.31, 0.31 - 0.075, 0.01}, // -(t/T sqrt(2p))² + 2p + 0.01
-		"square_below": {0.30, 0.075, 0},           // 2p/T² (t-T)²
-		"poly_asc":     {0, 0.30, 0},               // 4p t/T up to T/2, then 4p(1 - t/T)
-		"poly_desc":    {0.31, 0.01, 0.31},         // 2p(1-2t/T) + 0.01, then 2p(2t-T)/T + 0.01
+		"square_above": {0.31, 0.31 - 0.075, 0.01},         // -(t/T sqrt(2p))² + 2p + 0.01
+		"square_below": {0.30, 0.075, 0},                   // 2p/T² (t-T)²
+		"poly_asc":     {0, 0.30, 0},                       // 4p t/T up to T/2, then 4p(1 - t/T)
+		"poly_desc":    {0.31, 0.01, 0.31},                 // 2p(1-2t/T) + 0.01, then 2p(2t-T)/T + 0.01
 		"cos_quad":     {0.30, -0.0025 + 0.1, -0.09 + 0.1}, // 0.2+0.1cos(pi t/0.4T), then 0.1 - (0.5/T)²(t-0.4T)²
 	}
 	for mode, w := range want {

@@ -17,10 +17,10 @@ import (
 // BERT's normaliser (clean text, lowercase, strip accents), its
 // pre-tokeniser (whitespace and punctuation) and [CLS] ... [SEP].
 type Tokenizer struct {
-	tk                          *tokenizer.Tokenizer
-	PAD, UNK, CLS, SEP, MASK    int64
-	Size                        int64
-	special                     map[int64]bool
+	tk                       *tokenizer.Tokenizer
+	PAD, UNK, CLS, SEP, MASK int64
+	Size                     int64
+	special                  map[int64]bool
 }
 
 // Encoded is one tokenised text.
