@@ -14,6 +14,7 @@ import (
 	"github.com/reprolab/repro/internal/cli"
 	"github.com/reprolab/repro/internal/config"
 	_ "github.com/reprolab/repro/mae" // registers its tasks
+	_ "github.com/reprolab/repro/mlm" // registers its tasks
 	"github.com/reprolab/repro/train"
 )
 
