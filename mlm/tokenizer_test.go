@@ -1,0 +1,74 @@
+package mlm
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestBasicTokenize(t *testing.T) {
+	assert.Equal(t, []string{"godel", "'", "s", "cafe", ",", "naive", "!"}, BasicTokenize("Gödel's  Café,\tnaïve!"))
+}
+
+// A vocabulary trained on a toy corpus starts with the specials and the
+// alphabet, learns the frequent words whole, and encodes through
+// sugarme/tokenizer with [CLS] ... [SEP], word ids and truncation.
+func TestTrainedWordPieceRoundTrip(t *testing.T) {
+	texts := []string{"the cat sat on the mat", "the cat ate the rat", "a cat and a hat", "the mat is flat"}
+	vocab, err := TrainWordPiece(texts, 60, 1)
+	require.NoError(t, err)
+	assert.Equal(t, Specials, vocab[:5])
+	assert.Contains(t, vocab, "the")
+	assert.Contains(t, vocab, "cat")
+	assert.Contains(t, vocab, "##at", "a continuation piece")
+	assert.LessOrEqual(t, len(vocab), 60)
+	seen := map[string]bool{}
+	for _, v := range vocab {
+		assert.False(t, seen[v], "duplicate %q", v)
+		seen[v] = true
+	}
+	path := filepath.Join(t.TempDir(), "vocab.txt")
+	require.NoError(t, WriteVocab(path, vocab))
+	tok, err := LoadTokenizer(path)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{0, 1, 2, 3, 4}, []int64{tok.PAD, tok.UNK, tok.CLS, tok.SEP, tok.MASK})
+	e, err := tok.Encode("The cat sat on the flat mat", 64)
+	require.NoError(t, err)
+	var toks []string
+	for _, id := range e.IDs {
+		toks = append(toks, tok.Token(id))
+	}
+	assert.Equal(t, "[CLS]", toks[0])
+	assert.Equal(t, "[SEP]", toks[len(toks)-1])
+	assert.Equal(t, -1, e.Words[0])
+	assert.Equal(t, -1, e.Words[len(e.Words)-1])
+	assert.Equal(t, 6, e.Words[len(e.Words)-2], "the seventh word, mat, ends the sentence")
+	assert.Contains(t, toks, "cat")
+	short, _ := tok.Encode("The cat sat on the flat mat", 4)
+	assert.Len(t, short.IDs, 4)
+	assert.Equal(t, tok.SEP, short.IDs[3], "truncation keeps [SEP]")
+	assert.True(t, tok.IsSpecial(tok.MASK))
+	assert.False(t, tok.IsSpecial(short.IDs[1]))
+
+	_, err = TrainWordPiece(texts, 10, 1)
+	assert.ErrorContains(t, err, "smaller than")
+	_, err = LoadTokenizer(filepath.Join(t.TempDir(), "none.txt"))
+	assert.Error(t, err)
+}
+
+func TestTaggerOnKnownWords(t *testing.T) {
+	tg, err := NewTagger("")
+	if err != nil {
+		t.Skip("wordnet-base not installed")
+	}
+	for w, want := range map[string]string{
+		"dog": "NOUN", "dogs": "NOUN", "ran": "VERB", "quickly": "ADV", "beautiful": "ADJ", "the": "DET",
+		"of": "ADP", "they": "PRON", "and": "CCONJ", "because": "SCONJ", "was": "AUX", "not": "PART",
+		"1990": "NUM", ";": "PUNCT", "xqzt": "X", "children": "NOUN", "larger": "ADJ",
+	} {
+		assert.Equal(t, want, tg.Tag(w), w)
+	}
+	assert.Equal(t, len(Tags)-1, TagID("nonsense"))
+}
