@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 p = argparse.ArgumentParser()
-p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb"])
+p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
 args = p.parse_args()
@@ -89,7 +89,56 @@ def mae_step():
     return run
 
 
-if args.workload == "mae_vitb":
+def bert_step():
+    """bench/gobench's bert_mlm: BERT's embeddings, post-norm GELU layers (nn.TransformerEncoderLayer,
+    no dropout, the same maths as HF's BertLayer) and MLM head tied to the word embeddings; the loss
+    on every 7th position, projected there only; AdamW."""
+    V, H, L, A, I, B, S, steps = 30522, 256, 4, 4, 1024, 16, 128, 2
+    if dev.type == "cuda":
+        H, L, A, I, B, S, steps = 768, 12, 12, 3072, 32, 128, 20
+
+    class Bert(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.word, self.pos, self.typ = nn.Embedding(V, H), nn.Embedding(512, H), nn.Embedding(2, H)
+            self.norm = nn.LayerNorm(H, eps=1e-12)
+            self.layers = nn.ModuleList([nn.TransformerEncoderLayer(H, A, I, dropout=0.0, activation="gelu", batch_first=True,
+                                                                    layer_norm_eps=1e-12) for _ in range(L)])
+            self.dense, self.hnorm = nn.Linear(H, H), nn.LayerNorm(H, eps=1e-12)
+            self.bias = nn.Parameter(torch.zeros(V))
+
+        def forward(self, ids, pos):
+            x = self.word(ids) + self.typ(torch.zeros_like(ids)) + self.pos(torch.arange(ids.shape[1], device=ids.device))[None]
+            x = self.norm(x)
+            for layer in self.layers:
+                x = layer(x)
+            h = x.reshape(-1, H).index_select(0, pos)
+            h = self.hnorm(nn.functional.gelu(self.dense(h)))
+            return nn.functional.linear(h, self.word.weight, self.bias)
+
+    model = Bert().to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    ids = torch.randint(V, (B, S), device=dev)
+    pos = torch.arange(0, B * S, 7, device=dev)
+    labels = ids.reshape(-1).index_select(0, pos)
+
+    def run():
+        start = time.perf_counter()
+        for i in range(steps):
+            loss = nn.functional.cross_entropy(model(ids, pos), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i == steps - 1:
+                check[0] = sync(loss)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+if args.workload == "bert_mlm":
+    run = bert_step()
+elif args.workload == "mae_vitb":
     run = mae_step()
 elif args.workload == "smallop":
     run = small_op()
