@@ -170,15 +170,9 @@ func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("optim: %w (optim.warmup must not exceed the run's steps)", err)
 	}
-	var pos data.LoaderState
-	start, err := s.Resume(opt, &pos)
+	start, err := s.ResumeLoader(opt, loader)
 	if err != nil {
 		return nil, err
-	}
-	if start > 0 {
-		if err := loader.Restore(pos); err != nil {
-			return nil, err
-		}
 	}
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
 		Step: func(step int64) (train.StepResult, error) {

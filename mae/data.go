@@ -109,6 +109,15 @@ func openImages(d DataConfig, split string, size, chans int64) (*imageSet, error
 	}}, nil
 }
 
+// openSplits opens the training and test splits for the model's image size and channels.
+func openSplits(d DataConfig, o Options) (trainSet, testSet *imageSet, err error) {
+	if trainSet, err = openImages(d, "train", o.ImgSize, o.InChans); err != nil {
+		return nil, nil, err
+	}
+	testSet, err = openImages(d, "test", o.ImgSize, o.InChans)
+	return trainSet, testSet, err
+}
+
 // imageBatch is a batch in Go memory, made on a loader goroutine.
 type imageBatch struct {
 	pixels  []float32

@@ -137,11 +137,7 @@ func classify(vit *torchmods.ViT, set *imageSet, dev gotch.Device) (acc, loss fl
 // the per-iteration schedule, drop path, and mixup/cutmix with smoothed
 // soft targets (or label-smoothed cross-entropy when mixing is off).
 func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*ClassifyResult, error) {
-	trainSet, err := openImages(c.Data, "train", c.Model.ImgSize, c.Model.InChans)
-	if err != nil {
-		return nil, err
-	}
-	testSet, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
+	trainSet, testSet, err := openSplits(c.Data, c.Model)
 	if err != nil {
 		return nil, err
 	}
@@ -185,15 +181,9 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Classif
 	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(w, "mae finetune: %d train images, %d steps (%.1f epochs), lr %.3g\n", trainSet.n, steps, float64(steps)/float64(perEpoch), lr)
-	var pos data.LoaderState
-	start, err := s.Resume(opt, &pos)
+	start, err := s.ResumeLoader(opt, loader)
 	if err != nil {
 		return nil, err
-	}
-	if start > 0 {
-		if err := loader.Restore(pos); err != nil {
-			return nil, err
-		}
 	}
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
 		Step: func(step int64) (train.StepResult, error) {

@@ -101,11 +101,7 @@ func init() {
 
 // Linprobe trains the probe head on the frozen encoder and reports test accuracy.
 func Linprobe(c *LinprobeConfig, out string, resume bool, w io.Writer) (*ClassifyResult, error) {
-	trainSet, err := openImages(c.Data, "train", c.Model.ImgSize, c.Model.InChans)
-	if err != nil {
-		return nil, err
-	}
-	testSet, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
+	trainSet, testSet, err := openSplits(c.Data, c.Model)
 	if err != nil {
 		return nil, err
 	}
@@ -164,15 +160,9 @@ func Linprobe(c *LinprobeConfig, out string, resume bool, w io.Writer) (*Classif
 	}
 	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
-	var pos data.LoaderState
-	start, err := s.Resume(opt, &pos)
+	start, err := s.ResumeLoader(opt, loader)
 	if err != nil {
 		return nil, err
-	}
-	if start > 0 {
-		if err := loader.Restore(pos); err != nil {
-			return nil, err
-		}
 	}
 	evaluate := func() (float64, float64) {
 		var correct, lossSum float64

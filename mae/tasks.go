@@ -8,7 +8,6 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
-	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/config"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/train"
@@ -168,11 +167,7 @@ func init() {
 // Pretrain runs main_pretrain.py's loop: AdamW (no decay on biases and 1-D
 // parameters), the per-iteration schedule, random masking each step.
 func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*PretrainResult, error) {
-	trainSet, err := openImages(c.Data, "train", c.Model.ImgSize, c.Model.InChans)
-	if err != nil {
-		return nil, err
-	}
-	testSet, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
+	trainSet, testSet, err := openSplits(c.Data, c.Model)
 	if err != nil {
 		return nil, err
 	}
@@ -205,15 +200,9 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(w, "mae pretrain: %d train images, %d steps (%.1f epochs), lr %.3g, %d of %d patches visible\n",
 		trainSet.n, steps, float64(steps)/float64(perEpoch), lr, KeepCount(c.Model.NumPatches(), c.MaskRatio), c.Model.NumPatches())
-	var pos data.LoaderState
-	start, err := s.Resume(opt, &pos)
+	start, err := s.ResumeLoader(opt, loader)
 	if err != nil {
 		return nil, err
-	}
-	if start > 0 {
-		if err := loader.Restore(pos); err != nil {
-			return nil, err
-		}
 	}
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
 		Step: func(step int64) (train.StepResult, error) {

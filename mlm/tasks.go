@@ -133,6 +133,18 @@ type pretrainState struct {
 	PTW    []float64        `json:"ptw"`
 }
 
+// docLoader hands out shuffled batches of the given document indices.
+func docLoader(docs []int, batch int, seed int64) (*data.Loader[[]int], error) {
+	return data.NewLoader(data.LoaderOptions{N: len(docs), Batch: batch, Shuffle: true, DropLast: true, Seed: uint64(seed)},
+		func(b data.Batch) ([]int, error) {
+			out := make([]int, len(b.Indices))
+			for i, k := range b.Indices {
+				out[i] = docs[k]
+			}
+			return out, nil
+		})
+}
+
 // batchTensors pads sequences to the batch's longest: ids, attention mask
 // and labels as [B, L] tensors.
 func batchTensors(inputs, labels [][]int64, pad int64, dev gotch.Device) (ids, mask, lab *ts.Tensor) {
@@ -201,14 +213,7 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 			return nil, err
 		}
 	}
-	loader, err := data.NewLoader(data.LoaderOptions{N: len(trainIdx), Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)},
-		func(b data.Batch) ([]int, error) {
-			out := make([]int, len(b.Indices))
-			for i, k := range b.Indices {
-				out[i] = trainIdx[k]
-			}
-			return out, nil
-		})
+	loader, err := docLoader(trainIdx, c.Data.Batch, c.Trainer.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
@@ -469,14 +474,7 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Finetun
 			return nil, err
 		}
 	}
-	loader, err := data.NewLoader(data.LoaderOptions{N: len(trainIdx), Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)},
-		func(b data.Batch) ([]int, error) {
-			out := make([]int, len(b.Indices))
-			for i, k := range b.Indices {
-				out[i] = trainIdx[k]
-			}
-			return out, nil
-		})
+	loader, err := docLoader(trainIdx, c.Data.Batch, c.Trainer.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -491,15 +489,9 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Finetun
 	if err != nil {
 		return nil, err
 	}
-	var pos data.LoaderState
-	start, err := s.Resume(opt, &pos)
+	start, err := s.ResumeLoader(opt, loader)
 	if err != nil {
 		return nil, err
-	}
-	if start > 0 {
-		if err := loader.Restore(pos); err != nil {
-			return nil, err
-		}
 	}
 	batch := func(idx []int) (ids, mask, y *ts.Tensor) {
 		inputs := make([][]int64, len(idx))

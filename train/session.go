@@ -11,6 +11,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/torchmods"
 )
 
@@ -138,6 +139,22 @@ func (s *Session) Resume(opt Optimizer, taskState any) (int64, error) {
 	}
 	fmt.Fprintf(s.W, "resuming from %s at step %d\n", ck, step)
 	return step, nil
+}
+
+// Restorer is a data loader that can move to a checkpointed position.
+type Restorer interface {
+	Restore(data.LoaderState) error
+}
+
+// ResumeLoader is Resume for tasks whose only state is their data
+// loader's position: it restores the checkpoint and moves loader there.
+func (s *Session) ResumeLoader(opt Optimizer, loader Restorer) (int64, error) {
+	var pos data.LoaderState
+	start, err := s.Resume(opt, &pos)
+	if err != nil || start == 0 {
+		return start, err
+	}
+	return start, loader.Restore(pos)
 }
 
 // Forward runs fn under the configured precision: as is for "fp32", under
