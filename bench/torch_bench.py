@@ -117,6 +117,12 @@ def bert_step():
             return nn.functional.linear(h, self.word.weight, self.bias)
 
     model = Bert().to(dev)
+    with torch.no_grad():  # HF's BERT initialisation, as torchmods': N(0, 0.02) weights, zero biases
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.normal_(0, 0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.zero_()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     ids = torch.randint(V, (B, S), device=dev)
     pos = torch.arange(0, B * S, 7, device=dev)
