@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main demo: Masked Autoencoders (He et al., 2022) on Fashion-MNIST, on the CPU, in minutes.
-# Pre-trains a small MAE for 3 epochs (about 5 minutes on 2 cores), probes its frozen features with
+# Pre-trains a small MAE for 3 epochs (about 4 minutes on 2 cores), probes its frozen features with
 # a linear classifier, and draws masked images with their reconstructions. The full experiment,
 # with fine-tuning and the baselines, is mae/experiment.sh (results in mae/RESULTS.md).
 #
