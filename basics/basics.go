@@ -187,8 +187,7 @@ func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
 			if err != nil {
 				return train.StepResult{}, err
 			}
-			lr := sched(step)
-			return train.StepResult{Loss: loss, LR: lr}, opt.Step(lr)
+			return s.Update(opt, loss, sched(step), 0)
 		},
 		State: func() any { return loader.State() },
 	})

@@ -203,8 +203,7 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Classif
 			if err != nil {
 				return train.StepResult{}, err
 			}
-			r := train.StepResult{Loss: loss, LR: sched(step)}
-			return r, opt.Step(r.LR)
+			return s.Update(opt, loss, sched(step), 0)
 		},
 		State: func() any { return loader.State() },
 		Eval: func(int64) (map[string]float64, error) {

@@ -217,8 +217,7 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 			if err != nil {
 				return train.StepResult{}, err
 			}
-			r := train.StepResult{Loss: loss, LR: sched(step)}
-			return r, opt.Step(r.LR)
+			return s.Update(opt, loss, sched(step), 0)
 		},
 		State: func() any { return loader.State() },
 		Eval: func(int64) (map[string]float64, error) {

@@ -289,13 +289,7 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 			if err != nil {
 				return train.StepResult{}, err
 			}
-			if c.Optim.Clip > 0 {
-				if _, err := train.ClipGradNorm(s.Store, c.Optim.Clip); err != nil {
-					return train.StepResult{}, err
-				}
-			}
-			r := train.StepResult{Loss: loss, LR: sched(step)}
-			return r, opt.Step(r.LR)
+			return s.Update(opt, loss, sched(step), c.Optim.Clip)
 		},
 		State: func() any { return pretrainState{Loader: loader.State(), PTW: ptw.Loss} },
 		Eval: func(step int64) (map[string]float64, error) {
@@ -535,13 +529,7 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Finetun
 			if err != nil {
 				return train.StepResult{}, err
 			}
-			if c.Optim.Clip > 0 {
-				if _, err := train.ClipGradNorm(s.Store, c.Optim.Clip); err != nil {
-					return train.StepResult{}, err
-				}
-			}
-			r := train.StepResult{Loss: loss, LR: sched(step)}
-			return r, opt.Step(r.LR)
+			return s.Update(opt, loss, sched(step), c.Optim.Clip)
 		},
 		State: func() any { return loader.State() },
 		Eval: func(int64) (map[string]float64, error) {

@@ -203,6 +203,18 @@ func (s *Session) Backward(loss func(micro int) (*ts.Tensor, error)) (float64, e
 	return sum / float64(n), nil
 }
 
+// Update finishes an optimizer step after Backward: it clips the
+// gradients' global norm to clip (0 for none), then steps opt at lr, and
+// returns what the step reports.
+func (s *Session) Update(opt Optimizer, loss, lr, clip float64) (StepResult, error) {
+	if clip > 0 {
+		if _, err := ClipGradNorm(s.Store, clip); err != nil {
+			return StepResult{}, err
+		}
+	}
+	return StepResult{Loss: loss, LR: lr}, opt.Step(lr)
+}
+
 // Plan is one training run for Session.Train.
 type Plan struct {
 	Steps    int64 // optimizer steps in the whole run
