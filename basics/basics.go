@@ -275,7 +275,7 @@ func Eval(c *Config, checkpoint string, w io.Writer) (*Result, error) {
 	store := torchmods.NewStore(dev)
 	defer store.Drop()
 	model := newClassifier(store, c.Model)
-	if err := train.LoadModel(checkpoint, store); err != nil {
+	if err := torchmods.LoadModel(checkpoint, store); err != nil {
 		return nil, err
 	}
 	res, err := evaluate(model, testSet, dev)

@@ -92,7 +92,7 @@ func init() {
 			if err != nil {
 				return err
 			}
-			if err := train.LoadModel(checkpoint, store); err != nil {
+			if err := torchmods.LoadModel(checkpoint, store); err != nil {
 				return err
 			}
 			acc, loss, err := classify(vit, test, dev)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/torchmods/safetensors"
-	"github.com/reprolab/repro/train"
 )
 
 // HFNames maps Hugging Face ViTMAE (ViTMAEForPreTraining) names onto the
@@ -59,7 +58,7 @@ func hfRenames() []torchmods.RenameRule {
 // (a torch.save dict whose "model" entry is the state_dict), or a HF
 // ViTMAE model.safetensors / pytorch_model.bin. It says which it found.
 func ReadCheckpoint(path string) (tensors []safetensors.Tensor, kind string, err error) {
-	file, err := train.ResolveWeights(path)
+	file, err := torchmods.ResolveWeights(path)
 	if err != nil {
 		return nil, "", err
 	}

@@ -68,51 +68,6 @@ func DeviceOf(cfg TrainerConfig) (gotch.Device, error) {
 	return gotch.CudaBuilder(0), nil
 }
 
-// ResolveWeights finds the weight file behind path: the file itself, a
-// checkpoint folder's model.safetensors, or a run folder's newest
-// checkpoint's.
-func ResolveWeights(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("checkpoint: %w", err)
-	}
-	if !st.IsDir() {
-		return path, nil
-	}
-	file := filepath.Join(path, "model.safetensors")
-	if _, err := os.Stat(file); err == nil {
-		return file, nil
-	}
-	ck, err := LatestCheckpoint(path)
-	if err != nil || ck == "" {
-		return "", fmt.Errorf("checkpoint %s: neither a checkpoint (no model.safetensors) nor a run folder with checkpoints/", path)
-	}
-	return filepath.Join(ck, "model.safetensors"), nil
-}
-
-// LoadModel loads trained parameters into store, strictly, from a
-// checkpoint folder, a run folder (its newest checkpoint) or a weight file
-// in any format ReadWeights reads.
-func LoadModel(path string, store *torchmods.Store) error {
-	file, err := ResolveWeights(path)
-	if err != nil {
-		return err
-	}
-	w, err := torchmods.LoadWeights(file, store.Device)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		for _, t := range w {
-			t.MustDrop()
-		}
-	}()
-	if _, err := store.Load(w, true); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	return nil
-}
-
 // Close frees the parameters and closes the metrics file.
 func (s *Session) Close() {
 	s.Store.Drop()
