@@ -19,11 +19,10 @@ import (
 
 // Config is the "basics.fashion_mnist" task's config.
 type Config struct {
-	Task    string              `toml:"task"`
-	Trainer train.TrainerConfig `toml:"trainer"`
-	Model   ModelConfig         `toml:"model"`
-	Optim   OptimConfig         `toml:"optim"`
-	Data    DataConfig          `toml:"data"`
+	train.Base
+	Model ModelConfig `toml:"model"`
+	Optim OptimConfig `toml:"optim"`
+	Data  DataConfig  `toml:"data"`
 }
 
 // ModelConfig picks the classifier.
@@ -51,19 +50,15 @@ type DataConfig struct {
 // Default returns the documented defaults.
 func Default() *Config {
 	return &Config{
-		Task:    "basics.fashion_mnist",
-		Trainer: train.DefaultTrainer(),
-		Model:   ModelConfig{Kind: "softmax", Hidden: 256},
-		Optim:   OptimConfig{LR: 1e-3, Decay: "cosine"},
-		Data:    DataConfig{Batch: 128},
+		Base:  train.Base{Task: "basics.fashion_mnist", Trainer: train.DefaultTrainer()},
+		Model: ModelConfig{Kind: "softmax", Hidden: 256},
+		Optim: OptimConfig{LR: 1e-3, Decay: "cosine"},
+		Data:  DataConfig{Batch: 128},
 	}
 }
 
-// Validate checks every section.
+// Validate checks the task's sections (the framework checks [trainer]).
 func (c *Config) Validate() error {
-	if err := c.Trainer.Validate(); err != nil {
-		return err
-	}
 	switch {
 	case c.Model.Kind != "softmax" && c.Model.Kind != "mlp":
 		return config.Field("model.kind", `must be "softmax" or "mlp", got %q`, c.Model.Kind)
@@ -90,20 +85,16 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func init() {
-	train.Register(train.Task{
-		Name:   "basics.fashion_mnist",
-		Doc:    "softmax regression or an MLP on Fashion-MNIST",
-		Config: func() any { return Default() },
-		Run: func(cfg any, out string, resume bool, w io.Writer) error {
-			_, err := Run(cfg.(*Config), out, resume, w)
-			return err
-		},
-		Eval: func(cfg any, checkpoint string, w io.Writer) error {
-			_, err := Eval(cfg.(*Config), checkpoint, w)
-			return err
-		},
-	})
+// Task is "basics.fashion_mnist".
+var Task = train.TaskSpec[*Config, *Result]{
+	Name:    "basics.fashion_mnist",
+	Doc:     "softmax regression or an MLP on Fashion-MNIST",
+	Default: Default,
+	Run:     Run,
+	Eval: func(c *Config, checkpoint string, w io.Writer) error {
+		_, err := Eval(c, checkpoint, w)
+		return err
+	},
 }
 
 // Result is what a run reports (and writes to results.json).
@@ -129,10 +120,9 @@ func (c classifier) forward(x *ts.Tensor, train bool) *ts.Tensor {
 	return c.mlp.Forward(x, train)
 }
 
-// Run trains and evaluates, writing metrics.jsonl, checkpoints and
-// results.json to out. With resume it continues from the newest checkpoint
-// in out, and ends with the same weights and numbers as an uninterrupted run.
-func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
+// Run trains and evaluates in the session's run directory. Resumed, it
+// ends with the same weights and numbers as an uninterrupted run.
+func Run(s *train.Session, c *Config) (*Result, error) {
 	trainSet, err := data.FashionMNIST(c.Data.Dir, "train")
 	if err != nil {
 		return nil, err
@@ -145,51 +135,32 @@ func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
 	if c.Data.TrainLimit > 0 && int(c.Data.TrainLimit) < n {
 		n = int(c.Data.TrainLimit)
 	}
-	s, err := train.NewSession(c.Trainer, out, resume, w)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
 	loader, err := data.NewLoader(data.LoaderOptions{N: n, Batch: int(c.Data.Batch), Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)},
 		func(b data.Batch) (pixelBatch, error) { return makeBatch(trainSet, b.Indices), nil })
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	defer loader.Close()
-	perEpoch := loader.PerEpoch() / c.Trainer.Accumulate
-	if perEpoch == 0 {
-		return nil, fmt.Errorf("data.batch %d x trainer.accumulate %d is more than the %d training images", c.Data.Batch, c.Trainer.Accumulate, n)
-	}
-	steps := c.Trainer.MaxSteps
-	if steps == 0 {
-		steps = c.Trainer.Epochs * perEpoch
+	perEpoch, steps, err := s.Steps(loader.PerEpoch())
+	if err != nil {
+		return nil, err
 	}
 	model := newClassifier(s.Store, c.Model)
-	opt := train.NewAdamW(s.Store, 0.9, 0.999, 1e-8, c.Optim.WeightDecay)
 	sched, err := train.WarmupSchedule(c.Optim.LR, c.Optim.Warmup, steps, c.Optim.Decay)
 	if err != nil {
 		return nil, fmt.Errorf("optim: %w (optim.warmup must not exceed the run's steps)", err)
 	}
-	start, err := s.ResumeLoader(opt, loader)
-	if err != nil {
-		return nil, err
-	}
-	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
-		Step: func(step int64) (train.StepResult, error) {
-			loss, err := s.Backward(func(int) (*ts.Tensor, error) {
-				b, err := loader.Next()
-				if err != nil {
-					return nil, err
-				}
-				x, y := b.tensors(s.Device)
-				return model.forward(x, true).MustCrossEntropyLoss(y, ts.None, 1, -100, 0, false), nil
-			})
+	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, LR: sched,
+		Opt: train.NewAdamW(s.Store, 0.9, 0.999, 1e-8, c.Optim.WeightDecay),
+		Loss: func(int64, int) (*ts.Tensor, error) {
+			b, err := loader.Next()
 			if err != nil {
-				return train.StepResult{}, err
+				return nil, err
 			}
-			return s.Update(opt, loss, sched(step), 0)
+			x, y := b.tensors(s.Device)
+			return torchmods.CrossEntropy(model.forward(x, true), y, torchmods.CEOptions{}), nil
 		},
-		State: func() any { return loader.State() },
+		State: map[string]train.State{"loader": train.LoaderState(loader)},
 	})
 	if err != nil {
 		return nil, err
@@ -199,10 +170,7 @@ func Run(c *Config, out string, resume bool, w io.Writer) (*Result, error) {
 		return nil, err
 	}
 	res.Steps, res.Seconds = steps, s.Elapsed().Seconds()
-	if err := s.WriteResults(res); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(w, "test accuracy %.2f%%, test loss %.4f, %d steps in %.0f s\n", 100*res.TestAccuracy, res.TestLoss, steps, res.Seconds)
+	fmt.Fprintf(s.W, "test accuracy %.2f%%, test loss %.4f, %d steps in %.0f s\n", 100*res.TestAccuracy, res.TestLoss, steps, res.Seconds)
 	return res, nil
 }
 
@@ -235,8 +203,8 @@ func makeBatch(set *data.Images, idx []int) pixelBatch {
 
 func (b pixelBatch) tensors(dev gotch.Device) (x, y *ts.Tensor) {
 	n := int64(len(b.labels))
-	x = ts.MustOfSlice(b.pixels).MustView([]int64{n, int64(len(b.pixels)) / n}, true).MustTo(dev, true)
-	y = ts.MustOfSlice(b.labels).MustTo(dev, true)
+	x = torchmods.FromSlice(b.pixels, []int64{n, int64(len(b.pixels)) / n}, dev)
+	y = torchmods.FromSlice(b.labels, []int64{int64(len(b.labels))}, dev)
 	return x, y
 }
 
@@ -250,8 +218,8 @@ func evaluate(model classifier, set *data.Images, dev gotch.Device) (*Result, er
 			ts.NoGrad(func() {
 				x, y := makeBatch(set, idx).tensors(dev)
 				logits := model.forward(x, false)
-				lossSum += logits.MustCrossEntropyLoss(y, ts.None, 2, -100, 0, false).Float64Values()[0] // sum
-				correct += logits.MustArgmax([]int64{1}, false, false).MustEqTensor(y, true).MustSum(gotch.Float, true).Float64Values()[0]
+				lossSum += torchmods.CrossEntropy(logits, y, torchmods.CEOptions{Reduction: torchmods.ReduceSum}).Float64Values()[0]
+				correct += float64(torchmods.CountCorrect(logits, y))
 			})
 		})
 	})

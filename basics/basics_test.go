@@ -14,7 +14,10 @@ import (
 	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/config"
 	"github.com/reprolab/repro/internal/memstat"
+	"github.com/reprolab/repro/train"
 )
+
+func init() { train.Register(Task) }
 
 func needData(t *testing.T) {
 	if _, err := os.Stat(data.FashionMNISTDir); err != nil {
@@ -23,16 +26,16 @@ func needData(t *testing.T) {
 }
 
 func load(t *testing.T, name string, sets ...string) *Config {
-	c := Default()
-	require.NoError(t, config.Load(filepath.Join("..", "configs", "basics", name), c, sets))
-	return c
+	_, c, err := train.LoadConfig(filepath.Join("..", "configs", "basics", name), sets)
+	require.NoError(t, err)
+	return c.(*Config)
 }
 
 // The two configs in configs/basics reach the accuracy the Fashion-MNIST
 // benchmark reports for their model classes, on the real test set.
 func TestSoftmaxRegressionReaches84(t *testing.T) {
 	needData(t)
-	res, err := Run(load(t, "softmax.toml"), t.TempDir(), false, io.Discard)
+	res, err := Task.Start(load(t, "softmax.toml"), t.TempDir(), false, io.Discard)
 	require.NoError(t, err)
 	t.Logf("softmax regression: %.2f%% in %.0f s", 100*res.TestAccuracy, res.Seconds)
 	assert.GreaterOrEqual(t, res.TestAccuracy, 0.84)
@@ -43,7 +46,7 @@ func TestMLPReaches88(t *testing.T) {
 	if testing.Short() {
 		t.Skip("about a minute of training")
 	}
-	res, err := Run(load(t, "mlp.toml"), t.TempDir(), false, io.Discard)
+	res, err := Task.Start(load(t, "mlp.toml"), t.TempDir(), false, io.Discard)
 	require.NoError(t, err)
 	t.Logf("MLP: %.2f%% in %.0f s", 100*res.TestAccuracy, res.Seconds)
 	assert.GreaterOrEqual(t, res.TestAccuracy, 0.88)
@@ -52,14 +55,14 @@ func TestMLPReaches88(t *testing.T) {
 func TestSameSeedSameNumbers(t *testing.T) {
 	needData(t)
 	run := func() *Result {
-		res, err := Run(load(t, "mlp.toml", "trainer.max_steps=150", "optim.warmup=20", "data.train_limit=6000"), t.TempDir(), false, io.Discard)
+		res, err := Task.Start(load(t, "mlp.toml", "trainer.max_steps=150", "optim.warmup=20", "data.train_limit=6000"), t.TempDir(), false, io.Discard)
 		require.NoError(t, err)
 		return res
 	}
 	a, b := run(), run()
 	assert.Equal(t, a.TestLoss, b.TestLoss, "bit for bit on CPU")
 	assert.Equal(t, a.TestAccuracy, b.TestAccuracy)
-	c, err := Run(load(t, "mlp.toml", "trainer.max_steps=150", "optim.warmup=20", "data.train_limit=6000", "trainer.seed=1"), t.TempDir(), false, io.Discard)
+	c, err := Task.Start(load(t, "mlp.toml", "trainer.max_steps=150", "optim.warmup=20", "data.train_limit=6000", "trainer.seed=1"), t.TempDir(), false, io.Discard)
 	require.NoError(t, err)
 	assert.NotEqual(t, a.TestLoss, c.TestLoss, "another seed, other numbers")
 }
@@ -87,10 +90,10 @@ func TestLongRunKeepsMemoryFlat(t *testing.T) {
 		require.NoError(t, err)
 		return float64(v)
 	}
-	_, err := Run(load(t, "softmax.toml", "trainer.max_steps=500"), t.TempDir(), false, io.Discard)
+	_, err := Task.Start(load(t, "softmax.toml", "trainer.max_steps=500"), t.TempDir(), false, io.Discard)
 	require.NoError(t, err)
 	warm := rss()
-	_, err = Run(load(t, "softmax.toml", "trainer.max_steps=5000"), t.TempDir(), false, io.Discard)
+	_, err = Task.Start(load(t, "softmax.toml", "trainer.max_steps=5000"), t.TempDir(), false, io.Discard)
 	require.NoError(t, err)
 	end := rss()
 	t.Logf("RSS after 500 steps %.1f MiB, after 5,000 more %.1f MiB", warm/(1<<20), end/(1<<20))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,48 +34,75 @@ func ReadTasks(paths []string) (names []string, x [][][]float64, err error) {
 	return names, x, nil
 }
 
+// MaxMagnitude is the largest absolute value a task file may hold. The
+// solver works on raw values in float64 and sums squared residuals over
+// samples and variables: 1e150 squared is 1e300, which leaves room for
+// sums over 1e8 cells before overflowing to +Inf. A larger value would
+// overflow the objective, and an infinite objective once turned every
+// task's fit into zeros with exit status 0, so such values are refused
+// (rescale the column) rather than standardised behind the user's back:
+// the estimated edge weights are in the data's own units.
+const MaxMagnitude = 1e150
+
 func readCSV(path string) ([]string, [][]float64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("causal: %w", err)
 	}
 	defer f.Close()
-	r := csv.NewReader(f)
+	return parseCSV(path, f)
+}
+
+// parseCSV reads one task's samples from r; name is the file's name in
+// errors. Every cell must be a finite number of magnitude at most
+// MaxMagnitude: one NaN or Inf cell would poison the fit of every task.
+func parseCSV(name string, in io.Reader) ([]string, [][]float64, error) {
+	r := csv.NewReader(in)
 	r.TrimLeadingSpace = true
 	hdr, err := r.Read()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: reading the header: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: reading the header: %w", name, err)
 	}
 	if len(hdr) < 2 {
-		return nil, nil, fmt.Errorf("%s: %d column(s); a graph needs at least 2 variables", path, len(hdr))
+		return nil, nil, fmt.Errorf("%s: %d column(s); a graph needs at least 2 variables", name, len(hdr))
 	}
 	seen := map[string]bool{}
 	for _, h := range hdr {
 		if seen[h] {
-			return nil, nil, fmt.Errorf("%s: variable %q appears twice in the header", path, h)
+			return nil, nil, fmt.Errorf("%s: variable %q appears twice in the header", name, h)
 		}
 		seen[h] = true
 	}
 	var rows [][]float64
-	for line := 2; ; line++ {
+	for {
 		rec, err := r.Read()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: %w", name, err)
 		}
 		row := make([]float64, len(rec))
 		for c, v := range rec {
-			row[c], err = strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%s:%d: column %q: %q is not a number", path, line, hdr[c], v)
+			// FieldPos gives the cell's own line, which a quoted cell
+			// spanning lines would make differ from a row count.
+			line, _ := r.FieldPos(c)
+			where := fmt.Sprintf("%s:%d: column %d (%q)", name, line, c+1, hdr[c])
+			x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			switch {
+			case err != nil && !errors.Is(err, strconv.ErrRange):
+				return nil, nil, fmt.Errorf("%s: %q is not a number", where, v)
+			case math.IsNaN(x) || math.IsInf(x, 0):
+				return nil, nil, fmt.Errorf("%s: %q is not finite: NaN and infinite values are refused, as one would make every task's fit meaningless", where, v)
+			case math.Abs(x) > MaxMagnitude:
+				return nil, nil, fmt.Errorf("%s: %q exceeds the largest magnitude accepted, %g (its square would overflow the solver's objective): rescale the column", where, v, MaxMagnitude)
 			}
+			row[c] = x
 		}
 		rows = append(rows, row)
 	}
 	if len(rows) < 2 {
-		return nil, nil, fmt.Errorf("%s: %d sample(s); need at least 2", path, len(rows))
+		return nil, nil, fmt.Errorf("%s: %d sample(s); need at least 2", name, len(rows))
 	}
 	return hdr, rows, nil
 }

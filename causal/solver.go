@@ -183,8 +183,9 @@ func fit(x [][][]float64, k, n, p int, o SolverOptions, dev gotch.Device) *Estim
 	lr, gamma, lambda, c := o.LR, o.Gamma, o.Lambda, o.C
 	rhoScale := o.Rho / float64(k) / (meanN / 10)
 	var lastSE, lastH float64
-	for it := range o.Iters {
+	step := func(it int) {
 		s := ts.NewScope()
+		defer s.Close()
 		G := G0.MustMul(offDiag, false)
 		W := G.MustMul(T, false)
 		resid := X.MustSub(X.MustMatmul(W, false), false)
@@ -218,7 +219,9 @@ func fit(x [][][]float64, k, n, p int, o SolverOptions, dev gotch.Device) *Estim
 			lambda = math.Min(lambda+c*math.Min(hv, 1e3), 1e12)
 			c = math.Min(c*(1+o.Eta), 1e15)
 		}
-		s.Close()
+	}
+	for it := range o.Iters {
+		step(it)
 	}
 	var Wv, Tv []float64
 	ts.NoGrad(func() {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/color"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,28 +24,24 @@ import (
 // each replicate and sample size it draws K tasks, fits them in groups of
 // each size (1 is separate estimation), and scores every task.
 type SweepConfig struct {
-	Task       string              `toml:"task"`
-	Trainer    train.TrainerConfig `toml:"trainer"` // seed, device, max_steps (solver iterations per fit)
-	Data       GenOptions          `toml:"data"`    // p, s, s0, d, k (n comes from samples)
-	Samples    []int               `toml:"samples"` // samples per task
-	Groups     []int               `toml:"groups"`  // tasks per joint fit; each must divide k
-	Replicates int                 `toml:"replicates"`
-	Solver     SolverOptions       `toml:"solver"`
+	train.Base               // [trainer]: seed, device, max_steps (solver iterations per fit)
+	Data       GenOptions    `toml:"data"`    // p, s, s0, d, k (n comes from samples)
+	Samples    []int         `toml:"samples"` // samples per task
+	Groups     []int         `toml:"groups"`  // tasks per joint fit; each must divide k
+	Replicates int           `toml:"replicates"`
+	Solver     SolverOptions `toml:"solver"`
 }
 
 // DefaultSweep is a small grid.
 func DefaultSweep() *SweepConfig {
 	t := train.DefaultTrainer()
 	t.MaxSteps = 6000
-	return &SweepConfig{Task: "causal.sweep", Trainer: t, Data: GenOptions{P: 16, S: 60, S0: 20, D: 4, K: 16},
+	return &SweepConfig{Base: train.Base{Task: "causal.sweep", Trainer: t}, Data: GenOptions{P: 16, S: 60, S0: 20, D: 4, K: 16},
 		Samples: []int{10, 20, 40}, Groups: []int{1, 4, 16}, Replicates: 1, Solver: DefaultSolver()}
 }
 
 // Validate checks the grid, naming the key.
 func (c *SweepConfig) Validate() error {
-	if err := c.Trainer.Validate(); err != nil {
-		return err
-	}
 	if c.Trainer.MaxSteps < 1 {
 		return config.Field("trainer.max_steps", "is the solver's iteration count per fit and must be positive, got %d", c.Trainer.MaxSteps)
 	}
@@ -106,14 +101,9 @@ type Cell struct {
 // resume, fits already there are kept and skipped), then writes
 // results.json, shd.md and recovery.png: the heatmap of order-recovery
 // probability over (tasks per group x samples per task).
-func RunSweep(c *SweepConfig, out string, resume bool, w io.Writer) ([]Cell, error) {
-	dev, err := train.DeviceOf(c.Trainer)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return nil, err
-	}
+func RunSweep(s *train.Session, c *SweepConfig) (*SweepResult, error) {
+	dev, out, resume, w := s.Device, s.Out, s.Resuming(), s.W
+	var err error
 	path := filepath.Join(out, "fits.jsonl")
 	done := map[[4]int]FitRecord{}
 	if resume {
@@ -184,11 +174,8 @@ func RunSweep(c *SweepConfig, out string, resume bool, w io.Writer) ([]Cell, err
 		}
 	}
 	cells := summarise(c, done)
-	b, _ := json.MarshalIndent(map[string]any{"cells": cells, "p": c.Data.P, "s": c.Data.S, "s0": c.Data.S0, "d": c.Data.D, "k": c.Data.K,
-		"iterations": c.Trainer.MaxSteps, "replicates": c.Replicates}, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, "results.json"), append(b, '\n'), 0o644); err != nil {
-		return nil, err
-	}
+	res := &SweepResult{Cells: cells, P: c.Data.P, S: c.Data.S, S0: c.Data.S0, D: c.Data.D, K: c.Data.K,
+		Iterations: c.Trainer.MaxSteps, Replicates: c.Replicates}
 	table := shdTable(c, cells)
 	if err := os.WriteFile(filepath.Join(out, "shd.md"), []byte(table), 0o644); err != nil {
 		return nil, err
@@ -197,8 +184,20 @@ func RunSweep(c *SweepConfig, out string, resume bool, w io.Writer) ([]Cell, err
 		return nil, err
 	}
 	fmt.Fprint(w, table)
-	fmt.Fprintf(w, "wrote %s, shd.md, results.json and recovery.png\n", out)
-	return cells, nil
+	fmt.Fprintf(w, "wrote fits.jsonl, shd.md and recovery.png to %s\n", out)
+	return res, nil
+}
+
+// SweepResult is a sweep's results.json: the grid's cells and its setting.
+type SweepResult struct {
+	Cells      []Cell `json:"cells"`
+	P          int    `json:"p"`
+	S          int    `json:"s"`
+	S0         int    `json:"s0"`
+	D          int    `json:"d"`
+	K          int    `json:"k"`
+	Iterations int64  `json:"iterations"`
+	Replicates int    `json:"replicates"`
 }
 
 func readFits(path string) (map[[4]int]FitRecord, error) {

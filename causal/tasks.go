@@ -1,9 +1,7 @@
 package causal
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,25 +14,21 @@ import (
 // FitConfig is the "causal.fit" task: a user's K tasks, one CSV each,
 // estimated jointly (or in groups, or separately).
 type FitConfig struct {
-	Task      string              `toml:"task"`
-	Trainer   train.TrainerConfig `toml:"trainer"` // seed, device, max_steps (solver iterations), log_every
-	Data      []string            `toml:"data"`    // one CSV per task, sharing the header (paths relative to the working directory)
-	GroupSize int                 `toml:"group_size"`
-	Solver    SolverOptions       `toml:"solver"`
+	train.Base               // [trainer]: seed, device, max_steps (solver iterations), log_every
+	Data       []string      `toml:"data"` // one CSV per task, sharing the header (paths relative to the working directory)
+	GroupSize  int           `toml:"group_size"`
+	Solver     SolverOptions `toml:"solver"`
 }
 
 // DefaultFit is the official solver on all tasks jointly.
 func DefaultFit() *FitConfig {
 	t := train.DefaultTrainer()
 	t.MaxSteps, t.LogEvery = 20000, 1000
-	return &FitConfig{Task: "causal.fit", Trainer: t, Solver: DefaultSolver()}
+	return &FitConfig{Base: train.Base{Task: "causal.fit", Trainer: t}, Solver: DefaultSolver()}
 }
 
 // Validate checks the config, naming the key.
 func (c *FitConfig) Validate() error {
-	if err := c.Trainer.Validate(); err != nil {
-		return err
-	}
 	switch {
 	case c.Trainer.MaxSteps < 1:
 		return config.Field("trainer.max_steps", "is the solver's iteration count and must be positive, got %d", c.Trainer.MaxSteps)
@@ -73,41 +67,37 @@ type TaskInfo struct {
 	H         float64  `json:"h"`         // the group's final h(T)
 }
 
-func init() {
-	train.Register(train.Task{
-		Name:   "causal.fit",
-		Doc:    "joint estimation of order-consistent Gaussian DAGs from K CSV files",
-		Config: func() any { return DefaultFit() },
-		Run: func(cfg any, out string, _ bool, w io.Writer) error {
-			_, err := RunFit(cfg.(*FitConfig), out, w)
-			return err
-		},
-	})
-	train.Register(train.Task{
-		Name:   "causal.sweep",
-		Doc:    "order recovery of joint against separate estimation over a synthetic grid (the paper's heatmap)",
-		Config: func() any { return DefaultSweep() },
-		Run: func(cfg any, out string, resume bool, w io.Writer) error {
-			_, err := RunSweep(cfg.(*SweepConfig), out, resume, w)
-			return err
-		},
-	})
+// solverIgnores are the [trainer] keys a solver run does not use: it is
+// full-batch, in float64, with no optimizer checkpoints.
+var solverIgnores = []string{"epochs", "eval_every", "checkpoint_every", "keep_checkpoints", "accumulate", "precision"}
+
+// FitTask is "causal.fit". A fit cannot resume (it is one solver run).
+var FitTask = train.TaskSpec[*FitConfig, *FitResult]{
+	Name:     "causal.fit",
+	Doc:      "joint estimation of order-consistent Gaussian DAGs from K CSV files",
+	Default:  DefaultFit,
+	Run:      RunFit,
+	Ignores:  solverIgnores,
+	NoResume: true,
+}
+
+// SweepTask is "causal.sweep"; resuming keeps the fits in fits.jsonl.
+var SweepTask = train.TaskSpec[*SweepConfig, *SweepResult]{
+	Name:    "causal.sweep",
+	Doc:     "order recovery of joint against separate estimation over a synthetic grid (the paper's heatmap)",
+	Default: DefaultSweep,
+	Run:     RunSweep,
+	Ignores: solverIgnores,
 }
 
 // RunFit reads the tasks, fits them, and writes adjacency_<file>.csv per
-// task, order.txt and results.json to out.
-func RunFit(c *FitConfig, out string, w io.Writer) (*FitResult, error) {
+// task and order.txt to the run directory (results.json is the result).
+func RunFit(s *train.Session, c *FitConfig) (*FitResult, error) {
 	names, x, err := ReadTasks(c.Data)
 	if err != nil {
 		return nil, err
 	}
-	dev, err := train.DeviceOf(c.Trainer)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return nil, err
-	}
+	dev, out, w := s.Device, s.Out, s.W
 	g := c.GroupSize
 	if g == 0 || g > len(x) {
 		g = len(x)
@@ -154,10 +144,6 @@ func RunFit(c *FitConfig, out string, w io.Writer) (*FitResult, error) {
 	}
 	res.Seconds = time.Since(start).Seconds()
 	if err := os.WriteFile(filepath.Join(out, "order.txt"), []byte(strings.Join(res.Order, "\n")+"\n"), 0o644); err != nil {
-		return nil, err
-	}
-	b, _ := json.MarshalIndent(res, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(w, "order: %s\nwrote %d adjacency CSVs, order.txt and results.json to %s\n", strings.Join(res.Order, " -> "), len(res.Tasks), out)

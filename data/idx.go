@@ -67,6 +67,14 @@ func FashionMNIST(dir, split string) (*Images, error) {
 	if len(dims) != 3 || len(ldims) != 1 || dims[0] != ldims[0] {
 		return nil, fmt.Errorf("fashion-mnist: %s has shape %v and %s %v; want [N rows cols] and [N]", img, dims, lab, ldims)
 	}
+	// A label past the classes would fail at the first training step deep
+	// in libtorch (an index out of range in the loss); here it names the
+	// file and the example.
+	for i, l := range labels {
+		if int(l) >= len(FashionMNISTClasses) {
+			return nil, fmt.Errorf("fashion-mnist: %s: example %d has label %d, but the dataset has %d classes (labels 0 to %d)", lab, i, l, len(FashionMNISTClasses), len(FashionMNISTClasses)-1)
+		}
+	}
 	return &Images{Pixels: pixels, Labels: labels, N: dims[0], Rows: dims[1], Cols: dims[2]}, nil
 }
 
@@ -79,6 +87,7 @@ func ReadIDX(path string) ([]uint8, []int, error) {
 	}
 	defer f.Close()
 	var r io.Reader = bufio.NewReader(f)
+	limit := int64(-1) // the data's size when known: the file's, less the header
 	if strings.HasSuffix(path, ".gz") {
 		gz, err := gzip.NewReader(r)
 		if err != nil {
@@ -86,30 +95,51 @@ func ReadIDX(path string) ([]uint8, []int, error) {
 		}
 		defer gz.Close()
 		r = gz
+	} else if st, err := f.Stat(); err == nil {
+		limit = st.Size()
 	}
+	data, dims, err := parseIDX(r, limit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return data, dims, nil
+}
+
+// parseIDX reads an IDX stream of unsigned bytes; size is the stream's
+// length when known (an uncompressed file), or -1. The header's dimensions
+// are not trusted for an allocation: data is read as it comes, so a
+// 40-byte file claiming 2 GiB costs what it holds, not what it claims.
+func parseIDX(r io.Reader, size int64) ([]uint8, []int, error) {
 	var magic [4]byte
 	if _, err := io.ReadFull(r, magic[:]); err != nil {
-		return nil, nil, fmt.Errorf("%s: truncated header: %w", path, err)
+		return nil, nil, fmt.Errorf("truncated header: %w", err)
 	}
 	if magic[0] != 0 || magic[1] != 0 || magic[2] != 0x08 || magic[3] == 0 || magic[3] > 4 {
-		return nil, nil, fmt.Errorf("%s: not an IDX file of unsigned bytes (magic % x)", path, magic)
+		return nil, nil, fmt.Errorf("not an IDX file of unsigned bytes (magic % x)", magic)
 	}
 	dims := make([]int, magic[3])
 	total := 1
 	for i := range dims {
 		var d uint32
 		if err := binary.Read(r, binary.BigEndian, &d); err != nil {
-			return nil, nil, fmt.Errorf("%s: truncated header: %w", path, err)
+			return nil, nil, fmt.Errorf("truncated header: %w", err)
 		}
 		if d == 0 || d > 1<<24 || total > (1<<31)/int(d) {
-			return nil, nil, fmt.Errorf("%s: implausible dimension %d", path, d)
+			return nil, nil, fmt.Errorf("implausible dimension %d", d)
 		}
 		dims[i] = int(d)
 		total *= int(d)
 	}
-	buf := make([]uint8, total)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, nil, fmt.Errorf("%s: %d bytes of data expected: %w", path, total, err)
+	header := int64(4 + 4*len(dims))
+	if size >= 0 && size-header < int64(total) {
+		return nil, nil, fmt.Errorf("%d bytes of data expected: the file has %d", total, max(size-header, 0))
+	}
+	buf, err := io.ReadAll(io.LimitReader(r, int64(total)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%d bytes of data expected: %w", total, err)
+	}
+	if len(buf) != total {
+		return nil, nil, fmt.Errorf("%d bytes of data expected: %w", total, io.ErrUnexpectedEOF)
 	}
 	return buf, dims, nil
 }

@@ -6,12 +6,16 @@ import (
 	"image/color"
 	_ "image/jpeg" // registers the JPEG decoder
 	_ "image/png"  // registers the PNG decoder
+	"io"
+	"log"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/image/draw"
 )
@@ -25,15 +29,84 @@ type ImageFolder struct {
 	Classes []string
 	Files   []string // paths, grouped by class
 	Labels  []int
+	Options ImageFolderOptions
+
+	mu  sync.Mutex
+	bad map[int]bool // images found unreadable, each warned about once
 }
 
-// NewImageFolder lists root's class subfolders and their images.
+// DefaultMaxPixels is the pixel budget images are held to unless the
+// options say otherwise: 64 megapixels (8000 x 8000), far beyond any
+// training image, while a decoded image of that size (256 MB as RGBA, per
+// loader goroutine) still fits in memory.
+const DefaultMaxPixels = 64_000_000
+
+// DefaultMaxAspect bounds the ratio of an image's long side to its short
+// side. Augment resizes the short side to the model's size, so a 1 x 10^6
+// strip of a few hundred bytes would become a 224 x 224 million image;
+// real photographs (panoramas included) stay well under 32.
+const DefaultMaxAspect = 32
+
+// BadImages says what happens to an image that cannot be used: a corrupt
+// or truncated file, or one over the pixel budget.
+type BadImages int
+
+const (
+	// SkipBadImages (the default) replaces a bad image, when its batch
+	// comes up, by the next readable image of the same class, and warns
+	// once per file: one bad file among a million must not stop a run
+	// hours in.
+	SkipBadImages BadImages = iota
+	// RefuseBadImages decodes every image when the folder is opened
+	// (Check) and refuses the folder if any is bad, naming each: a run
+	// then either starts with every image usable or not at all. The pass
+	// costs one decode of the whole dataset.
+	RefuseBadImages
+)
+
+// ImageFolderOptions bound what an image folder's files may make a reader
+// do; the zero value is the safe default.
+type ImageFolderOptions struct {
+	// MaxPixels is the pixel budget (width x height, read from the file's
+	// header before decoding); 0 means DefaultMaxPixels.
+	MaxPixels int64
+	// MaxAspect bounds the long side over the short side; 0 means
+	// DefaultMaxAspect.
+	MaxAspect float64
+	// BadImages is what to do with images that cannot be used.
+	BadImages BadImages
+	// Warn receives SkipBadImages' warnings; nil writes them with log.Print.
+	Warn func(string)
+}
+
+func (o ImageFolderOptions) withDefaults() ImageFolderOptions {
+	if o.MaxPixels <= 0 {
+		o.MaxPixels = DefaultMaxPixels
+	}
+	if o.MaxAspect <= 0 {
+		o.MaxAspect = DefaultMaxAspect
+	}
+	if o.Warn == nil {
+		o.Warn = func(s string) { log.Print(s) }
+	}
+	return o
+}
+
+// NewImageFolder lists root's class subfolders and their images, with the
+// default options.
 func NewImageFolder(root string) (*ImageFolder, error) {
+	return NewImageFolderWith(root, ImageFolderOptions{})
+}
+
+// NewImageFolderWith lists root's class subfolders and their images; with
+// RefuseBadImages it also decodes each one, and refuses the folder if any
+// cannot be used.
+func NewImageFolderWith(root string, o ImageFolderOptions) (*ImageFolder, error) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil, fmt.Errorf("image folder: %w (expected root/<class>/<image>.jpg)", err)
 	}
-	f := &ImageFolder{Root: root}
+	f := &ImageFolder{Root: root, Options: o.withDefaults(), bad: map[int]bool{}}
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
@@ -67,22 +140,161 @@ func NewImageFolder(root string) (*ImageFolder, error) {
 	if len(f.Files) == 0 {
 		return nil, fmt.Errorf("image folder %s: no .jpg, .jpeg or .png images in class subfolders (expected %s/<class>/<image>.jpg)", root, root)
 	}
+	if f.Options.BadImages == RefuseBadImages {
+		if err := f.Check(); err != nil {
+			return nil, err
+		}
+	}
 	return f, nil
 }
 
 // Len is the number of images.
 func (f *ImageFolder) Len() int { return len(f.Files) }
 
-// Open decodes image i; the error names the file.
-func (f *ImageFolder) Open(i int) (image.Image, error) {
+// Decode decodes image i, within the options' bounds; the error names the
+// file.
+func (f *ImageFolder) Decode(i int) (image.Image, error) {
 	r, err := os.Open(f.Files[i])
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
+	return DecodeImage(r, f.Files[i], f.Options)
+}
+
+// Open returns image i for training or evaluation. An image that cannot
+// be used is, with SkipBadImages, replaced by the next readable image of
+// the same class (so the label stays right and the choice is the same on
+// every run), with a warning the first time; with RefuseBadImages (whose
+// check already passed, so the file changed since) it is an error.
+func (f *ImageFolder) Open(i int) (image.Image, error) {
+	img, err := f.Decode(i)
+	if err == nil || f.Options.BadImages == RefuseBadImages {
+		return img, err
+	}
+	f.markBad(i, err)
+	first, n := f.classRange(f.Labels[i])
+	for k := 1; k < n; k++ {
+		j := first + (i-first+k)%n
+		if f.isBad(j) {
+			continue
+		}
+		img, err := f.Decode(j)
+		if err == nil {
+			return img, nil
+		}
+		f.markBad(j, err)
+	}
+	return nil, fmt.Errorf("image folder %s: class %q: none of its %d images can be read (%s is the first: %w)", f.Root, f.Classes[f.Labels[i]], n, f.Files[i], err)
+}
+
+func (f *ImageFolder) isBad(i int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bad[i]
+}
+
+func (f *ImageFolder) markBad(i int, err error) {
+	f.mu.Lock()
+	first := !f.bad[i]
+	f.bad[i] = true
+	f.mu.Unlock()
+	if first {
+		f.Options.Warn(fmt.Sprintf("warning: %v: skipped, another image of class %q is used in its place", err, f.Classes[f.Labels[i]]))
+	}
+}
+
+// classRange is the first index and the count of class c's images, which
+// are contiguous in Files.
+func (f *ImageFolder) classRange(c int) (first, n int) {
+	first, _ = slices.BinarySearch(f.Labels, c)
+	end, _ := slices.BinarySearch(f.Labels, c+1)
+	return first, end - first
+}
+
+// BadImagesError lists the images a check found unusable.
+type BadImagesError struct {
+	Root  string
+	Total int
+	Bad   []error // one per bad image, each naming its file, in file order
+}
+
+func (e *BadImagesError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "image folder %s: %d of %d images cannot be used:", e.Root, len(e.Bad), e.Total)
+	for _, err := range e.Bad {
+		b.WriteString("\n  ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+// Check decodes every image, on as many goroutines as there are CPUs, and
+// returns a *BadImagesError naming each one that cannot be used (corrupt,
+// truncated, over the pixel budget), or nil. It is the start-up pass of
+// RefuseBadImages, and what a dataset check command runs.
+func (f *ImageFolder) Check() error {
+	errs := make([]error, len(f.Files))
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for {
+				next.Lock()
+				j := i
+				i++
+				next.Unlock()
+				if j >= len(f.Files) {
+					return
+				}
+				_, errs[j] = f.Decode(j)
+			}
+		})
+	}
+	wg.Wait()
+	e := &BadImagesError{Root: f.Root, Total: len(f.Files)}
+	for _, err := range errs {
+		if err != nil {
+			e.Bad = append(e.Bad, err)
+		}
+	}
+	if len(e.Bad) > 0 {
+		return e
+	}
+	return nil
+}
+
+// DecodeImage decodes an image from r within o's bounds; name is the file
+// in errors. The header is read first (image.DecodeConfig), so an image
+// claiming more pixels than the budget, or an extreme aspect ratio, is
+// refused before anything of its size is allocated: decoders allocate the
+// whole image from the header's dimensions, and a PNG of a few bytes can
+// claim 10^10 pixels, a Go fatal out-of-memory that no recover catches.
+func DecodeImage(r io.ReadSeeker, name string, o ImageFolderOptions) (image.Image, error) {
+	o = o.withDefaults()
+	cfg, _, err := image.DecodeConfig(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	w, h := int64(cfg.Width), int64(cfg.Height)
+	switch {
+	case w <= 0 || h <= 0:
+		return nil, fmt.Errorf("%s: a %d x %d image has no pixels", name, w, h)
+	case w > o.MaxPixels || h > o.MaxPixels || w*h > o.MaxPixels:
+		return nil, fmt.Errorf("%s: %d x %d pixels is %v megapixels, over the budget of %v (ImageFolderOptions.MaxPixels)", name, w, h, float64(w)*float64(h)/1e6, float64(o.MaxPixels)/1e6)
+	case float64(max(w, h)) > o.MaxAspect*float64(min(w, h)):
+		return nil, fmt.Errorf("%s: %d x %d pixels: an aspect ratio over %g (ImageFolderOptions.MaxAspect) would blow up when resized", name, w, h, o.MaxAspect)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	img, _, err := image.Decode(r)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.Files[i], err)
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if b := img.Bounds(); int64(b.Dx()) != w || int64(b.Dy()) != h {
+		return nil, fmt.Errorf("%s: decoded as %d x %d, but its header says %d x %d", name, b.Dx(), b.Dy(), w, h)
 	}
 	return img, nil
 }
@@ -132,10 +344,12 @@ func (a Augment) Eval(img image.Image) []float32 {
 	} else {
 		w = int(float64(short) * float64(b.Dx()) / float64(b.Dy()))
 	}
-	full := resize(img, b, w, h)
 	x0, y0 := int(math.Round(float64(w-a.Size)/2)), int(math.Round(float64(h-a.Size)/2))
-	crop := image.NewRGBA(image.Rect(0, 0, a.Size, a.Size))
-	draw.Draw(crop, crop.Bounds(), full, image.Pt(x0, y0), draw.Src)
+	// Resize to w x h but compute only the centre crop: the scaler clips
+	// its output to the destination's bounds, so the pixels are those of
+	// the full resize, without its w x h image in memory.
+	crop := image.NewRGBA(image.Rect(x0, y0, x0+a.Size, y0+a.Size))
+	draw.CatmullRom.Scale(crop, image.Rect(0, 0, w, h), img, b, draw.Src, nil)
 	return a.normalise(crop)
 }
 

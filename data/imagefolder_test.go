@@ -66,10 +66,16 @@ func TestImageFolder(t *testing.T) {
 	}
 
 	require.NoError(t, os.WriteFile(filepath.Join(root, "dog", "broken.png"), []byte("not a png"), 0o644))
-	f, err = NewImageFolder(root)
+	var warned []string
+	f, err = NewImageFolderWith(root, ImageFolderOptions{Warn: func(s string) { warned = append(warned, s) }})
 	require.NoError(t, err)
-	_, err = f.Open(2)
+	_, err = f.Decode(2)
 	require.ErrorContains(t, err, "broken.png")
+	img, err := f.Open(2) // skipped by default: the class's next image stands in
+	require.NoError(t, err)
+	require.Equal(t, image.Rect(0, 0, 20, 20), img.Bounds())
+	require.Len(t, warned, 1)
+	require.Contains(t, warned[0], "broken.png")
 
 	_, err = NewImageFolder(filepath.Join(root, "empty"))
 	require.ErrorContains(t, err, "no .jpg")

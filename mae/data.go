@@ -10,6 +10,7 @@ import (
 
 	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/config"
+	"github.com/reprolab/repro/torchmods"
 )
 
 // DataConfig picks the images: Fashion-MNIST from Debian's package, or an
@@ -142,8 +143,8 @@ func (s *imageSet) batch(idx []int, rng *rand.Rand, train bool) (imageBatch, err
 }
 
 func (b imageBatch) tensors(dev gotch.Device) (x, y *ts.Tensor) {
-	x = ts.MustOfSlice(b.pixels).MustView(b.shape, true).MustTo(dev, true)
-	y = ts.MustOfSlice(b.labels).MustTo(dev, true)
+	x = torchmods.FromSlice(b.pixels, b.shape, dev)
+	y = torchmods.FromSlice(b.labels, []int64{int64(len(b.labels))}, dev)
 	return x, y
 }
 

@@ -17,35 +17,31 @@ import (
 
 // FinetuneConfig is the "mae.finetune" task's config (main_finetune.py).
 type FinetuneConfig struct {
-	Task       string              `toml:"task"`
-	Trainer    train.TrainerConfig `toml:"trainer"`
-	Model      Options             `toml:"model"`       // the encoder's sizes (decoder keys are ignored)
-	DropPath   float64             `toml:"drop_path"`   // stochastic depth (B 0.1, L 0.2, H 0.3)
-	GlobalPool bool                `toml:"global_pool"` // mean-pool the patch tokens through fc_norm (the recipe) instead of the cls token
-	Pretrained string              `toml:"pretrained"`  // checkpoint to start from; "" trains from scratch
-	LayerDecay float64             `toml:"layer_decay"` // layer-wise lr decay (B 0.65, L and H 0.75)
-	Smoothing  float64             `toml:"smoothing"`   // label smoothing (0.1)
-	Mixup      float64             `toml:"mixup"`       // mixup's Beta alpha (0.8); 0 turns it off
-	Cutmix     float64             `toml:"cutmix"`      // cutmix's Beta alpha (1.0); 0 turns it off
-	MixupProb  float64             `toml:"mixup_prob"`  // chance a batch is mixed at all (1.0)
-	SwitchProb float64             `toml:"switch_prob"` // chance of cutmix rather than mixup when both are on (0.5)
-	Optim      OptimConfig         `toml:"optim"`
-	Data       DataConfig          `toml:"data"`
+	train.Base
+	Model      Options     `toml:"model"`       // the encoder's sizes (decoder keys are ignored)
+	DropPath   float64     `toml:"drop_path"`   // stochastic depth (B 0.1, L 0.2, H 0.3)
+	GlobalPool bool        `toml:"global_pool"` // mean-pool the patch tokens through fc_norm (the recipe) instead of the cls token
+	Pretrained string      `toml:"pretrained"`  // checkpoint to start from; "" trains from scratch
+	LayerDecay float64     `toml:"layer_decay"` // layer-wise lr decay (B 0.65, L and H 0.75)
+	Smoothing  float64     `toml:"smoothing"`   // label smoothing (0.1)
+	Mixup      float64     `toml:"mixup"`       // mixup's Beta alpha (0.8); 0 turns it off
+	Cutmix     float64     `toml:"cutmix"`      // cutmix's Beta alpha (1.0); 0 turns it off
+	MixupProb  float64     `toml:"mixup_prob"`  // chance a batch is mixed at all (1.0)
+	SwitchProb float64     `toml:"switch_prob"` // chance of cutmix rather than mixup when both are on (0.5)
+	Optim      OptimConfig `toml:"optim"`
+	Data       DataConfig  `toml:"data"`
 }
 
 // DefaultFinetune is main_finetune.py's recipe for ViT-B.
 func DefaultFinetune() *FinetuneConfig {
-	return &FinetuneConfig{Task: "mae.finetune", Trainer: train.DefaultTrainer(), Model: ViTBase16(), DropPath: 0.1, GlobalPool: true,
+	return &FinetuneConfig{Base: train.Base{Task: "mae.finetune", Trainer: train.DefaultTrainer()}, Model: ViTBase16(), DropPath: 0.1, GlobalPool: true,
 		LayerDecay: 0.65, Smoothing: 0.1, Mixup: 0.8, Cutmix: 1.0, MixupProb: 1, SwitchProb: 0.5,
 		Optim: OptimConfig{BLR: 5e-4, MinLR: 1e-6, WeightDecay: 0.05, Betas: [2]float64{0.9, 0.999}, WarmupEpochs: 5},
 		Data:  DataConfig{Kind: "fashion_mnist", Batch: 64, Scale: [2]float64{0.08, 1}, Flip: true}}
 }
 
-// Validate checks every section, naming the key.
+// Validate checks the task's sections, naming the key.
 func (c *FinetuneConfig) Validate() error {
-	if err := c.Trainer.Validate(); err != nil {
-		return err
-	}
 	if err := c.Model.Validate(); err != nil {
 		return config.Field("model", "%v", err)
 	}
@@ -67,42 +63,37 @@ func (c *FinetuneConfig) Validate() error {
 	return c.Data.validate()
 }
 
-func init() {
-	train.Register(train.Task{
-		Name:   "mae.finetune",
-		Doc:    "MAE fine-tuning (or training from scratch) of a ViT classifier: layer-wise lr decay, drop path, label smoothing, mixup/cutmix",
-		Config: func() any { return DefaultFinetune() },
-		Run: func(cfg any, out string, resume bool, w io.Writer) error {
-			_, err := Finetune(cfg.(*FinetuneConfig), out, resume, w)
+// FinetuneTask is "mae.finetune".
+var FinetuneTask = train.TaskSpec[*FinetuneConfig, *ClassifyResult]{
+	Name:    "mae.finetune",
+	Doc:     "MAE fine-tuning (or training from scratch) of a ViT classifier: layer-wise lr decay, drop path, label smoothing, mixup/cutmix",
+	Default: DefaultFinetune,
+	Run:     Finetune,
+	Eval: func(c *FinetuneConfig, checkpoint string, w io.Writer) error {
+		dev, err := train.DeviceOf(c.Trainer)
+		if err != nil {
 			return err
-		},
-		Eval: func(cfg any, checkpoint string, w io.Writer) error {
-			c := cfg.(*FinetuneConfig)
-			dev, err := train.DeviceOf(c.Trainer)
-			if err != nil {
-				return err
-			}
-			test, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
-			if err != nil {
-				return err
-			}
-			store := torchmods.NewStore(dev)
-			defer store.Drop()
-			vit, err := newClassifier(store, c, int64(test.classes))
-			if err != nil {
-				return err
-			}
-			if err := torchmods.LoadModel(checkpoint, store); err != nil {
-				return err
-			}
-			acc, loss, err := classify(vit, test, dev)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "%s: test accuracy %.2f%%, test loss %.4f\n", checkpoint, 100*acc, loss)
-			return nil
-		},
-	})
+		}
+		test, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
+		if err != nil {
+			return err
+		}
+		store := torchmods.NewStore(dev)
+		defer store.Drop()
+		vit, err := newClassifier(store, c, int64(test.classes))
+		if err != nil {
+			return err
+		}
+		if err := torchmods.LoadModel(checkpoint, store); err != nil {
+			return err
+		}
+		acc, loss, err := classify(vit, test, dev)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s: test accuracy %.2f%%, test loss %.4f\n", checkpoint, 100*acc, loss)
+		return nil
+	},
 }
 
 func newClassifier(store *torchmods.Store, c *FinetuneConfig, classes int64) (vit *torchmods.ViT, err error) {
@@ -121,8 +112,8 @@ func classify(vit *torchmods.ViT, set *imageSet, dev gotch.Device) (acc, loss fl
 		ts.NoGrad(func() {
 			if err := set.eachEval(500, dev, func(x, y *ts.Tensor) {
 				logits := vit.Forward(x, false)
-				lossSum += logits.MustCrossEntropyLoss(y, ts.None, 2, -100, 0, false).Float64Values()[0]
-				correct += logits.MustArgmax([]int64{1}, false, false).MustEqTensor(y, true).MustSum(gotch.Float, true).Float64Values()[0]
+				lossSum += torchmods.CrossEntropy(logits, y, torchmods.CEOptions{Reduction: torchmods.ReduceSum}).Float64Values()[0]
+				correct += float64(torchmods.CountCorrect(logits, y))
 			}); err != nil {
 				panic(err)
 			}
@@ -136,22 +127,18 @@ func classify(vit *torchmods.ViT, set *imageSet, dev gotch.Device) (acc, loss fl
 // parameter groups (no decay on 1-D parameters, cls_token and pos_embed),
 // the per-iteration schedule, drop path, and mixup/cutmix with smoothed
 // soft targets (or label-smoothed cross-entropy when mixing is off).
-func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*ClassifyResult, error) {
+func Finetune(s *train.Session, c *FinetuneConfig) (*ClassifyResult, error) {
+	w := s.W
 	trainSet, testSet, err := openSplits(c.Data, c.Model)
 	if err != nil {
 		return nil, err
 	}
-	s, err := train.NewSession(c.Trainer, out, resume, w)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
 	classes := int64(trainSet.classes)
 	vit, err := newClassifier(s.Store, c, classes)
 	if err != nil {
 		return nil, err
 	}
-	if c.Pretrained != "" && !resume {
+	if c.Pretrained != "" && !s.Resuming() {
 		if _, err := LoadInto(s.Store, c.Pretrained, c.Model, false, w); err != nil {
 			return nil, err
 		}
@@ -159,7 +146,7 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Classif
 		fmt.Fprintln(w, "training from scratch (no pretrained checkpoint)")
 	}
 	opt := train.NewAdamW(s.Store, c.Optim.Betas[0], c.Optim.Betas[1], 1e-8, c.Optim.WeightDecay)
-	opt.LRScale = train.ViTLayerDecay(s.Store, int(c.Model.Depth), c.LayerDecay)
+	opt.LRScale = torchmods.ViTLayerDecay(s.Store, int(c.Model.Depth), c.LayerDecay)
 	mix := mixer{mixup: c.Mixup, cutmix: c.Cutmix, prob: c.MixupProb, switchProb: c.SwitchProb, smoothing: c.Smoothing, classes: int(classes)}
 	loader, err := data.NewLoader(data.LoaderOptions{N: trainSet.n, Batch: int(c.Data.Batch), Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed), Workers: c.Data.Workers},
 		func(b data.Batch) (imageBatch, error) {
@@ -174,38 +161,27 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Classif
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	defer loader.Close()
-	perEpoch, steps, err := plan(c.Trainer, loader.PerEpoch())
+	perEpoch, steps, err := s.Steps(loader.PerEpoch())
 	if err != nil {
 		return nil, err
 	}
 	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(w, "mae finetune: %d train images, %d steps (%.1f epochs), lr %.3g\n", trainSet.n, steps, float64(steps)/float64(perEpoch), lr)
-	start, err := s.ResumeLoader(opt, loader)
-	if err != nil {
-		return nil, err
-	}
-	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
-		Step: func(step int64) (train.StepResult, error) {
-			loss, err := s.Backward(func(int) (*ts.Tensor, error) {
-				b, err := loader.Next()
-				if err != nil {
-					return nil, err
-				}
-				x, y := b.tensors(s.Device)
-				logits := vit.Forward(x, true)
-				if b.soft != nil { // timm's SoftTargetCrossEntropy
-					t := ts.MustOfSlice(b.soft).MustView([]int64{int64(len(b.labels)), classes}, true).MustTo(s.Device, true)
-					return t.MustMul(logits.MustLogSoftmax(-1, gotch.Float, false), true).MustSumDimIntlist([]int64{-1}, false, gotch.Float, true).MustMean(gotch.Float, true).MustNeg(true), nil
-				}
-				return logits.MustCrossEntropyLoss(y, ts.None, 1, -100, c.Smoothing, false), nil
-			})
+	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched,
+		Loss: func(int64, int) (*ts.Tensor, error) {
+			b, err := loader.Next()
 			if err != nil {
-				return train.StepResult{}, err
+				return nil, err
 			}
-			return s.Update(opt, loss, sched(step), 0)
+			x, y := b.tensors(s.Device)
+			logits := vit.Forward(x, true)
+			if b.soft != nil { // mixup/cutmix's soft targets
+				return torchmods.SoftTargetCrossEntropy(logits, torchmods.FromSlice(b.soft, []int64{int64(len(b.labels)), classes}, s.Device)), nil
+			}
+			return torchmods.CrossEntropy(logits, y, torchmods.CEOptions{LabelSmoothing: c.Smoothing}), nil
 		},
-		State: func() any { return loader.State() },
+		State: map[string]train.State{"loader": train.LoaderState(loader)},
 		Eval: func(int64) (map[string]float64, error) {
 			acc, l, err := classify(vit, testSet, s.Device)
 			return map[string]float64{"test_accuracy": acc, "test_loss": l}, err
@@ -219,9 +195,6 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Classif
 		return nil, err
 	}
 	res.Seconds = s.Elapsed().Seconds()
-	if err := s.WriteResults(res); err != nil {
-		return nil, err
-	}
 	fmt.Fprintf(w, "fine-tune: test accuracy %.2f%%, test loss %.4f, %d steps in %.0f s\n", 100*res.TestAccuracy, res.TestLoss, steps, res.Seconds)
 	return res, nil
 }

@@ -2,7 +2,6 @@ package mae
 
 import (
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 
@@ -26,12 +25,11 @@ type ClassifyResult struct {
 
 // LinprobeConfig is the "mae.linprobe" task's config (main_linprobe.py).
 type LinprobeConfig struct {
-	Task       string              `toml:"task"`
-	Trainer    train.TrainerConfig `toml:"trainer"`
-	Model      Options             `toml:"model"`      // the encoder's sizes (decoder keys are ignored)
-	Pretrained string              `toml:"pretrained"` // checkpoint to probe; "" probes a randomly initialised encoder
-	Optim      OptimConfig         `toml:"optim"`      // LARS: blr 0.1, weight_decay 0, warmup 10 of 90 epochs
-	Data       DataConfig          `toml:"data"`
+	train.Base
+	Model      Options     `toml:"model"`      // the encoder's sizes (decoder keys are ignored)
+	Pretrained string      `toml:"pretrained"` // checkpoint to probe; "" probes a randomly initialised encoder
+	Optim      OptimConfig `toml:"optim"`      // LARS: blr 0.1, weight_decay 0, warmup 10 of 90 epochs
+	Data       DataConfig  `toml:"data"`
 	// CacheFeatures computes the frozen encoder's features once instead
 	// of every step. It gives the same numbers as the per-step encoder
 	// when the training transform is deterministic (Fashion-MNIST without
@@ -41,16 +39,13 @@ type LinprobeConfig struct {
 
 // DefaultLinprobe is main_linprobe.py's recipe for ViT-B.
 func DefaultLinprobe() *LinprobeConfig {
-	return &LinprobeConfig{Task: "mae.linprobe", Trainer: train.DefaultTrainer(), Model: ViTBase16(),
+	return &LinprobeConfig{Base: train.Base{Task: "mae.linprobe", Trainer: train.DefaultTrainer()}, Model: ViTBase16(),
 		Optim: OptimConfig{BLR: 0.1, Betas: [2]float64{0.9, 0.999}, WarmupEpochs: 10},
 		Data:  DataConfig{Kind: "fashion_mnist", Batch: 256, Scale: [2]float64{0.08, 1}, Flip: true}}
 }
 
-// Validate checks every section, naming the key.
+// Validate checks the task's sections, naming the key.
 func (c *LinprobeConfig) Validate() error {
-	if err := c.Trainer.Validate(); err != nil {
-		return err
-	}
 	if err := c.Model.Validate(); err != nil {
 		return config.Field("model", "%v", err)
 	}
@@ -66,15 +61,14 @@ func (c *LinprobeConfig) Validate() error {
 // probeHead is main_linprobe.py's head: BatchNorm1d(affine=False, eps
 // 1e-6) then Linear (trunc_normal std .01), named head.0.* and head.1.*.
 type probeHead struct {
-	mean, vari *ts.Tensor
-	fc         *torchmods.Linear
+	bn *torchmods.BatchNorm1d
+	fc *torchmods.Linear
 }
 
 func newProbeHead(p torchmods.Path, dim, classes int64) *probeHead {
 	h := &probeHead{
-		mean: p.Sub("0").NewBuffer("running_mean", []int64{dim}, torchmods.Const(0)),
-		vari: p.Sub("0").NewBuffer("running_var", []int64{dim}, torchmods.Const(1)),
-		fc:   torchmods.NewLinear(p.Sub("1"), torchmods.LinearOptions{In: dim, Out: classes}),
+		bn: torchmods.NewBatchNorm1d(p.Sub("0"), torchmods.BatchNormOptions{Dim: dim, Eps: 1e-6, NoAffine: true}),
+		fc: torchmods.NewLinear(p.Sub("1"), torchmods.LinearOptions{In: dim, Out: classes}),
 	}
 	ts.NoGrad(func() {
 		h.fc.Weight.Copy_(torchmods.TruncNormal(0.01)(h.fc.Weight.MustSize(), h.fc.Weight.MustDevice()))
@@ -84,32 +78,24 @@ func newProbeHead(p torchmods.Path, dim, classes int64) *probeHead {
 }
 
 func (h *probeHead) forward(f *ts.Tensor, train bool) *ts.Tensor {
-	return h.fc.Forward(ts.MustBatchNorm(f, ts.None, ts.None, h.mean, h.vari, train, 0.1, 1e-6, true))
+	return h.fc.Forward(h.bn.Forward(f, train))
 }
 
-func init() {
-	train.Register(train.Task{
-		Name:   "mae.linprobe",
-		Doc:    "MAE linear probe: BatchNorm + linear head on the frozen encoder's cls token, LARS",
-		Config: func() any { return DefaultLinprobe() },
-		Run: func(cfg any, out string, resume bool, w io.Writer) error {
-			_, err := Linprobe(cfg.(*LinprobeConfig), out, resume, w)
-			return err
-		},
-	})
+// LinprobeTask is "mae.linprobe".
+var LinprobeTask = train.TaskSpec[*LinprobeConfig, *ClassifyResult]{
+	Name:    "mae.linprobe",
+	Doc:     "MAE linear probe: BatchNorm + linear head on the frozen encoder's cls token, LARS",
+	Default: DefaultLinprobe,
+	Run:     Linprobe,
 }
 
 // Linprobe trains the probe head on the frozen encoder and reports test accuracy.
-func Linprobe(c *LinprobeConfig, out string, resume bool, w io.Writer) (*ClassifyResult, error) {
+func Linprobe(s *train.Session, c *LinprobeConfig) (*ClassifyResult, error) {
+	w := s.W
 	trainSet, testSet, err := openSplits(c.Data, c.Model)
 	if err != nil {
 		return nil, err
 	}
-	s, err := train.NewSession(c.Trainer, out, resume, w)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
 	var vit *torchmods.ViT
 	if err := torchmods.Try(func() {
 		vit = torchmods.NewViT(s.Store.Root(), torchmods.ViTOptions{ImgSize: c.Model.ImgSize, Patch: c.Model.Patch, InChans: c.Model.InChans,
@@ -154,50 +140,41 @@ func Linprobe(c *LinprobeConfig, out string, resume bool, w io.Writer) (*Classif
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	defer loader.Close()
-	perEpoch, steps, err := plan(c.Trainer, loader.PerEpoch())
+	perEpoch, steps, err := s.Steps(loader.PerEpoch())
 	if err != nil {
 		return nil, err
 	}
 	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
-	start, err := s.ResumeLoader(opt, loader)
-	if err != nil {
-		return nil, err
-	}
 	evaluate := func() (float64, float64) {
 		var correct, lossSum float64
 		ts.NoGrad(func() {
-			y := ts.MustOfSlice(indexBatch(seq(testSet.n), testSet).labels).MustTo(s.Device, true)
+			labels := indexBatch(seq(testSet.n), testSet).labels
+			y := torchmods.FromSlice(labels, []int64{int64(len(labels))}, s.Device)
 			logits := head.forward(testFeat, false)
-			lossSum = logits.MustCrossEntropyLoss(y, ts.None, 2, -100, 0, false).Float64Values()[0]
-			correct = logits.MustArgmax([]int64{1}, false, false).MustEqTensor(y, true).MustSum(gotch.Float, true).Float64Values()[0]
+			lossSum = torchmods.CrossEntropy(logits, y, torchmods.CEOptions{Reduction: torchmods.ReduceSum}).Float64Values()[0]
+			correct = float64(torchmods.CountCorrect(logits, y))
 		})
 		return correct / float64(testSet.n), lossSum / float64(testSet.n)
 	}
-	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
-		Step: func(step int64) (train.StepResult, error) {
-			loss, err := s.Backward(func(int) (*ts.Tensor, error) {
-				b, err := loader.Next()
-				if err != nil {
-					return nil, err
-				}
-				var f, y *ts.Tensor
-				if c.CacheFeatures {
-					f = trainFeat.MustIndexSelect(0, ts.MustOfSlice(b.indices).MustTo(s.Device, true), false)
-					y = ts.MustOfSlice(b.labels).MustTo(s.Device, true)
-				} else {
-					var x *ts.Tensor
-					x, y = b.tensors(s.Device)
-					ts.NoGrad(func() { f = features(x) })
-				}
-				return head.forward(f, true).MustCrossEntropyLoss(y, ts.None, 1, -100, 0, false), nil
-			})
+	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched,
+		Loss: func(int64, int) (*ts.Tensor, error) {
+			b, err := loader.Next()
 			if err != nil {
-				return train.StepResult{}, err
+				return nil, err
 			}
-			return s.Update(opt, loss, sched(step), 0)
+			var f, y *ts.Tensor
+			if c.CacheFeatures {
+				f = trainFeat.MustIndexSelect(0, torchmods.FromSlice(b.indices, []int64{int64(len(b.indices))}, s.Device), false)
+				y = torchmods.FromSlice(b.labels, []int64{int64(len(b.labels))}, s.Device)
+			} else {
+				var x *ts.Tensor
+				x, y = b.tensors(s.Device)
+				ts.NoGrad(func() { f = features(x) })
+			}
+			return torchmods.CrossEntropy(head.forward(f, true), y, torchmods.CEOptions{}), nil
 		},
-		State: func() any { return loader.State() },
+		State: map[string]train.State{"loader": train.LoaderState(loader)},
 		Eval: func(int64) (map[string]float64, error) {
 			acc, l := evaluate()
 			return map[string]float64{"test_accuracy": acc, "test_loss": l}, nil
@@ -211,9 +188,6 @@ func Linprobe(c *LinprobeConfig, out string, resume bool, w io.Writer) (*Classif
 		return nil, err
 	}
 	res.Seconds = s.Elapsed().Seconds()
-	if err := s.WriteResults(res); err != nil {
-		return nil, err
-	}
 	fmt.Fprintf(w, "linear probe: test accuracy %.2f%%, test loss %.4f, %d steps in %.0f s\n", 100*res.TestAccuracy, res.TestLoss, steps, res.Seconds)
 	return res, nil
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -22,11 +23,15 @@ import (
 )
 
 // InferOptions works out a MAE checkpoint's sizes from its tensors' shapes
-// (patch size, widths, depths, channels, image size). Head counts are not
-// stored in a checkpoint: they follow the paper's sizes (12 for width 768,
-// 16 for 1024 and 1280, 16 for the decoder) and width/64 otherwise.
-// NormPixLoss is left false: the caller knows how the model was trained.
-func InferOptions(tensors []safetensors.Tensor) (Options, error) {
+// (patch size, widths, depths, channels, image size, MLP ratio). Head
+// counts are not in a state dict, and a model built with the wrong count
+// loads every tensor and computes something else, so InferOptions never
+// picks them silently: it takes the paper's counts (12 for width 768, 16
+// for 1024 and 1280, 16 for the decoder) or width/64 (the usual head
+// size), and returns each such assumption in words for the caller to
+// print, with how to override it. Eps is MAE's 1e-6. NormPixLoss is left
+// false: the caller knows how the model was trained.
+func InferOptions(tensors []safetensors.Tensor) (Options, []string, error) {
 	shape := map[string][]int64{}
 	depth, decDepth := int64(0), int64(0)
 	block := regexp.MustCompile(`^(blocks|decoder_blocks)\.(\d+)\.`)
@@ -43,24 +48,34 @@ func InferOptions(tensors []safetensors.Tensor) (Options, error) {
 	}
 	pe, pos, de := shape["patch_embed.proj.weight"], shape["pos_embed"], shape["decoder_embed.weight"]
 	if len(pe) != 4 || len(pos) != 3 {
-		return Options{}, fmt.Errorf("not a MAE/ViT checkpoint: no patch_embed.proj.weight [D, C, p, p] and pos_embed [1, 1+L, D]")
+		return Options{}, nil, fmt.Errorf("not a MAE/ViT checkpoint: no patch_embed.proj.weight [D, C, p, p] and pos_embed [1, 1+L, D]")
 	}
 	grid := int64(math.Round(math.Sqrt(float64(pos[1] - 1))))
 	o := Options{Patch: pe[2], InChans: pe[1], Dim: pe[0], Depth: depth, ImgSize: grid * pe[2], MLPRatio: 4, Eps: 1e-6}
 	if fc1 := shape["blocks.0.mlp.fc1.weight"]; len(fc1) == 2 {
 		o.MLPRatio = float64(fc1[0]) / float64(o.Dim)
 	}
-	o.Heads = map[int64]int64{768: 12, 1024: 16, 1280: 16}[o.Dim]
-	if o.Heads == 0 {
-		o.Heads = max(1, o.Dim/64)
-	}
+	var assumed []string
+	o.Heads, assumed = assumeHeads(o.Dim, "encoder", "-heads", map[int64]int64{768: 12, 1024: 16, 1280: 16}, assumed)
 	if len(de) == 2 {
-		o.DecoderDim, o.DecoderDepth, o.DecoderHeads = de[0], decDepth, 16
-		if o.DecoderDim%16 != 0 {
-			o.DecoderHeads = max(1, o.DecoderDim/64)
-		}
+		o.DecoderDim, o.DecoderDepth = de[0], decDepth
+		o.DecoderHeads, assumed = assumeHeads(o.DecoderDim, "decoder", "-decoder-heads", map[int64]int64{512: 16}, assumed)
 	}
-	return o, nil
+	return o, assumed, nil
+}
+
+// assumeHeads is the head count for a width: the paper's, else width/64
+// (at least 1, and dividing the width), with the assumption in words.
+func assumeHeads(dim int64, which, flag string, paper map[int64]int64, assumed []string) (int64, []string) {
+	if h, ok := paper[dim]; ok {
+		return h, append(assumed, fmt.Sprintf("%s heads %d (the paper's for width %d; a checkpoint does not store heads, so pass %s N if it was trained otherwise)", which, h, dim, flag))
+	}
+	h := max(1, dim/64)
+	for dim%h != 0 {
+		h--
+	}
+	return h, append(assumed, fmt.Sprintf("%s heads %d (width %d is not one of the paper's, so width/64, the usual head size; a checkpoint does not store heads: "+
+		"pass %s N with the count it was trained with, or its outputs will be wrong)", which, h, dim, flag))
 }
 
 // Panels are the official demo's four views of each image, [N, C, H, W] in
@@ -150,27 +165,70 @@ func WriteGrid(path string, p Panels, mean, std []float32, scale int) error {
 	return os.Rename(tmp, path)
 }
 
+// Hints are what a checkpoint's shapes do not tell and its user may: how
+// it was trained, and its head counts (0: from a config.json, else the
+// assumption InferOptions says).
+type Hints struct {
+	NormPix             bool
+	Heads, DecoderHeads int64
+}
+
 // LoadForReconstruction builds the full model a checkpoint needs and loads
-// it. With o nil the sizes are inferred from the checkpoint (InferOptions)
-// and normPix says whether it was trained on normalised patches.
-func LoadForReconstruction(store *torchmods.Store, checkpoint string, o *Options, normPix bool, w io.Writer) (*Model, error) {
+// it. With o nil the sizes come from a HF folder's config.json when there
+// is one, and are inferred from the shapes otherwise (InferOptions), with
+// h's head counts and norm_pix_loss; every assumption made is written to
+// w, so that nothing about the model is guessed silently.
+func LoadForReconstruction(store *torchmods.Store, checkpoint string, o *Options, h Hints, w io.Writer) (*Model, error) {
 	if o == nil {
-		tensors, _, err := ReadCheckpoint(checkpoint)
+		ck, err := OpenCheckpoint(checkpoint)
 		if err != nil {
 			return nil, err
 		}
-		inferred, err := InferOptions(tensors)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", checkpoint, err)
+		var opts Options
+		var assumed []string
+		if ck.Config != nil {
+			opts = *ck.Config
+			for _, c := range []struct {
+				flag       string
+				given, cfg int64
+			}{{"-heads", h.Heads, opts.Heads}, {"-decoder-heads", h.DecoderHeads, opts.DecoderHeads}} {
+				if c.given != 0 && c.given != c.cfg {
+					return nil, fmt.Errorf("%s %d, but %s says %d", c.flag, c.given, ck.Source.Config, c.cfg)
+				}
+			}
+			fmt.Fprintf(w, "model from %s: %d x %d images, patch %d, encoder %d wide x %d deep with %d heads, decoder %d wide x %d deep with %d heads, eps %g, norm_pix_loss %v\n",
+				ck.Source.Config, opts.ImgSize, opts.ImgSize, opts.Patch, opts.Dim, opts.Depth, opts.Heads, opts.DecoderDim, opts.DecoderDepth, opts.DecoderHeads, opts.Eps, opts.NormPixLoss)
+		} else {
+			if opts, assumed, err = InferOptions(ck.Tensors); err != nil {
+				return nil, fmt.Errorf("%s: %w", checkpoint, err)
+			}
+			if opts.DecoderDim == 0 {
+				return nil, fmt.Errorf("%s holds an encoder only (like the official mae_pretrain_vit_*.pth); "+
+					"reconstruction needs the decoder too: use a *_full.pth or mae_visualize_*.pth file, or a repro pre-training run", checkpoint)
+			}
+			var kept []string
+			for _, a := range assumed {
+				switch {
+				case strings.HasPrefix(a, "encoder heads") && h.Heads > 0:
+					opts.Heads = h.Heads
+				case strings.HasPrefix(a, "decoder heads") && h.DecoderHeads > 0:
+					opts.DecoderHeads = h.DecoderHeads
+				default:
+					kept = append(kept, a)
+				}
+			}
+			assumed = kept
+			if ck.HF {
+				assumed = append(assumed, "layer_norm_eps 1e-6 (MAE's; there is no config.json beside the weights, and HF ViTMAE configs often say 1e-12)")
+			}
+			opts.NormPixLoss = h.NormPix
+			fmt.Fprintf(w, "model inferred from the checkpoint: %d x %d images, patch %d, encoder %d wide x %d deep with %d heads, decoder %d wide x %d deep with %d heads, norm_pix_loss %v\n",
+				opts.ImgSize, opts.ImgSize, opts.Patch, opts.Dim, opts.Depth, opts.Heads, opts.DecoderDim, opts.DecoderDepth, opts.DecoderHeads, opts.NormPixLoss)
+			for _, a := range assumed {
+				fmt.Fprintf(w, "assumed: %s\n", a)
+			}
 		}
-		if inferred.DecoderDim == 0 {
-			return nil, fmt.Errorf("%s holds an encoder only (like the official mae_pretrain_vit_*.pth); "+
-				"reconstruction needs the decoder too: use a *_full.pth or mae_visualize_*.pth file, or a repro pre-training run", checkpoint)
-		}
-		inferred.NormPixLoss = normPix
-		fmt.Fprintf(w, "model inferred from the checkpoint: %d x %d images, patch %d, encoder %d wide x %d deep, decoder %d wide x %d deep, norm_pix_loss %v\n",
-			inferred.ImgSize, inferred.ImgSize, inferred.Patch, inferred.Dim, inferred.Depth, inferred.DecoderDim, inferred.DecoderDepth, normPix)
-		o = &inferred
+		o = &opts
 	}
 	m, err := New(store.Root(), *o)
 	if err != nil {

@@ -63,43 +63,25 @@ func Schedule(lr, minLR, warmupEpochs, epochs float64, perEpoch int64) train.Sch
 	}
 }
 
-// plan works out the steps of a run: per epoch (in optimizer steps) and in
-// all, from trainer.max_steps or trainer.epochs.
-func plan(t train.TrainerConfig, loaderPerEpoch int64) (perEpoch, steps int64, err error) {
-	perEpoch = loaderPerEpoch / t.Accumulate
-	if perEpoch == 0 {
-		return 0, 0, fmt.Errorf("data.batch x trainer.accumulate is more than the training set")
-	}
-	steps = t.MaxSteps
-	if steps == 0 {
-		steps = t.Epochs * perEpoch
-	}
-	return perEpoch, steps, nil
-}
-
 // PretrainConfig is the "mae.pretrain" task's config.
 type PretrainConfig struct {
-	Task      string              `toml:"task"`
-	Trainer   train.TrainerConfig `toml:"trainer"`
-	Model     Options             `toml:"model"`
-	MaskRatio float64             `toml:"mask_ratio"` // fraction of patches removed (0.75)
-	Optim     OptimConfig         `toml:"optim"`
-	Data      DataConfig          `toml:"data"`
+	train.Base
+	Model     Options     `toml:"model"`
+	MaskRatio float64     `toml:"mask_ratio"` // fraction of patches removed (0.75)
+	Optim     OptimConfig `toml:"optim"`
+	Data      DataConfig  `toml:"data"`
 }
 
 // DefaultPretrain is the paper's ViT-B recipe on Fashion-MNIST-sized
 // defaults; the configs in configs/mae set every value.
 func DefaultPretrain() *PretrainConfig {
-	return &PretrainConfig{Task: "mae.pretrain", Trainer: train.DefaultTrainer(), Model: ViTBase16(), MaskRatio: 0.75,
+	return &PretrainConfig{Base: train.Base{Task: "mae.pretrain", Trainer: train.DefaultTrainer()}, Model: ViTBase16(), MaskRatio: 0.75,
 		Optim: OptimConfig{BLR: 1.5e-4, WeightDecay: 0.05, Betas: [2]float64{0.9, 0.95}, WarmupEpochs: 40},
 		Data:  DataConfig{Kind: "fashion_mnist", Batch: 64, Scale: [2]float64{0.2, 1}, Flip: true}}
 }
 
-// Validate checks every section, naming the key.
+// Validate checks the task's sections, naming the key.
 func (c *PretrainConfig) Validate() error {
-	if err := c.Trainer.Validate(); err != nil {
-		return err
-	}
 	if err := c.Model.Validate(); err != nil {
 		return config.Field("model", "%v", err)
 	}
@@ -126,62 +108,52 @@ type PretrainResult struct {
 	Seconds           float64 `json:"seconds"`
 }
 
-func init() {
-	train.Register(train.Task{
-		Name:   "mae.pretrain",
-		Doc:    "MAE pre-training: mask 75% of patches, encode the rest, reconstruct the pixels",
-		Config: func() any { return DefaultPretrain() },
-		Run: func(cfg any, out string, resume bool, w io.Writer) error {
-			_, err := Pretrain(cfg.(*PretrainConfig), out, resume, w)
+// PretrainTask is "mae.pretrain".
+var PretrainTask = train.TaskSpec[*PretrainConfig, *PretrainResult]{
+	Name:    "mae.pretrain",
+	Doc:     "MAE pre-training: mask 75% of patches, encode the rest, reconstruct the pixels",
+	Default: DefaultPretrain,
+	Run:     Pretrain,
+	Eval: func(c *PretrainConfig, checkpoint string, w io.Writer) error {
+		dev, err := train.DeviceOf(c.Trainer)
+		if err != nil {
 			return err
-		},
-		Eval: func(cfg any, checkpoint string, w io.Writer) error {
-			c := cfg.(*PretrainConfig)
-			dev, err := train.DeviceOf(c.Trainer)
-			if err != nil {
-				return err
-			}
-			store := torchmods.NewStore(dev)
-			defer store.Drop()
-			m, err := New(store.Root(), c.Model)
-			if err != nil {
-				return err
-			}
-			if _, err := LoadInto(store, checkpoint, c.Model, true, w); err != nil {
-				return err
-			}
-			test, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
-			if err != nil {
-				return err
-			}
-			r, err := maskedLoss(m, test, c.MaskRatio, c.Trainer.Seed, dev)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "test masked-patch loss %.4f (patch-mean baseline %.4f)\n", r.TestMaskedLoss, r.PatchMeanBaseline)
-			return nil
-		},
-	})
+		}
+		store := torchmods.NewStore(dev)
+		defer store.Drop()
+		m, err := New(store.Root(), c.Model)
+		if err != nil {
+			return err
+		}
+		if _, err := LoadInto(store, checkpoint, c.Model, true, w); err != nil {
+			return err
+		}
+		test, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
+		if err != nil {
+			return err
+		}
+		r, err := maskedLoss(m, test, c.MaskRatio, c.Trainer.Seed, dev)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "test masked-patch loss %.4f (patch-mean baseline %.4f)\n", r.TestMaskedLoss, r.PatchMeanBaseline)
+		return nil
+	},
 }
 
 // Pretrain runs main_pretrain.py's loop: AdamW (no decay on biases and 1-D
 // parameters), the per-iteration schedule, random masking each step.
-func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*PretrainResult, error) {
+func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 	trainSet, testSet, err := openSplits(c.Data, c.Model)
 	if err != nil {
 		return nil, err
 	}
-	s, err := train.NewSession(c.Trainer, out, resume, w)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
 	loader, err := trainSet.loader(c.Data, c.Trainer.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	defer loader.Close()
-	perEpoch, steps, err := plan(c.Trainer, loader.PerEpoch())
+	perEpoch, steps, err := s.Steps(loader.PerEpoch())
 	if err != nil {
 		return nil, err
 	}
@@ -198,28 +170,18 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 	opt := train.NewAdamW(s.Store, c.Optim.Betas[0], c.Optim.Betas[1], 1e-8, c.Optim.WeightDecay)
 	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
-	fmt.Fprintf(w, "mae pretrain: %d train images, %d steps (%.1f epochs), lr %.3g, %d of %d patches visible\n",
+	fmt.Fprintf(s.W, "mae pretrain: %d train images, %d steps (%.1f epochs), lr %.3g, %d of %d patches visible\n",
 		trainSet.n, steps, float64(steps)/float64(perEpoch), lr, KeepCount(c.Model.NumPatches(), c.MaskRatio), c.Model.NumPatches())
-	start, err := s.ResumeLoader(opt, loader)
-	if err != nil {
-		return nil, err
-	}
-	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
-		Step: func(step int64) (train.StepResult, error) {
-			loss, err := s.Backward(func(int) (*ts.Tensor, error) {
-				b, err := loader.Next()
-				if err != nil {
-					return nil, err
-				}
-				x, _ := b.tensors(s.Device)
-				return m.Forward(x, c.MaskRatio, nil, true).Loss, nil
-			})
+	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched,
+		Loss: func(int64, int) (*ts.Tensor, error) {
+			b, err := loader.Next()
 			if err != nil {
-				return train.StepResult{}, err
+				return nil, err
 			}
-			return s.Update(opt, loss, sched(step), 0)
+			x, _ := b.tensors(s.Device)
+			return m.Forward(x, c.MaskRatio, nil, true).Loss, nil
 		},
-		State: func() any { return loader.State() },
+		State: map[string]train.State{"loader": train.LoaderState(loader)},
 		Eval: func(int64) (map[string]float64, error) {
 			r, err := maskedLoss(m, testSet, c.MaskRatio, c.Trainer.Seed, s.Device)
 			if err != nil {
@@ -236,10 +198,7 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 		return nil, err
 	}
 	res.Steps, res.Seconds = steps, s.Elapsed().Seconds()
-	if err := s.WriteResults(res); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(w, "test masked-patch loss %.4f (patch-mean baseline %.4f), %d steps in %.0f s\n", res.TestMaskedLoss, res.PatchMeanBaseline, steps, res.Seconds)
+	fmt.Fprintf(s.W, "test masked-patch loss %.4f (patch-mean baseline %.4f), %d steps in %.0f s\n", res.TestMaskedLoss, res.PatchMeanBaseline, steps, res.Seconds)
 	return res, nil
 }
 
@@ -289,5 +248,5 @@ func (g *noiseGen) next(n, l int64, dev gotch.Device) *ts.Tensor {
 	for i := range v {
 		v[i] = r.Float32()
 	}
-	return ts.MustOfSlice(v).MustView([]int64{n, l}, true).MustTo(dev, true)
+	return torchmods.FromSlice(v, []int64{n, l}, dev)
 }

@@ -1,7 +1,7 @@
 // Package mlm is "Learning Better Masking for Better Language Model
 // Pre-training" (Yang, Zhang, Zhao, ACL 2023), following its official code
 // mutonix/better_masking: time-variant masking for BERT pre-training, as
-// masking-ratio decay (MRD, schedule.go) and POS-tagging weighted masking
-// (PTW, masking.go), on torchmods' BERT with a WordPiece tokenizer
+// masking-ratio decay (MRD, Ratio in masking.go) and POS-tagging weighted
+// masking (PTW, also masking.go), on torchmods' BERT with a WordPiece tokenizer
 // (tokenizer.go, wordpiece.go) and a WordNet-derived POS tagger (pos.go).
 package mlm

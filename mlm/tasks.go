@@ -3,7 +3,6 @@ package mlm
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -57,8 +56,7 @@ func (o OptimConfig) validate() error {
 
 // PretrainConfig is the "mlm.pretrain" task's config.
 type PretrainConfig struct {
-	Task    string               `toml:"task"`
-	Trainer train.TrainerConfig  `toml:"trainer"`
+	train.Base
 	Model   torchmods.BertConfig `toml:"model"` // vocab_size 0 takes the tokenizer's
 	Masking MaskingConfig        `toml:"masking"`
 	Optim   OptimConfig          `toml:"optim"`
@@ -69,11 +67,8 @@ type PretrainConfig struct {
 	Init string `toml:"init"`
 }
 
-// Validate checks every section, naming the key.
+// Validate checks the task's sections, naming the key.
 func (c *PretrainConfig) Validate() error {
-	if err := c.Trainer.Validate(); err != nil {
-		return err
-	}
 	if c.Trainer.MaxSteps < 1 {
 		return config.Field("trainer.max_steps", "must be set: the masking schedules run over a known number of steps")
 	}
@@ -93,29 +88,26 @@ func (c *PretrainConfig) Validate() error {
 	return c.Data.validate()
 }
 
-func init() {
-	train.Register(train.Task{
-		Name: "mlm.pretrain",
-		Doc:  "BERT masked-LM pre-training with fixed, MRD-scheduled or PTW masking",
-		Config: func() any {
-			return &PretrainConfig{Task: "mlm.pretrain", Trainer: train.DefaultTrainer(), Model: torchmods.BertBase(), Masking: MaskingConfig{Mode: "constant", Ratio: 0.15}, Optim: OptimConfig{LR: 1e-4, Warmup: 10000, WeightDecay: 0.01, Clip: 1}}
-		},
-		Run: func(cfg any, out string, resume bool, w io.Writer) error {
-			_, err := Pretrain(cfg.(*PretrainConfig), out, resume, w)
-			return err
-		},
-	})
-	train.Register(train.Task{
-		Name: "mlm.finetune",
-		Doc:  "BERT sequence classification: WordNet glosses into their 45 lexicographer files",
-		Config: func() any {
-			return &FinetuneConfig{Task: "mlm.finetune", Trainer: train.DefaultTrainer(), Model: torchmods.BertBase(), Optim: OptimConfig{LR: 1e-4, WeightDecay: 0.01, Clip: 1}}
-		},
-		Run: func(cfg any, out string, resume bool, w io.Writer) error {
-			_, err := Finetune(cfg.(*FinetuneConfig), out, resume, w)
-			return err
-		},
-	})
+// PretrainTask is "mlm.pretrain".
+var PretrainTask = train.TaskSpec[*PretrainConfig, *PretrainResult]{
+	Name: "mlm.pretrain",
+	Doc:  "BERT masked-LM pre-training with fixed, MRD-scheduled or PTW masking",
+	Default: func() *PretrainConfig {
+		return &PretrainConfig{Base: train.Base{Task: "mlm.pretrain", Trainer: train.DefaultTrainer()}, Model: torchmods.BertBase(),
+			Masking: MaskingConfig{Mode: "constant", Ratio: 0.15}, Optim: OptimConfig{LR: 1e-4, Warmup: 10000, WeightDecay: 0.01, Clip: 1}}
+	},
+	Run: Pretrain,
+}
+
+// FinetuneTask is "mlm.finetune".
+var FinetuneTask = train.TaskSpec[*FinetuneConfig, *FinetuneResult]{
+	Name: "mlm.finetune",
+	Doc:  "BERT sequence classification: WordNet glosses into their 45 lexicographer files",
+	Default: func() *FinetuneConfig {
+		return &FinetuneConfig{Base: train.Base{Task: "mlm.finetune", Trainer: train.DefaultTrainer()}, Model: torchmods.BertBase(),
+			Optim: OptimConfig{LR: 1e-4, WeightDecay: 0.01, Clip: 1}}
+	},
+	Run: Finetune,
 }
 
 // PretrainResult is what a pre-training run reports.
@@ -125,12 +117,6 @@ type PretrainResult struct {
 	Seconds     float64   `json:"seconds"`
 	PTWLoss     []float64 `json:"ptw_loss,omitempty"`
 	PTWWeights  []float64 `json:"ptw_weights,omitempty"`
-}
-
-// pretrainState is the task's checkpointed state.
-type pretrainState struct {
-	Loader data.LoaderState `json:"loader"`
-	PTW    []float64        `json:"ptw"`
 }
 
 // docLoader hands out shuffled batches of the given document indices.
@@ -166,9 +152,9 @@ func batchTensors(inputs, labels [][]int64, pad int64, dev gotch.Device) (ids, m
 		}
 	}
 	shape := []int64{int64(b), int64(l)}
-	ids = ts.MustOfSlice(fi).MustView(shape, true).MustTo(dev, true)
-	mask = ts.MustOfSlice(fm).MustView(shape, true).MustTo(dev, true)
-	lab = ts.MustOfSlice(fl).MustView(shape, true).MustTo(dev, true)
+	ids = torchmods.FromSlice(fi, shape, dev)
+	mask = torchmods.FromSlice(fm, shape, dev)
+	lab = torchmods.FromSlice(fl, shape, dev)
 	return ids, mask, lab
 }
 
@@ -182,11 +168,12 @@ func maskedLoss(m *torchmods.BertForMaskedLM, ids, mask, labels *ts.Tensor, trai
 	n := pos.MustSize()[0]
 	h := hidden.MustView([]int64{-1, m.Bert.Cfg.HiddenSize}, false).MustIndexSelect(0, pos, false)
 	logits := m.Logits(h)
-	return logits.MustCrossEntropyLoss(flat.MustIndexSelect(0, pos, false), ts.None, 0, Ignore, 0, true), n
+	return torchmods.CrossEntropy(logits, flat.MustIndexSelect(0, pos, false), torchmods.CEOptions{Reduction: torchmods.ReduceNone, Ignore: torchmods.IgnoreIndex(Ignore)}), n
 }
 
 // Pretrain runs the masked-LM pre-training of the configured condition.
-func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*PretrainResult, error) {
+func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
+	w := s.W
 	tok, prep, err := Prepare(c.Data, w)
 	if err != nil {
 		return nil, err
@@ -199,16 +186,11 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 		return nil, fmt.Errorf("model.vocab_size %d is smaller than the tokenizer's %d tokens", c.Model.VocabSize, tok.Size)
 	}
 	c.Model.PadTokenID = tok.PAD
-	s, err := train.NewSession(c.Trainer, out, resume, w)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
 	var model *torchmods.BertForMaskedLM
 	if err := torchmods.Try(func() { model = torchmods.NewBertForMaskedLM(s.Store.Root(), c.Model) }); err != nil {
 		return nil, err
 	}
-	if c.Init != "" && !resume {
+	if c.Init != "" && !s.Resuming() {
 		if err := LoadHF(s.Store, c.Init, w); err != nil {
 			return nil, err
 		}
@@ -230,68 +212,53 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 		return nil, err
 	}
 	ptw := NewPTW(len(Tags))
-	var st pretrainState
-	start, err := s.Resume(opt, &st)
-	if err != nil {
-		return nil, err
-	}
-	if start > 0 {
-		if err := loader.Restore(st.Loader); err != nil {
-			return nil, err
-		}
-		if len(st.PTW) == len(ptw.Loss) {
-			copy(ptw.Loss, st.PTW)
-		}
-	}
 	special := func(id int64) bool { return tok.IsSpecial(id) }
 	var ratio float64
 	var weights []float64
 	fmt.Fprintf(w, "mlm pretrain: %d training and %d held-out documents, vocabulary %d, %d steps, masking %s p=%.2f ptw=%v\n",
 		len(trainIdx), len(heldIdx), tok.Size, steps, c.Masking.Mode, c.Masking.Ratio, c.Masking.PTW)
-	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
-		Step: func(step int64) (train.StepResult, error) {
+	var rng *rand.Rand
+	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched, Clip: c.Optim.Clip,
+		BeforeStep: func(step int64) error {
 			ratio, _ = Ratio(c.Masking.Mode, c.Masking.Ratio, step, steps, c.Masking.Warmup)
 			weights = ptw.Weights()
-			rng := rand.New(rand.NewPCG(uint64(c.Trainer.Seed), uint64(step)))
-			loss, err := s.Backward(func(int) (*ts.Tensor, error) {
-				idx, err := loader.Next()
-				if err != nil {
-					return nil, err
+			rng = rand.New(rand.NewPCG(uint64(c.Trainer.Seed), uint64(step)))
+			return nil
+		},
+		Loss: func(int64, int) (*ts.Tensor, error) {
+			idx, err := loader.Next()
+			if err != nil {
+				return nil, err
+			}
+			inputs, labels := make([][]int64, len(idx)), make([][]int64, len(idx))
+			for i, d := range idx {
+				q := prep.Seqs[d]
+				if c.Masking.PTW {
+					inputs[i], labels[i] = WholeWordMask(q.IDs, q.Words, q.WordTags, weights, ratio, tok.MASK, tok.Size, special, rng)
+				} else {
+					inputs[i], labels[i] = MaskTokens(q.IDs, ratio, tok.MASK, tok.Size, special, rng)
 				}
-				inputs, labels := make([][]int64, len(idx)), make([][]int64, len(idx))
+			}
+			ids, mask, lab := batchTensors(inputs, labels, tok.PAD, s.Device)
+			per, n := maskedLoss(model, ids, mask, lab, true)
+			if n == 0 { // nothing masked (a ratio near 0): a zero loss that keeps gradients defined
+				return model.Bias.MustSum(gotch.Float, false).MustMulScalar(ts.FloatScalar(0), true), nil
+			}
+			if c.Masking.PTW { // the running per-tag loss, from this batch's masked tokens
+				var tags []int
 				for i, d := range idx {
 					q := prep.Seqs[d]
-					if c.Masking.PTW {
-						inputs[i], labels[i] = WholeWordMask(q.IDs, q.Words, q.WordTags, weights, ratio, tok.MASK, tok.Size, special, rng)
-					} else {
-						inputs[i], labels[i] = MaskTokens(q.IDs, ratio, tok.MASK, tok.Size, special, rng)
-					}
-				}
-				ids, mask, lab := batchTensors(inputs, labels, tok.PAD, s.Device)
-				per, n := maskedLoss(model, ids, mask, lab, true)
-				if n == 0 { // nothing masked (a ratio near 0): a zero loss that keeps gradients defined
-					return model.Bias.MustSum(gotch.Float, false).MustMulScalar(ts.FloatScalar(0), true), nil
-				}
-				if c.Masking.PTW { // the running per-tag loss, from this batch's masked tokens
-					var tags []int
-					for i, d := range idx {
-						q := prep.Seqs[d]
-						for j, l := range labels[i] {
-							if l != Ignore {
-								tags = append(tags, q.WordTags[q.Words[j]])
-							}
+					for j, l := range labels[i] {
+						if l != Ignore {
+							tags = append(tags, q.WordTags[q.Words[j]])
 						}
 					}
-					ptw.Update(tags, per.Float64Values())
 				}
-				return per.MustMean(gotch.Float, true), nil
-			})
-			if err != nil {
-				return train.StepResult{}, err
+				ptw.Update(tags, per.Float64Values())
 			}
-			return s.Update(opt, loss, sched(step), c.Optim.Clip)
+			return per.MustMean(gotch.Float, true), nil
 		},
-		State: func() any { return pretrainState{Loader: loader.State(), PTW: ptw.Loss} },
+		State: map[string]train.State{"loader": train.LoaderState(loader), "ptw": train.Float64s(ptw.Loss)},
 		Eval: func(step int64) (map[string]float64, error) {
 			l, err := heldoutLoss(model, prep, heldIdx, tok, c.Data.Batch, c.Trainer.Seed, s.Device)
 			m := map[string]float64{"heldout_mlm_loss": l, "mask_ratio": ratio}
@@ -313,12 +280,9 @@ func Pretrain(c *PretrainConfig, out string, resume bool, w io.Writer) (*Pretrai
 	res.Seconds = s.Elapsed().Seconds()
 	if c.Masking.PTW {
 		res.PTWLoss, res.PTWWeights = ptw.Loss, ptw.Weights()
-		if err := plotPTW(filepath.Join(out, "metrics.jsonl"), filepath.Join(out, "ptw_weights.png")); err != nil {
+		if err := plotPTW(filepath.Join(s.Out, "metrics.jsonl"), filepath.Join(s.Out, "ptw_weights.png")); err != nil {
 			fmt.Fprintf(w, "ptw plot: %v\n", err)
 		}
-	}
-	if err := s.WriteResults(res); err != nil {
-		return nil, err
 	}
 	fmt.Fprintf(w, "held-out MLM loss at 15%%: %.4f, %d steps in %.0f s\n", res.HeldoutLoss, steps, res.Seconds)
 	return res, nil
@@ -359,19 +323,15 @@ func heldoutLoss(m *torchmods.BertForMaskedLM, prep *Prepared, held []int, tok *
 // FinetuneConfig is "mlm.finetune": classify a WordNet gloss into its
 // synset's lexicographer file (45 classes), held-out synsets for testing.
 type FinetuneConfig struct {
-	Task       string               `toml:"task"`
-	Trainer    train.TrainerConfig  `toml:"trainer"`
+	train.Base
 	Model      torchmods.BertConfig `toml:"model"`
 	Pretrained string               `toml:"pretrained"` // a mlm.pretrain run or HF BERT folder; "" from scratch
 	Optim      OptimConfig          `toml:"optim"`
 	Data       DataConfig           `toml:"data"`
 }
 
-// Validate checks every section, naming the key.
+// Validate checks the task's sections, naming the key.
 func (c *FinetuneConfig) Validate() error {
-	if err := c.Trainer.Validate(); err != nil {
-		return err
-	}
 	m := c.Model
 	if m.VocabSize == 0 {
 		m.VocabSize = 1000
@@ -398,7 +358,8 @@ type FinetuneResult struct {
 }
 
 // Finetune trains BertForSequenceClassification on the glosses.
-func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*FinetuneResult, error) {
+func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
+	w := s.W
 	tok, prep, err := Prepare(c.Data, w)
 	if err != nil {
 		return nil, err
@@ -409,16 +370,11 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Finetun
 	}
 	c.Model.PadTokenID = tok.PAD
 	classes := int64(len(data.WordNetLexNames))
-	s, err := train.NewSession(c.Trainer, out, resume, w)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
 	var model *torchmods.BertForSequenceClassification
 	if err := torchmods.Try(func() { model = torchmods.NewBertForSequenceClassification(s.Store.Root(), c.Model, classes) }); err != nil {
 		return nil, err
 	}
-	if c.Pretrained != "" && !resume {
+	if c.Pretrained != "" && !s.Resuming() {
 		if err := LoadHF(s.Store, c.Pretrained, w); err != nil {
 			return nil, err
 		}
@@ -428,17 +384,12 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Finetun
 		return nil, err
 	}
 	defer loader.Close()
-	perEpoch := loader.PerEpoch() / c.Trainer.Accumulate
-	steps := c.Trainer.MaxSteps
-	if steps == 0 {
-		steps = c.Trainer.Epochs * perEpoch
-	}
-	opt := train.NewAdamW(s.Store, 0.9, 0.999, 1e-8, c.Optim.WeightDecay)
-	sched, err := train.WarmupSchedule(c.Optim.LR, min(c.Optim.Warmup, steps), steps, "linear")
+	perEpoch, steps, err := s.Steps(loader.PerEpoch())
 	if err != nil {
 		return nil, err
 	}
-	start, err := s.ResumeLoader(opt, loader)
+	opt := train.NewAdamW(s.Store, 0.9, 0.999, 1e-8, c.Optim.WeightDecay)
+	sched, err := train.WarmupSchedule(c.Optim.LR, min(c.Optim.Warmup, steps), steps, "linear")
 	if err != nil {
 		return nil, err
 	}
@@ -449,7 +400,7 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Finetun
 			inputs[i], labels[i] = prep.Seqs[d].IDs, int64(prep.Docs[d].Lexname)
 		}
 		ids, mask, _ = batchTensors(inputs, nil, tok.PAD, s.Device)
-		return ids, mask, ts.MustOfSlice(labels).MustTo(s.Device, true)
+		return ids, mask, torchmods.FromSlice(labels, []int64{int64(len(labels))}, s.Device)
 	}
 	accuracy := func() (float64, error) {
 		var correct float64
@@ -463,30 +414,23 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Finetun
 						idx[i] = testIdx[j]
 					}
 					ids, mask, y := batch(idx)
-					pred := model.Forward(ids, nil, mask, false).MustArgmax([]int64{1}, false, true)
-					correct += pred.MustEqTensor(y, true).MustSum(gotch.Float, true).Float64Values()[0]
+					correct += float64(torchmods.CountCorrect(model.Forward(ids, nil, mask, false), y))
 				})
 			})
 		})
 		return correct / float64(len(testIdx)), err
 	}
 	fmt.Fprintf(w, "mlm finetune: %d training and %d test glosses (held-out synsets), %d classes, %d steps\n", len(trainIdx), len(testIdx), classes, steps)
-	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Start: start, Opt: opt,
-		Step: func(step int64) (train.StepResult, error) {
-			loss, err := s.Backward(func(int) (*ts.Tensor, error) {
-				idx, err := loader.Next()
-				if err != nil {
-					return nil, err
-				}
-				ids, mask, y := batch(idx)
-				return model.Forward(ids, nil, mask, true).MustCrossEntropyLoss(y, ts.None, 1, -100, 0, false), nil
-			})
+	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched, Clip: c.Optim.Clip,
+		Loss: func(int64, int) (*ts.Tensor, error) {
+			idx, err := loader.Next()
 			if err != nil {
-				return train.StepResult{}, err
+				return nil, err
 			}
-			return s.Update(opt, loss, sched(step), c.Optim.Clip)
+			ids, mask, y := batch(idx)
+			return torchmods.CrossEntropy(model.Forward(ids, nil, mask, true), y, torchmods.CEOptions{}), nil
 		},
-		State: func() any { return loader.State() },
+		State: map[string]train.State{"loader": train.LoaderState(loader)},
 		Eval: func(int64) (map[string]float64, error) {
 			a, err := accuracy()
 			return map[string]float64{"test_accuracy": a}, err
@@ -500,9 +444,6 @@ func Finetune(c *FinetuneConfig, out string, resume bool, w io.Writer) (*Finetun
 		return nil, err
 	}
 	res.Seconds = s.Elapsed().Seconds()
-	if err := s.WriteResults(res); err != nil {
-		return nil, err
-	}
 	fmt.Fprintf(w, "lexname test accuracy %.2f%% (%d held-out glosses), %d steps in %.0f s\n", 100*res.TestAccuracy, len(testIdx), steps, res.Seconds)
 	return res, nil
 }

@@ -31,6 +31,18 @@ type AttentionOptions struct {
 // Attention is multi-head attention in the layouts of Llama (separate,
 // grouped-query, rotary) and timm (fused qkv), with optional masks,
 // additive biases (relative positions) and a key/value cache.
+//
+// Why there are two attentions: Attention's projections are Linear
+// sub-modules, named by AttentionNames ("q_proj.weight", "attn.qkv.weight",
+// BERT's "attention.self.query.weight", ...), the layout of HF and timm
+// checkpoints. PyTorch's own nn.MultiheadAttention (and so
+// nn.TransformerEncoderLayer) stores its input projection as bare tensors,
+// in_proj_weight and in_proj_bias, that no Linear name can spell, and uses
+// that one fused projection for cross-attention too (Attention's fused qkv
+// is self-attention only). MultiheadAttention keeps that layout and its
+// sequence-first computation so that torch.save'd state dicts of those
+// modules load unchanged (see TestTorchSaveLoadsIntoEncoderLayer); use
+// Attention for everything else.
 type Attention struct {
 	Q, K, V, QKV, Out *Linear
 	Opt               AttentionOptions
@@ -176,4 +188,75 @@ func scaledDotProduct(q, k, v, mask, bias *ts.Tensor, dropout float64, train boo
 	}
 	att := Dropout(scores.MustSoftmax(-1, gotch.Float, true), dropout, train)
 	return att.MustMatmul(v, true)
+}
+
+// MultiheadAttention is PyTorch's nn.MultiheadAttention (batch first) with
+// its names: in_proj_weight [3D, D], in_proj_bias [3D], out_proj.{weight,bias}.
+// It exists beside Attention only for those names and that layout (the
+// fused in_proj_weight, which Attention cannot name, serving self- and
+// cross-attention alike), which the state dicts of nn.MultiheadAttention
+// and nn.TransformerEncoderLayer have; EncoderLayer is built on it. It has
+// no grouped-query heads, rotary positions, additive bias or cache: models
+// in other layouts use Attention (see there).
+type MultiheadAttention struct {
+	InProjWeight, InProjBias *ts.Tensor
+	OutProj                  *Linear
+	Dim, Heads               int64
+	Dropout                  float64
+}
+
+// MultiheadAttentionOptions configures NewMultiheadAttention.
+type MultiheadAttentionOptions struct {
+	Dim, Heads int64
+	Dropout    float64 // on the attention weights
+}
+
+// NewMultiheadAttention registers the parameters under p, initialised as
+// PyTorch does (xavier_uniform in-projection, zero biases).
+func NewMultiheadAttention(p Path, o MultiheadAttentionOptions) *MultiheadAttention {
+	dim, heads := o.Dim, o.Heads
+	if heads <= 0 || dim%heads != 0 {
+		panic(fmt.Errorf("MultiheadAttention: width %d is not divisible by %d heads", dim, heads))
+	}
+	m := &MultiheadAttention{Dim: dim, Heads: heads, Dropout: o.Dropout}
+	m.InProjWeight = p.New("in_proj_weight", []int64{3 * dim, dim}, Uniform(math.Sqrt(6/float64(dim+3*dim))), false)
+	m.InProjBias = p.New("in_proj_bias", []int64{3 * dim}, Const(0), true)
+	m.OutProj = NewLinear(p.Sub("out_proj"), LinearOptions{In: dim, Out: dim})
+	ts.NoGrad(func() { m.OutProj.Bias.MustZero_() })
+	return m
+}
+
+// Forward attends from query [B, L, D] to key and value [B, S, D] (pass
+// the same tensor for self-attention). mask, if not nil, broadcasts to
+// [B, Heads, L, S]: a bool mask is true where attention is NOT allowed (as
+// PyTorch's attn_mask), a float mask is added to the scores.
+func (m *MultiheadAttention) Forward(query, key, value, mask *ts.Tensor, train bool) *ts.Tensor {
+	for _, x := range []*ts.Tensor{query, key, value} {
+		mustLastDim("MultiheadAttention", x, m.Dim)
+	}
+	// PyTorch's layout: sequence-first, so [T, B*H, hd] is a free view and bmm
+	// takes the transposed operands without the copies 4-D matmuls make.
+	d, h := m.Dim, m.Heads
+	hd := d / h
+	b, l, sl := query.MustSize()[0], query.MustSize()[1], key.MustSize()[1]
+	proj := func(x *ts.Tensor, i int64, t int64) *ts.Tensor {
+		w := m.InProjWeight.MustNarrow(0, i*d, d, false)
+		bias := m.InProjBias.MustNarrow(0, i*d, d, false)
+		y := linear(x.MustTranspose(0, 1, false), w, bias)                                            // [T, B, D]
+		return y.MustContiguous(true).MustView([]int64{t, b * h, hd}, true).MustTranspose(0, 1, true) // [B*H, T, hd]
+	}
+	q := proj(query, 0, l).MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
+	k, v := proj(key, 1, sl), proj(value, 2, sl)
+	scores := q.MustBmm(k.MustTranspose(1, 2, true), true) // [B*H, L, S]
+	if mask != nil {
+		full := mask.MustExpand([]int64{b, h, l, sl}, false, false).MustReshape([]int64{b * h, l, sl}, true)
+		if mask.DType() == gotch.Bool {
+			scores = scores.MustMaskedFill(full, ts.FloatScalar(math.Inf(-1)), true)
+		} else {
+			scores = scores.MustAdd(full, true)
+		}
+	}
+	att := Dropout(scores.MustSoftmax(-1, gotch.Float, true), m.Dropout, train)
+	o := att.MustBmm(v, true).MustTranspose(0, 1, true).MustContiguous(true).MustView([]int64{l * b, d}, true)
+	return m.OutProj.Forward(o).MustView([]int64{l, b, d}, true).MustTranspose(0, 1, true)
 }

@@ -1,9 +1,7 @@
 package torchmods
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
@@ -42,17 +40,14 @@ func BertLarge() BertConfig {
 	return c
 }
 
-// ReadBertConfig reads a HF config.json.
+// ReadBertConfig reads a HF config.json (4.x or 5.x spelling); keys it
+// lacks take HF's defaults (BertConfigFromHF).
 func ReadBertConfig(path string) (BertConfig, error) {
-	c := BertBase()
-	b, err := os.ReadFile(path)
+	c, err := ReadHFConfig(path)
 	if err != nil {
-		return c, err
+		return BertBase(), err
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, c.Validate()
+	return BertConfigFromHF(c)
 }
 
 // Validate checks the sizes fit together.
@@ -62,15 +57,15 @@ func (c BertConfig) Validate() error {
 		return fmt.Errorf("bert: vocab_size, hidden_size, num_hidden_layers, intermediate_size, max_position_embeddings and type_vocab_size must be positive")
 	case c.NumAttentionHeads <= 0 || c.HiddenSize%c.NumAttentionHeads != 0:
 		return fmt.Errorf("bert: hidden_size %d is not a multiple of num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)
-	case c.HiddenAct != "gelu" && c.HiddenAct != "gelu_new" && c.HiddenAct != "relu":
-		return fmt.Errorf("bert: hidden_act %q is not supported (gelu, gelu_new, relu)", c.HiddenAct)
+	case c.HiddenAct != "gelu" && c.HiddenAct != "gelu_new" && c.HiddenAct != "gelu_pytorch_tanh" && c.HiddenAct != "relu":
+		return fmt.Errorf("bert: hidden_act %q is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)", c.HiddenAct)
 	}
 	return nil
 }
 
 func (c BertConfig) act() Activation {
 	switch c.HiddenAct {
-	case "gelu_new":
+	case "gelu_new", "gelu_pytorch_tanh": // the same tanh approximation, in Python and in C++
 		return GELUTanh
 	case "relu":
 		return ReLU
@@ -82,11 +77,13 @@ func (c BertConfig) act() Activation {
 // {query,key,value}, attention.output.dense and LayerNorm) and feed-forward
 // (intermediate.dense, output.dense and LayerNorm).
 type BertLayer struct {
-	Attn                   *Attention
-	AttnNorm, OutNorm      *LayerNorm
-	Intermediate, Output   *Linear
-	Act                    Activation
-	HiddenDrop, AttentDrop float64
+	Attn                 *Attention
+	AttnNorm, OutNorm    *LayerNorm
+	Intermediate, Output *Linear
+	Act                  Activation
+	// HiddenDrop is the dropout of hidden_dropout_prob; the attention's
+	// (attention_probs_dropout_prob) is Attn.Opt.Dropout.
+	HiddenDrop float64
 }
 
 // Bert is HF's BertModel (bert.*): embeddings, encoder and an optional pooler.
@@ -129,7 +126,7 @@ func NewBert(p Path, c BertConfig, pooler bool) *Bert {
 			Intermediate: NewLinear(l.Sub("intermediate.dense"), LinearOptions{In: c.HiddenSize, Out: c.IntermediateSize}),
 			Output:       NewLinear(l.Sub("output.dense"), LinearOptions{In: c.IntermediateSize, Out: c.HiddenSize}),
 			OutNorm:      NewLayerNorm(l.Sub("output.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps}),
-			Act:          c.act(), HiddenDrop: c.HiddenDropout, AttentDrop: c.AttentionDropout,
+			Act:          c.act(), HiddenDrop: c.HiddenDropout,
 		}
 		b.Layers = append(b.Layers, layer)
 		linears = append(linears, att.Q, att.K, att.V, att.Out, layer.Intermediate, layer.Output)

@@ -1,7 +1,10 @@
 package torchmods
 
 import (
+	"errors"
 	"runtime"
+	"runtime/debug"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -181,9 +184,11 @@ func checkFlat(t *testing.T, step func()) {
 	baseLive := ts.LiveTensors()
 	var warm int64
 	for i := 0; i < 2000; i++ {
-		s := ts.NewScope()
-		step()
-		s.Close()
+		func() {
+			s := ts.NewScope()
+			defer s.Close()
+			step()
+		}()
 		require.Equal(t, baseLive, ts.LiveTensors(), "step %d left tensors behind", i)
 		if i == 200 {
 			runtime.GC()
@@ -228,11 +233,13 @@ func TestNoGradRestoresGradModeOnItsThread(t *testing.T) {
 			ok := true
 			for i := 0; i < 50; i++ {
 				runtime.Gosched()
-				s := ts.NewScope()
-				x := ts.MustOnes([]int64{2}, gotch.Float, gotch.CPU)
-				x.MustRequiresGrad_(true)
-				ok = ok && x.MustMulScalar(ts.FloatScalar(2), false).MustRequiresGrad()
-				s.Close()
+				func() {
+					s := ts.NewScope()
+					defer s.Close()
+					x := ts.MustOnes([]int64{2}, gotch.Float, gotch.CPU)
+					x.MustRequiresGrad_(true)
+					ok = ok && x.MustMulScalar(ts.FloatScalar(2), false).MustRequiresGrad()
+				}()
 			}
 			done <- ok
 		}()
@@ -240,4 +247,239 @@ func TestNoGradRestoresGradModeOnItsThread(t *testing.T) {
 	for g := 0; g < 8; g++ {
 		assert.True(t, <-done, "a thread was left with gradient tracking off")
 	}
+}
+
+// panicOf runs f and returns what it panicked with and the stack at the
+// recovery, which still holds the frames of the original panic.
+func panicOf(f func()) (r any, stack string) {
+	defer func() {
+		r = recover()
+		stack = string(debug.Stack())
+	}()
+	f()
+	return nil, ""
+}
+
+//go:noinline
+func derefNil(s *Store) int { return len(s.params) }
+
+//go:noinline
+func indexOutOfRange(i int) int { return []int{1, 2}[i] }
+
+// TestTryConvertsErrorPanicsOnly: Try is where the error panics of tensor
+// code become errors; a runtime error or any panic that is not an error is
+// a bug and must go on up with the stack of where it was raised.
+func TestTryConvertsErrorPanicsOnly(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+
+	err := Try(func() { ones(t, 2, 3).MustMm(ones(t, 4, 5), false) })
+	require.Error(t, err, "a Must op's shape mistake is an error")
+	assert.Contains(t, err.Error(), "Mm")
+	sentinel := errors.New("sentinel")
+	assert.Same(t, sentinel, Try(func() { panic(sentinel) }), "the error itself, not a copy")
+	assert.NoError(t, Try(func() {}))
+
+	r, stack := panicOf(func() { _ = Try(func() { derefNil(nil) }) })
+	require.Implements(t, (*runtime.Error)(nil), r, "a nil dereference panics on")
+	assert.Contains(t, r.(error).Error(), "nil pointer dereference")
+	assert.Contains(t, stack, "torchmods.derefNil(", "the stack still shows where it happened")
+
+	r, stack = panicOf(func() { _ = Try(func() { indexOutOfRange(5) }) })
+	require.Implements(t, (*runtime.Error)(nil), r)
+	assert.Contains(t, r.(error).Error(), "index out of range")
+	assert.Contains(t, stack, "torchmods.indexOutOfRange(")
+
+	r, _ = panicOf(func() { _ = Try(func() { panic("a bug") }) })
+	assert.Equal(t, "a bug", r, "a string panic is not converted")
+	r, _ = panicOf(func() { _ = Try(func() { panic(42) }) })
+	assert.Equal(t, 42, r)
+	r, _ = panicOf(func() { _ = Try(func() { panic(nil) }) })
+	assert.Implements(t, (*runtime.Error)(nil), r, "panic(nil) is a *runtime.PanicNilError")
+
+	reached := make(chan bool, 1)
+	go func() { // runtime.Goexit (t.FailNow) is no panic: Try lets it go on
+		defer close(reached)
+		_ = Try(runtime.Goexit)
+		reached <- true
+	}()
+	assert.False(t, <-reached)
+}
+
+// TestPanicInInnerScopeSurfaces: a panic inside a scope whose Close is
+// skipped (not deferred) reaches the user with its own message, not as
+// "inner scope still open", and every tensor and scope is released.
+func TestPanicInInnerScopeSurfaces(t *testing.T) {
+	before := ts.LiveTensors()
+	err := Try(func() {
+		outer := ts.NewScope()
+		defer outer.Close()
+		_ = ones(t, 3)
+		inner := ts.NewScope()
+		ones(t, 2, 3).MustMm(ones(t, 4, 5), false) // a shape mistake
+		inner.Close()
+	})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "Mm", "the shape mistake's own message")
+	assert.NotContains(t, err.Error(), "scope")
+	assert.Equal(t, 0, ts.ScopeDepth(), "both scopes closed")
+	assert.Equal(t, before, ts.LiveTensors(), "and their tensors freed")
+
+	// A runtime error through two scopes keeps its value and stack.
+	r, stack := panicOf(func() {
+		outer := ts.NewScope()
+		defer outer.Close()
+		inner := ts.NewScope()
+		_ = ones(t, 2)
+		derefNil(nil)
+		inner.Close()
+	})
+	require.Implements(t, (*runtime.Error)(nil), r)
+	assert.Contains(t, stack, "torchmods.derefNil(")
+	assert.Equal(t, 0, ts.ScopeDepth())
+	assert.Equal(t, before, ts.LiveTensors())
+
+	// runtime.Goexit (a failed require in a test) with an inner scope open:
+	// the outer Close does not turn it into a panic.
+	got := make(chan any, 1)
+	go func() {
+		defer func() { got <- recover() }()
+		outer := ts.NewScope()
+		defer outer.Close()
+		ts.NewScope()
+		_ = ones(t, 2)
+		runtime.Goexit()
+	}()
+	assert.Nil(t, <-got)
+	assert.Equal(t, before, ts.LiveTensors())
+}
+
+// TestCloseWithInnerScopeOpen: without a panic under way, a missing inner
+// Close is a bug the outer Close reports, after closing the inner scope as
+// its own Close would have (its kept tensor moves out, the rest is freed).
+func TestCloseWithInnerScopeOpen(t *testing.T) {
+	before := ts.LiveTensors()
+	outer := ts.NewScope()
+	x := ones(t, 2)
+	inner := ts.NewScope()
+	y := ones(t, 2)
+	_ = ones(t, 2)
+	inner.Keep(y)
+	outer.Keep(x)
+	assert.Equal(t, 2, ts.ScopeDepth())
+	r, _ := panicOf(outer.Close)
+	assert.Contains(t, r, "inner scope(s) were still open")
+	assert.Equal(t, 0, ts.ScopeDepth())
+	assert.Equal(t, before+1, ts.LiveTensors(), "only x, kept by the outer scope, survives")
+	assert.Equal(t, []float64{1, 1}, x.Float64Values())
+	inner.Close() // closed already: nothing happens
+	require.NoError(t, x.Drop())
+
+	// A scope is its goroutine's: another one may not close it.
+	s := ts.NewScope()
+	done := make(chan any)
+	go func() {
+		r, _ := panicOf(s.Close)
+		done <- r
+	}()
+	assert.Contains(t, <-done, "did not open it")
+	assert.Equal(t, 1, ts.ScopeDepth(), "the scope is still open")
+	s.Close()
+	assert.Equal(t, 0, ts.ScopeDepth())
+}
+
+// TestConcurrentForwardPasses runs a torchmods layer's forward pass from
+// several goroutines at once, each in its own (nested) scopes, while a
+// loader goroutine makes tensors with no scope open. Every scope must hold
+// exactly the tensors of its own goroutine's forward pass, every output
+// must match the one computed alone, and tensors handed between goroutines
+// with Persist must survive their scope. Run it under -race.
+func TestConcurrentForwardPasses(t *testing.T) {
+	ts.ManualSeed(3)
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	layer := NewEncoderLayer(store.Root(), EncoderLayerOptions{Dim: 16, Heads: 4, FF: 32, Activation: GELU})
+	before := ts.LiveTensors()
+
+	const workers, iters = 4, 25
+	inputs := make([]*ts.Tensor, workers)
+	want := make([][]float64, workers)
+	var perPass int // tensors one forward pass leaves in its scope
+	for w := range workers {
+		inputs[w] = ts.MustRandn([]int64{2, 5, 16}, gotch.Float, gotch.CPU)
+		func() {
+			s := ts.NewScope()
+			defer s.Close()
+			y := layer.Forward(inputs[w], nil, false)
+			perPass = s.Len()
+			want[w] = y.Float64Values()
+		}()
+	}
+	require.Positive(t, perPass)
+
+	stop := make(chan struct{})
+	loaderDone := make(chan bool)
+	go func() { // a data loader: no scope, its tensors are its own
+		ok := true
+		for {
+			select {
+			case <-stop:
+				loaderDone <- ok
+				return
+			default:
+			}
+			x := ts.MustOnes([]int64{8}, gotch.Float, gotch.CPU).MustMulScalar(ts.FloatScalar(2), true)
+			runtime.Gosched()
+			v := x.Float64Values()
+			ok = ok && v[0] == 2 && v[7] == 2
+			x.MustDrop()
+		}
+	}()
+
+	var wg sync.WaitGroup
+	handed := make(chan *ts.Tensor, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range iters {
+				func() {
+					outer := ts.NewScope()
+					defer outer.Close()
+					var y *ts.Tensor
+					func() {
+						s := ts.NewScope()
+						defer s.Close()
+						y = layer.Forward(inputs[w], nil, false)
+						assert.Equal(t, 2, ts.ScopeDepth())
+						assert.Equal(t, perPass, s.Len(), "worker %d: the scope holds its own forward pass, no one else's tensors", w)
+						s.Keep(y)
+					}()
+					assert.Equal(t, 1, outer.Len(), "the kept output moved to the outer scope")
+					assert.InDeltaSlice(t, want[w], y.Float64Values(), 1e-5, "worker %d iteration %d", w, i)
+					if i == iters-1 {
+						ts.Persist(y)
+						handed <- y
+					}
+				}()
+				assert.Equal(t, 0, ts.ScopeDepth())
+				runtime.Gosched()
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	assert.True(t, <-loaderDone, "the loader's tensors were never freed under it")
+	close(handed)
+	n := 0
+	for y := range handed { // handed over with Persist: alive after the sender's scopes closed
+		assert.Equal(t, len(want[0]), len(y.Float64Values()))
+		require.NoError(t, y.Drop())
+		n++
+	}
+	assert.Equal(t, workers, n)
+	for _, x := range inputs {
+		require.NoError(t, x.Drop())
+	}
+	assert.Equal(t, before, ts.LiveTensors())
 }

@@ -2,7 +2,6 @@ package torchmods
 
 import (
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 
@@ -47,54 +46,38 @@ func (p Path) join(name string) string {
 	return p.prefix + "." + name
 }
 
-// Init fills a new parameter of the given shape.
-type Init func(shape []int64, dev gotch.Device) *ts.Tensor
-
-// Uniform draws from U(-bound, bound).
-func Uniform(bound float64) Init {
-	return func(shape []int64, dev gotch.Device) *ts.Tensor {
-		t := ts.MustEmpty(shape, gotch.Float, dev)
-		t.MustUniform_(-bound, bound)
-		return t
-	}
-}
-
-// Const fills with v (LayerNorm's ones and zeros).
-func Const(v float64) Init {
-	return func(shape []int64, dev gotch.Device) *ts.Tensor {
-		return ts.MustFull(shape, ts.FloatScalar(v), gotch.Float, dev)
-	}
-}
-
-// FanInUniform is PyTorch's default for Linear weights and biases,
-// kaiming_uniform(a=sqrt(5)), which is U(±1/sqrt(fan_in)).
-func FanInUniform(fanIn int64) Init { return Uniform(1 / math.Sqrt(float64(fanIn))) }
-
 // New creates and registers a trainable parameter.
 func (p Path) New(name string, shape []int64, init Init, noDecay bool) *ts.Tensor {
+	return p.add(name, shape, init, noDecay, true)
+}
+
+// NewBuffer registers a tensor that is saved and loaded with the
+// parameters but never trained (requires_grad off, so optimizers skip it):
+// fixed position tables, BatchNorm's running statistics. Unlike a
+// parameter, a buffer may have any dtype (BatchNorm's int64
+// num_batches_tracked) and no dimensions.
+func (p Path) NewBuffer(name string, shape []int64, init Init) *ts.Tensor {
+	t := p.add(name, shape, init, true, false)
+	if s := t.MustSize(); !equalShape(s, shape) {
+		panic(fmt.Sprintf("torchmods: buffer %q initialised with shape %v, declared %v", p.join(name), s, shape))
+	}
+	return t
+}
+
+func (p Path) add(name string, shape []int64, init Init, noDecay, trainable bool) *ts.Tensor {
 	full := p.join(name)
 	if _, dup := p.store.byName[full]; dup {
 		panic(fmt.Sprintf("torchmods: parameter %q registered twice", full))
 	}
 	var t *ts.Tensor
 	ts.NoGrad(func() { t = init(shape, p.store.Device) })
-	t.MustRequiresGrad_(true)
+	if trainable {
+		t.MustRequiresGrad_(true)
+	}
 	ts.Persist(t)
 	prm := &Param{Name: full, Tensor: t, NoDecay: noDecay}
 	p.store.params = append(p.store.params, prm)
 	p.store.byName[full] = prm
-	return t
-}
-
-// NewBuffer registers a tensor that is saved and loaded with the
-// parameters but never trained (requires_grad off, so optimizers skip it):
-// fixed position tables, BatchNorm's running statistics.
-func (p Path) NewBuffer(name string, shape []int64, init Init) *ts.Tensor {
-	t := p.New(name, shape, init, true)
-	t.MustRequiresGrad_(false)
-	if s := t.MustSize(); !equalShape(s, shape) {
-		panic(fmt.Sprintf("torchmods: buffer %q initialised with shape %v, declared %v", p.join(name), s, shape))
-	}
 	return t
 }
 
@@ -257,18 +240,23 @@ func equalShape(a, b []int64) bool {
 	return true
 }
 
-// Try runs f, turning a panic from a gotch Must op (or any other) into an
-// error. Public torchmods entry points use it so that a user's mistake is
-// an error, never a crash.
+// Try runs f and returns the error f panicked with: the boundary where the
+// panics of tensor code (a Must op's libtorch error, a layer's shape check)
+// become an error (see the package doc). Only a panic whose value is an
+// error is converted. A runtime error (nil dereference, index out of range),
+// a string or any other value is a bug: it panics on, from Try's deferred
+// call, so the traceback still shows where it was raised.
 func Try(f func()) (err error) {
 	defer func() {
-		if r := recover(); r != nil {
-			if e, ok := r.(error); ok {
-				err = e
-			} else {
-				err = fmt.Errorf("%v", r)
-			}
+		r := recover()
+		if r == nil {
+			return // no panic, or runtime.Goexit, which goes on
 		}
+		e, isErr := r.(error)
+		if _, isRuntime := r.(interface{ RuntimeError() }); !isErr || isRuntime { // runtime.Error
+			panic(r)
+		}
+		err = e
 	}()
 	f()
 	return nil

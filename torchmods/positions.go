@@ -4,45 +4,83 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 )
 
-// PatchEmbed is timm's PatchEmbed: a Conv2d with kernel and stride equal to
-// the patch size, flattened to [B, patches, Dim]. Names: proj.weight, proj.bias.
-type PatchEmbed struct {
-	Weight, Bias                 *ts.Tensor
-	Patch, InChans, Dim, ImgSize int64
+// SinCos1D is the fixed table of MAE's get_1d_sincos_pos_embed_from_grid:
+// for position p and i < dim/2, [sin(p·ω_i) ..., cos(p·ω_i) ...] with
+// ω_i = 1/10000^(i/(dim/2)). Rows follow positions.
+func SinCos1D(dim int64, positions []float64) ([]float64, error) {
+	if dim%2 != 0 {
+		return nil, fmt.Errorf("SinCos1D: dim %d is odd", dim)
+	}
+	half := dim / 2
+	out := make([]float64, int64(len(positions))*dim)
+	for r, p := range positions {
+		for i := int64(0); i < half; i++ {
+			w := 1 / math.Pow(10000, float64(i)/float64(half))
+			out[int64(r)*dim+i] = math.Sin(p * w)
+			out[int64(r)*dim+half+i] = math.Cos(p * w)
+		}
+	}
+	return out, nil
 }
 
-// PatchEmbedOptions configures NewPatchEmbed.
-type PatchEmbedOptions struct{ ImgSize, Patch, InChans, Dim int64 }
-
-// NewPatchEmbed registers proj.weight [Dim, InChans, Patch, Patch] and
-// proj.bias, initialised as PyTorch's Conv2d (U(±1/sqrt(fan_in))).
-func NewPatchEmbed(p Path, o PatchEmbedOptions) *PatchEmbed {
-	if o.Patch <= 0 || o.ImgSize%o.Patch != 0 {
-		panic(fmt.Errorf("PatchEmbed: image size %d is not a multiple of patch size %d", o.ImgSize, o.Patch))
+// SinCos2D is MAE's get_2d_sincos_pos_embed for a grid×grid patch grid:
+// [grid², dim] (plus a leading zero row for the cls token). It reproduces the
+// official channel order, where the first half of the channels encodes the
+// w coordinate (np.meshgrid(grid_w, grid_h) puts w first) and the second h.
+func SinCos2D(dim, grid int64, clsToken bool) (*ts.Tensor, error) {
+	if dim%4 != 0 {
+		return nil, fmt.Errorf("SinCos2D: dim %d is not a multiple of 4", dim)
 	}
-	fanIn := o.InChans * o.Patch * o.Patch
-	pp := p.Sub("proj")
-	return &PatchEmbed{
-		Weight: pp.New("weight", []int64{o.Dim, o.InChans, o.Patch, o.Patch}, FanInUniform(fanIn), false),
-		Bias:   pp.New("bias", []int64{o.Dim}, FanInUniform(fanIn), true),
-		Patch:  o.Patch, InChans: o.InChans, Dim: o.Dim, ImgSize: o.ImgSize,
+	n := grid * grid
+	var wpos, hpos []float64
+	for h := int64(0); h < grid; h++ {
+		for w := int64(0); w < grid; w++ {
+			wpos, hpos = append(wpos, float64(w)), append(hpos, float64(h))
+		}
 	}
+	a, _ := SinCos1D(dim/2, wpos)
+	b, _ := SinCos1D(dim/2, hpos)
+	rows := n
+	if clsToken {
+		rows++
+	}
+	out := make([]float32, rows*dim)
+	base := rows - n
+	for r := int64(0); r < n; r++ {
+		for c := int64(0); c < dim/2; c++ {
+			out[(base+r)*dim+c] = float32(a[r*dim/2+c])
+			out[(base+r)*dim+dim/2+c] = float32(b[r*dim/2+c])
+		}
+	}
+	var t *ts.Tensor
+	err := Try(func() { t = FromSlice(out, []int64{rows, dim}, gotch.CPU) })
+	return t, err
 }
 
-// NumPatches is (ImgSize/Patch)².
-func (e *PatchEmbed) NumPatches() int64 { g := e.ImgSize / e.Patch; return g * g }
+// Rotary is the rotary position embedding in HF's rotate-half convention
+// (Llama): for head size d, inv_freq_i = 1/base^(2i/d), and
+// x' = x·cos + rotate_half(x)·sin with rotate_half(x) = [-x2, x1].
+type Rotary struct {
+	HeadDim int64
+	Base    float64
+}
 
-// Forward maps images [B, InChans, ImgSize, ImgSize] to [B, NumPatches, Dim].
-func (e *PatchEmbed) Forward(x *ts.Tensor) *ts.Tensor {
-	s := x.MustSize()
-	if len(s) != 4 || s[1] != e.InChans || s[2] != e.ImgSize || s[3] != e.ImgSize {
-		panic(fmt.Errorf("PatchEmbed: input shape %v, want [B, %d, %d, %d]", s, e.InChans, e.ImgSize, e.ImgSize))
-	}
-	y := ts.MustConv2d(x, e.Weight, e.Bias, []int64{e.Patch, e.Patch}, []int64{0, 0}, []int64{1, 1}, 1)
-	return y.MustFlatten(2, -1, true).MustTranspose(1, 2, true)
+// Apply rotates x [B, H, T, HeadDim] for positions [T] (int64).
+func (r Rotary) Apply(x, positions *ts.Tensor) *ts.Tensor {
+	mustLastDim("Rotary", x, r.HeadDim)
+	d := r.HeadDim
+	dev := x.MustDevice()
+	inv := ts.MustArange(ts.IntScalar(d/2), gotch.Float, dev).MustMulScalar(ts.FloatScalar(-2*math.Log(r.Base)/float64(d)), true).MustExp(true)
+	freqs := positions.MustTotype(gotch.Float, false).MustUnsqueeze(1, true).MustMul(inv.MustUnsqueeze(0, true), true) // [T, d/2]
+	emb := ts.MustCat([]*ts.Tensor{freqs, freqs}, -1)
+	cos, sin := emb.MustCos(false).MustTotype(x.DType(), true), emb.MustSin(true).MustTotype(x.DType(), true)
+	halves := x.MustChunk(2, -1, false)
+	rot := ts.MustCat([]*ts.Tensor{halves[1].MustNeg(false), halves[0]}, -1)
+	return x.MustMul(cos, false).MustAdd(rot.MustMul(sin, true), true)
 }
 
 // T5Bucket is HF T5's _relative_position_bucket for one relative position
@@ -108,7 +146,7 @@ func (b *T5Bias) Forward(qLen, kLen int64) *ts.Tensor {
 			ids[i*kLen+j] = T5Bucket(j-i, b.Bidirectional, b.Buckets, b.MaxDistance)
 		}
 	}
-	t := ts.MustOfSlice(ids).MustView([]int64{qLen, kLen}, true).MustTo(b.Weight.MustDevice(), true)
+	t := FromSlice(ids, []int64{qLen, kLen}, b.Weight.MustDevice())
 	v := ts.MustEmbedding(b.Weight, t, -1, false, false) // [q, k, H]
 	return v.MustPermute([]int64{2, 0, 1}, true).MustUnsqueeze(0, true)
 }

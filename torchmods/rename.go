@@ -10,9 +10,11 @@ import (
 
 // A RenameTable maps one model family's weight names and layouts to
 // another's (HF checkpoint -> torchmods model, say), on raw tensors, before
-// anything reaches libtorch. Patterns use {n} for a layer index. Steps run
-// in this order: Transpose, Join, Split, Rename; names no rule matches pass
-// through unchanged.
+// anything reaches libtorch. Patterns use {n} for a layer index and, in
+// Rename rules, {*} for any non-empty text (a prefix to add or drop, a
+// tail to keep), so that one rule covers what would otherwise be one rule
+// per parameter. Steps run in this order: Transpose, Join, Split, Rename;
+// names no rule matches pass through unchanged.
 type RenameTable struct {
 	// Transpose lists 2-D tensors stored as [in, out] that must become
 	// [out, in] (GPT-2's Conv1D projections).
@@ -26,7 +28,8 @@ type RenameTable struct {
 	Rename []RenameRule
 }
 
-// RenameRule renames From to To.
+// RenameRule renames From to To. The placeholders of To ({n}, {*}) take
+// what the same placeholders matched in From, in order.
 type RenameRule struct{ From, To string }
 
 // JoinRule concatenates From (in order) into To.
@@ -46,24 +49,50 @@ type pattern struct {
 	text string
 }
 
+// placeholder matches {n} (a layer index) and {*} (any non-empty text).
+var placeholder = regexp.MustCompile(`\{n\}|\{\*\}`)
+
 func compile(p string) pattern {
-	re := "^" + strings.ReplaceAll(regexp.QuoteMeta(p), `\{n\}`, `(\d+)`) + "$"
-	return pattern{regexp.MustCompile(re), p}
+	var re strings.Builder
+	re.WriteString("^")
+	last := 0
+	for _, loc := range placeholder.FindAllStringIndex(p, -1) {
+		re.WriteString(regexp.QuoteMeta(p[last:loc[0]]))
+		if p[loc[0]:loc[1]] == "{n}" {
+			re.WriteString(`(\d+)`)
+		} else {
+			re.WriteString(`(.+)`)
+		}
+		last = loc[1]
+	}
+	re.WriteString(regexp.QuoteMeta(p[last:]) + "$")
+	return pattern{regexp.MustCompile(re.String()), p}
 }
 
-// match returns the layer index (or "") and whether name matches.
-func (p pattern) match(name string) (string, bool) {
+// match returns what the placeholders matched, in order, and whether name
+// matches.
+func (p pattern) match(name string) ([]string, bool) {
 	m := p.re.FindStringSubmatch(name)
 	if m == nil {
-		return "", false
+		return nil, false
 	}
-	if len(m) > 1 {
-		return m[1], true
-	}
-	return "", true
+	return m[1:], true
 }
 
-func fill(p, n string) string { return strings.ReplaceAll(p, "{n}", n) }
+// fill puts the captured values into p's placeholders, in order.
+func fill(p string, captured []string) string {
+	i := 0
+	return placeholder.ReplaceAllStringFunc(p, func(string) string {
+		if i >= len(captured) {
+			return ""
+		}
+		i++
+		return captured[i-1]
+	})
+}
+
+// key is the captured values as one map key (a layer index, usually).
+func key(captured []string) string { return strings.Join(captured, "\x00") }
 
 // Apply returns the renamed tensors, in input order with joined tensors at
 // the position of their first part.
@@ -109,10 +138,14 @@ func (rt RenameTable) Apply(in []safetensors.Tensor) ([]safetensors.Tensor, erro
 		}
 		out = next
 	}
+	renames := make([]pattern, len(rt.Rename)) // compiled once: tables have hundreds of rules
+	for i, r := range rt.Rename {
+		renames[i] = compile(r.From)
+	}
 	seen := map[string]bool{}
 	for i, t := range out {
-		for _, r := range rt.Rename {
-			if n, ok := compile(r.From).match(t.Name); ok {
+		for k, r := range rt.Rename {
+			if n, ok := renames[k].match(t.Name); ok {
 				out[i].Name = fill(r.To, n)
 				break
 			}
@@ -132,12 +165,15 @@ func join(in []safetensors.Tensor, j JoinRule) ([]safetensors.Tensor, error) {
 	}
 	parts := map[string][]*safetensors.Tensor{} // layer index -> parts in rule order
 	first := map[string]int{}
+	captured := map[string][]string{}
 	for i := range in {
 		for k, p := range pats {
-			if n, ok := p.match(in[i].Name); ok {
+			if c, ok := p.match(in[i].Name); ok {
+				n := key(c)
 				if parts[n] == nil {
 					parts[n] = make([]*safetensors.Tensor, len(pats))
 					first[n] = i
+					captured[n] = c
 				}
 				parts[n][k] = &in[i]
 			}
@@ -155,20 +191,21 @@ func join(in []safetensors.Tensor, j JoinRule) ([]safetensors.Tensor, error) {
 			if first[n] != i {
 				continue
 			}
+			c := captured[n]
 			var data []byte
 			shape := []int64{0}
 			for k, p := range ps {
 				if p == nil {
-					return nil, fmt.Errorf("join into %s: %s is missing", fill(j.To, n), fill(j.From[k], n))
+					return nil, fmt.Errorf("join into %s: %s is missing", fill(j.To, c), fill(j.From[k], c))
 				}
 				if p.DType != ps[0].DType || len(p.Shape) == 0 || !equalShape(p.Shape[1:], ps[0].Shape[1:]) {
-					return nil, fmt.Errorf("join into %s: %s is %s %v, %s is %s %v", fill(j.To, n), ps[0].Name, ps[0].DType, ps[0].Shape, p.Name, p.DType, p.Shape)
+					return nil, fmt.Errorf("join into %s: %s is %s %v, %s is %s %v", fill(j.To, c), ps[0].Name, ps[0].DType, ps[0].Shape, p.Name, p.DType, p.Shape)
 				}
 				data = append(data, p.Data...)
 				shape[0] += p.Shape[0]
 			}
 			shape = append(shape, ps[0].Shape[1:]...)
-			out = append(out, safetensors.Tensor{Name: fill(j.To, n), DType: ps[0].DType, Shape: shape, Data: data})
+			out = append(out, safetensors.Tensor{Name: fill(j.To, c), DType: ps[0].DType, Shape: shape, Data: data})
 		}
 		if !consumed {
 			out = append(out, t)

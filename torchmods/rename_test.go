@@ -93,3 +93,30 @@ func TestRenameTransposeAndErrors(t *testing.T) {
 	_, err = RenameTable{Rename: []RenameRule{{From: "a", To: "c"}, {From: "b", To: "c"}}}.Apply([]safetensors.Tensor{f32("a", []int64{1}, 1), f32("b", []int64{1}, 1)})
 	assert.ErrorContains(t, err, `two tensors to "c"`)
 }
+
+// {*} matches any text, so one rule adds or drops a prefix (BertModel's
+// names under BertForMaskedLM's bert.) or keeps a tail; captures fill To in
+// order, with {n} still a layer index.
+func TestRenameWildcards(t *testing.T) {
+	rt := RenameTable{Rename: []RenameRule{
+		{From: "embeddings.{*}.gamma", To: "bert.embeddings.{*}.weight"},
+		{From: "{*}LayerNorm.gamma", To: "{*}LayerNorm.weight"},
+		{From: "decoder.decoder_encoder.layer.{n}.{*}", To: "decoder.decoder_layers.{n}.{*}"},
+		{From: "encoder.{*}", To: "bert.encoder.{*}"},
+	}}
+	out, err := rt.Apply([]safetensors.Tensor{
+		f32("embeddings.LayerNorm.gamma", []int64{1}, 1),
+		f32("bert.encoder.layer.3.output.LayerNorm.gamma", []int64{1}, 2),
+		f32("decoder.decoder_encoder.layer.12.attention.attention.query.bias", []int64{1}, 3),
+		f32("encoder.layer.0.output.dense.weight", []int64{1}, 4),
+		f32("cls.predictions.bias", []int64{1}, 5),
+	})
+	require.NoError(t, err)
+	var names []string
+	for _, x := range out {
+		names = append(names, x.Name)
+	}
+	assert.Equal(t, []string{"bert.embeddings.LayerNorm.weight", "bert.encoder.layer.3.output.LayerNorm.weight",
+		"decoder.decoder_layers.12.attention.attention.query.bias", "bert.encoder.layer.0.output.dense.weight", "cls.predictions.bias"}, names)
+	assert.Equal(t, []float32{3}, vals(out[2]), "data travels with the name")
+}

@@ -3,6 +3,8 @@ package torchmods
 import (
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -144,31 +146,6 @@ func XavierInit(pe *PatchEmbed, blocks []*Block) {
 	})
 }
 
-// XavierLinear sets l's weight xavier-uniform and its bias zero.
-func XavierLinear(l *Linear) {
-	ts.NoGrad(func() {
-		xavier(l.Weight, l.In, l.Out)
-		if l.Bias != nil {
-			l.Bias.MustZero_()
-		}
-	})
-}
-
-func xavier(w *ts.Tensor, fanIn, fanOut int64) {
-	a := math.Sqrt(6 / float64(fanIn+fanOut))
-	w.MustUniform_(-a, a)
-}
-
-// TruncNormal draws from N(0, std²) truncated to [-2, 2] (absolute, as
-// timm's trunc_normal_ defaults), which for small std is the plain normal
-// with a vanishing tail cut.
-func TruncNormal(std float64) Init {
-	return func(shape []int64, dev gotch.Device) *ts.Tensor {
-		t := ts.MustRandn(shape, gotch.Float, dev).MustMulScalar(ts.FloatScalar(std), true)
-		return t.MustClamp(ts.FloatScalar(-2), ts.FloatScalar(2), true)
-	}
-}
-
 // Embed maps images to tokens with positions added: [B, NumPatches, Dim]
 // (no cls token yet; MAE masks at this point).
 func (v *ViT) Embed(x *ts.Tensor) *ts.Tensor {
@@ -234,4 +211,32 @@ func InterpolatePosEmbed(pos *ts.Tensor, newGrid int64) (*ts.Tensor, error) {
 		out = ts.MustCat([]*ts.Tensor{cls, grid}, 1)
 	})
 	return out, err
+}
+
+// ViTLayerDecay is the layer-wise learning-rate decay of MAE's fine-tuning
+// (util/lr_decay.py, after BEiT): with L = depth+1, parameters named
+// cls_token, pos_embed or patch_embed.* are layer 0, blocks.i.* layer i+1,
+// everything else (final norm, head) layer L; layer l's learning rate is
+// scaled by decay^(L-l). It returns the scale of every parameter of store
+// (train's optimizers take it as LRScale). It lives here, beside ViT,
+// because it knows ViT's parameter names.
+func ViTLayerDecay(store *Store, depth int, decay float64) map[string]float64 {
+	L := depth + 1
+	scales := map[string]float64{}
+	for _, p := range store.Params() {
+		scales[p.Name] = math.Pow(decay, float64(L-vitLayerID(p.Name, L)))
+	}
+	return scales
+}
+
+func vitLayerID(name string, numLayers int) int {
+	switch {
+	case name == "cls_token" || name == "pos_embed" || strings.HasPrefix(name, "patch_embed"):
+		return 0
+	case strings.HasPrefix(name, "blocks."):
+		if i, err := strconv.Atoi(strings.SplitN(name, ".", 3)[1]); err == nil {
+			return i + 1
+		}
+	}
+	return numLayers
 }

@@ -1,11 +1,9 @@
 package torchmods
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/sugarme/gotch"
@@ -22,13 +20,20 @@ type Weights struct {
 	Skipped []string // non-tensor entries (torch.save checkpoints)
 }
 
-// ReadWeights reads a safetensors file, a sharded safetensors checkpoint
-// (its model.safetensors.index.json), or a torch.save file (.pt, .pth,
-// .bin), telling them apart by content, not by name. It needs no libtorch.
+// ReadWeights reads a safetensors file, a torch.save file (.pt, .pth,
+// .bin), or a sharded checkpoint of either kind (its
+// model.safetensors.index.json or pytorch_model.bin.index.json), telling
+// the formats apart by content, not by name, since files are often renamed
+// (a .bin that is safetensors, a .pth that is a zip). It needs no libtorch.
 func ReadWeights(path string) (*Weights, error) {
 	if strings.HasSuffix(path, ".index.json") {
 		return readSharded(path)
 	}
+	return readFile(path)
+}
+
+// readFile reads one weight file, of either format.
+func readFile(path string) (*Weights, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -46,7 +51,10 @@ func ReadWeights(path string) (*Weights, error) {
 		}
 		return &Weights{Format: "torch.save", Tensors: tf.Tensors, Skipped: tf.Skipped}, nil
 	}
-	if magic[0] == 0x80 {
+	// PyTorch's legacy format opens with a pickled magic number: protocol
+	// 2 (0x80 0x02), then a long (0x8a). One byte is not enough to tell:
+	// a safetensors header whose length ends in 0x80 starts with it too.
+	if magic[0] == 0x80 && magic[1] == 0x02 && magic[2] == 0x8a {
 		return nil, fmt.Errorf("%s: PyTorch's legacy (pre-1.6) format is not supported: re-save it with a current torch.save", path)
 	}
 	sf, err := safetensors.Read(path)
@@ -93,47 +101,40 @@ func FromSafetensors(t safetensors.Tensor, dev gotch.Device) (*ts.Tensor, error)
 }
 
 // readSharded reads the shards an index names, checking that each tensor
-// is in the shard the index says and that no shard is missing.
+// is in the shard the index says and that no shard is missing. Shards may
+// be safetensors or torch.save files (transformers shards both ways).
 func readSharded(index string) (*Weights, error) {
-	b, err := os.ReadFile(index)
+	idx, err := safetensors.ReadIndex(index)
 	if err != nil {
 		return nil, err
 	}
-	var idx struct {
-		WeightMap map[string]string `json:"weight_map"`
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
-		return nil, fmt.Errorf("%s: %w", index, err)
-	}
-	if len(idx.WeightMap) == 0 {
-		return nil, fmt.Errorf("%s: no weight_map", index)
-	}
 	byShard := map[string][]string{}
-	for name, shard := range idx.WeightMap {
-		if filepath.Base(shard) != shard {
-			return nil, fmt.Errorf("%s: shard %q must be a file name beside the index", index, shard)
-		}
-		byShard[shard] = append(byShard[shard], name)
+	for _, name := range idx.Names {
+		byShard[idx.WeightMap[name]] = append(byShard[idx.WeightMap[name]], name)
 	}
-	shards := make([]string, 0, len(byShard))
-	for s := range byShard {
-		shards = append(shards, s)
-	}
-	sort.Strings(shards)
-	out := &Weights{Format: "safetensors (sharded)"}
+	shards := idx.Shards
+	out := &Weights{}
 	for _, shard := range shards {
 		p := filepath.Join(filepath.Dir(index), shard)
-		f, err := safetensors.Read(p)
+		f, err := readFile(p)
 		if err != nil {
 			return nil, fmt.Errorf("%s names shard %s: %w", index, shard, err)
 		}
+		if out.Format == "" {
+			out.Format = f.Format + " (sharded)"
+		}
+		byName := make(map[string]safetensors.Tensor, len(f.Tensors))
+		for _, t := range f.Tensors {
+			byName[t.Name] = t
+		}
 		for _, name := range byShard[shard] {
-			t, ok := f.Get(name)
+			t, ok := byName[name]
 			if !ok {
 				return nil, fmt.Errorf("%s: tensor %q is not in shard %s", index, name, shard)
 			}
 			out.Tensors = append(out.Tensors, t)
 		}
+		out.Skipped = append(out.Skipped, f.Skipped...)
 	}
 	return out, nil
 }

@@ -84,3 +84,18 @@ func TestShardedSafetensors(t *testing.T) {
 	_, err = ReadWeights(index)
 	assert.ErrorContains(t, err, "must be a file name beside the index")
 }
+
+// transformers shards big pickled checkpoints as pytorch_model-0000N-of-0000M.bin
+// with a pytorch_model.bin.index.json; gen_hf_bert.py writes one.
+func TestShardedTorchSave(t *testing.T) {
+	w, err := ReadWeights("testdata/hf_bert_mlm_bin_sharded/pytorch_model.bin.index.json")
+	require.NoError(t, err)
+	assert.Equal(t, "torch.save (sharded)", w.Format)
+	assert.Len(t, w.Tensors, 45)
+	names := map[string]bool{}
+	for _, x := range w.Tensors {
+		names[x.Name] = true
+	}
+	assert.True(t, names["bert.embeddings.LayerNorm.gamma"], "the legacy names, as stored")
+	assert.True(t, names["cls.predictions.decoder.weight"], "the tied copy, as stored")
+}

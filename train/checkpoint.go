@@ -1,8 +1,11 @@
 package train
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,10 +19,13 @@ import (
 )
 
 // Checkpoints live in <run>/checkpoints/step-NNNNNNNN/, each with
-// model.safetensors (the parameters), optim.safetensors (AdamW's moments),
-// rng.safetensors (libtorch's CPU generator) and state.json (the step,
-// AdamW's step count and the task's own state: its data order and Go
-// generator). A checkpoint is written into a ".tmp" folder, each file
+// model.safetensors (the parameters), optim.safetensors (the optimizer's
+// state), rng.safetensors (libtorch's CPU generator), state.json (the step,
+// the optimizer's step count and the task's named State entries) and, when
+// a State has tensors, state.safetensors (named "<entry>/<tensor>"), and
+// last manifest.json, the SHA-256 and size of every other file. Resuming
+// verifies the manifest, so flipped bytes or a forged state.json are
+// caught instead of silently training on. A checkpoint is written into a ".tmp" folder, each file
 // fsynced, then renamed into place, so a crash at any moment leaves the
 // previous checkpoints intact and never a half-written one under a final
 // name.
@@ -27,14 +33,14 @@ import (
 const checkpointPrefix = "step-"
 
 type checkpointState struct {
-	Step      int64           `json:"step"`
-	OptimStep int64           `json:"optim_step"`
-	Task      json.RawMessage `json:"task"`
+	Step      int64                      `json:"step"`
+	OptimStep int64                      `json:"optim_step"`
+	Task      map[string]json.RawMessage `json:"task"`
 }
 
 // SaveCheckpoint writes the checkpoint of step (the number of steps done)
 // and keeps the newest keep checkpoints.
-func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt Optimizer, task any, keep int64) error {
+func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt Optimizer, task map[string]State, keep int64) error {
 	dir := filepath.Join(run, "checkpoints")
 	final := filepath.Join(dir, fmt.Sprintf("%s%08d", checkpointPrefix, step))
 	tmp := final + ".tmp"
@@ -45,7 +51,7 @@ func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt Optimize
 	if err := store.Save(filepath.Join(tmp, "model.safetensors"), "", map[string]string{"step": strconv.FormatInt(step, 10)}); err != nil {
 		return err
 	}
-	names, tensors := opt.state()
+	names, tensors := opt.State()
 	if err := torchmods.SaveTensors(filepath.Join(tmp, "optim.safetensors"), names, tensors, "", nil); err != nil {
 		return err
 	}
@@ -58,12 +64,31 @@ func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt Optimize
 	if err != nil {
 		return err
 	}
-	tj, err := json.Marshal(task)
-	if err != nil {
+	st := checkpointState{Step: step, OptimStep: opt.Steps(), Task: map[string]json.RawMessage{}}
+	var stNames []string
+	var stTensors []*ts.Tensor
+	for _, name := range sortedKeys(task) {
+		v, tensors, err := task[name].SaveState()
+		if err != nil {
+			return fmt.Errorf("task state %q: %w", name, err)
+		}
+		if st.Task[name], err = json.Marshal(v); err != nil {
+			return fmt.Errorf("task state %q: %w", name, err)
+		}
+		for _, k := range sortedKeys(tensors) {
+			stNames, stTensors = append(stNames, name+"/"+k), append(stTensors, tensors[k])
+		}
+	}
+	if len(stNames) > 0 {
+		if err := torchmods.SaveTensors(filepath.Join(tmp, "state.safetensors"), stNames, stTensors, "", nil); err != nil {
+			return err
+		}
+	}
+	sj, _ := json.MarshalIndent(st, "", "  ")
+	if err := writeSynced(filepath.Join(tmp, "state.json"), sj); err != nil {
 		return err
 	}
-	sj, _ := json.MarshalIndent(checkpointState{Step: step, OptimStep: opt.Steps(), Task: tj}, "", "  ")
-	if err := writeSynced(filepath.Join(tmp, "state.json"), sj); err != nil {
+	if err := writeManifest(tmp); err != nil {
 		return err
 	}
 	if err := syncDir(tmp); err != nil {
@@ -114,9 +139,12 @@ func listCheckpoints(run string) ([]string, error) {
 	return out, nil
 }
 
-// LoadCheckpoint restores the parameters, AdamW, libtorch's generator and
-// the task state (decoded into task) and returns the step to resume from.
-func LoadCheckpoint(path string, store *torchmods.Store, opt Optimizer, task any) (int64, error) {
+// LoadCheckpoint restores the parameters, the optimizer, libtorch's
+// generator and every entry of the task's state, and returns the step to
+// resume from. The checkpoint's state entries must be exactly the task's:
+// a missing or extra entry is an error, never a silently dropped state.
+// What it reads is freed once copied.
+func LoadCheckpoint(path string, store *torchmods.Store, opt Optimizer, task map[string]State) (int64, error) {
 	b, err := os.ReadFile(filepath.Join(path, "state.json"))
 	if err != nil {
 		return 0, err
@@ -125,31 +153,162 @@ func LoadCheckpoint(path string, store *torchmods.Store, opt Optimizer, task any
 	if err := json.Unmarshal(b, &st); err != nil {
 		return 0, fmt.Errorf("%s: %w", filepath.Join(path, "state.json"), err)
 	}
-	if err := json.Unmarshal(st.Task, task); err != nil {
-		return 0, fmt.Errorf("%s: task state: %w", path, err)
+	for _, name := range sortedKeys(task) {
+		if _, ok := st.Task[name]; !ok {
+			return 0, fmt.Errorf("%s: the checkpoint has no task state %q (saved: %v); it was written by another task or an older repro", path, name, sortedKeys(st.Task))
+		}
 	}
-	model, err := torchmods.LoadWeights(filepath.Join(path, "model.safetensors"), store.Device)
-	if err != nil {
+	for _, name := range sortedKeys(st.Task) {
+		if _, ok := task[name]; !ok {
+			return 0, fmt.Errorf("%s: the checkpoint holds task state %q that this task does not have (it has %v)", path, name, sortedKeys(task))
+		}
+	}
+	load := func(file string, dev gotch.Device, fn func(map[string]*ts.Tensor) error) error {
+		w, err := torchmods.LoadWeights(filepath.Join(path, file), dev)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, t := range w {
+				t.MustDrop()
+			}
+		}()
+		if err := fn(w); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(path, file), err)
+		}
+		return nil
+	}
+	if err := load("model.safetensors", store.Device, func(w map[string]*ts.Tensor) error {
+		_, err := store.Load(w, true)
+		return err
+	}); err != nil {
 		return 0, err
 	}
-	if _, err := store.Load(model, true); err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	optim, err := torchmods.LoadWeights(filepath.Join(path, "optim.safetensors"), store.Device)
-	if err != nil {
+	if err := load("optim.safetensors", store.Device, func(w map[string]*ts.Tensor) error { return opt.LoadState(w, st.OptimStep) }); err != nil {
 		return 0, err
 	}
-	if err := opt.load(optim, st.OptimStep); err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	rng, err := torchmods.LoadWeights(filepath.Join(path, "rng.safetensors"), gotch.CPU)
-	if err != nil {
+	if err := load("rng.safetensors", gotch.CPU, func(w map[string]*ts.Tensor) error {
+		if err := ts.SetRNGState(w["cpu"]); err != nil {
+			return fmt.Errorf("restoring libtorch's generator: %w", err)
+		}
+		return nil
+	}); err != nil {
 		return 0, err
 	}
-	if err := ts.SetRNGState(rng["cpu"]); err != nil {
-		return 0, fmt.Errorf("%s: restoring libtorch's generator: %w", path, err)
+	restore := func(tensors map[string]*ts.Tensor) error {
+		for _, name := range sortedKeys(task) {
+			own := map[string]*ts.Tensor{}
+			for k, t := range tensors {
+				if rest, ok := strings.CutPrefix(k, name+"/"); ok {
+					own[rest] = t
+				}
+			}
+			if err := task[name].LoadState(st.Task[name], own); err != nil {
+				return fmt.Errorf("task state %q: %w", name, err)
+			}
+		}
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(path, "state.safetensors")); err == nil {
+		err = load("state.safetensors", store.Device, restore)
+	} else {
+		err = restore(nil)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if err != nil {
+		return 0, err
 	}
 	return st.Step, nil
+}
+
+const manifestFile = "manifest.json"
+
+type manifestEntry struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// writeManifest records the SHA-256 and size of every file in a checkpoint
+// folder, written last so a checkpoint with a manifest is complete.
+func writeManifest(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	m := map[string]manifestEntry{}
+	for _, e := range entries {
+		if e.IsDir() || e.Name() == manifestFile {
+			continue
+		}
+		sum, size, err := fileSHA256(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		m[e.Name()] = manifestEntry{SHA256: sum, Size: size}
+	}
+	b, _ := json.MarshalIndent(m, "", "  ")
+	return writeSynced(filepath.Join(dir, manifestFile), b)
+}
+
+// VerifyCheckpoint checks every file of a checkpoint folder against its
+// manifest: present, of the recorded size and SHA-256, and no file the
+// manifest does not list.
+func VerifyCheckpoint(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	if os.IsNotExist(err) {
+		return fmt.Errorf("no %s (an incomplete checkpoint, or one written before checkpoints were verified)", manifestFile)
+	}
+	if err != nil {
+		return err
+	}
+	var m map[string]manifestEntry
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("%s: %w", manifestFile, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if _, ok := m[e.Name()]; !ok && e.Name() != manifestFile {
+			return fmt.Errorf("%s is not in the manifest", e.Name())
+		}
+	}
+	for _, name := range sortedKeys(m) {
+		sum, size, err := fileSHA256(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		if size != m[name].Size || sum != m[name].SHA256 {
+			return fmt.Errorf("%s: SHA-256 %s (%d bytes), the manifest says %s (%d bytes)", name, sum, size, m[name].SHA256, m[name].Size)
+		}
+	}
+	return nil
+}
+
+func fileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func writeSynced(path string, b []byte) error {

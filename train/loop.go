@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -28,12 +27,16 @@ type Hook struct {
 	Fn    func(step int64, r StepResult) error
 }
 
-// Loop calls Step for steps 0..Steps-1, each inside a ts.Scope so its
+// Loop calls Step for steps 0..Steps-1 (reported 1-based, as checkpoints
+// count steps done), each inside a ts.Scope so its
 // tensors are freed when it ends, then the hooks that are due. A NaN or
 // infinite loss stops the run with an error naming the step.
 type Loop struct {
 	Steps int64
 	Step  func(step int64) (StepResult, error)
+	// Stop, if set, is asked after each step's hooks; an error ends the
+	// run with it (a graceful stop after a checkpoint).
+	Stop  func(step int64) error
 	hooks []Hook
 }
 
@@ -59,25 +62,36 @@ func (l *Loop) Hooks() []string {
 // Run runs the loop from step start.
 func (l *Loop) Run(start int64) error {
 	for step := start; step < l.Steps; step++ {
-		s := ts.NewScope()
-		r, err := l.Step(step)
-		s.Close()
+		r, err := l.step(step)
 		if err != nil {
-			return fmt.Errorf("step %d: %w", step, err)
+			return fmt.Errorf("step %d: %w", step+1, err)
 		}
 		if math.IsNaN(r.Loss) || math.IsInf(r.Loss, 0) {
-			return fmt.Errorf("step %d: loss is %v; stopping", step, r.Loss)
+			return fmt.Errorf("step %d: loss is %v; stopping", step+1, r.Loss)
 		}
 		last := step == l.Steps-1
 		for _, h := range l.hooks {
 			if (h.Every > 0 && (step+1)%h.Every == 0) || last {
 				if err := h.Fn(step, r); err != nil {
-					return fmt.Errorf("hook %s at step %d: %w", h.Name, step, err)
+					return fmt.Errorf("hook %s at step %d: %w", h.Name, step+1, err)
 				}
+			}
+		}
+		if l.Stop != nil && !last {
+			if err := l.Stop(step); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+// step runs one step in its own scope, closed by defer so that a panic in
+// the step surfaces with its own message rather than the scope's.
+func (l *Loop) step(step int64) (StepResult, error) {
+	s := ts.NewScope()
+	defer s.Close()
+	return l.Step(step)
 }
 
 // ProgressHook reports the step, loss, learning rate, steps/s and time
@@ -123,39 +137,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// Task is a registered experiment kind: a config to fill and a run.
-type Task struct {
-	Name   string
-	Doc    string
-	Config func() any                                                // a pointer to the config, with defaults
-	Run    func(cfg any, out string, resume bool, w io.Writer) error // out is the run directory
-	// Eval evaluates trained weights (a checkpoint, run folder or weight
-	// file) as the config says; nil for tasks with nothing to evaluate.
-	Eval func(cfg any, checkpoint string, w io.Writer) error
-}
-
-var tasks = map[string]Task{}
-
-// Register adds a task; paper packages call it from init.
-func Register(t Task) {
-	if _, dup := tasks[t.Name]; dup {
-		panic("train: task " + t.Name + " registered twice")
-	}
-	tasks[t.Name] = t
-}
-
-// Lookup finds a task by the config's task key.
-func Lookup(name string) (Task, error) {
-	t, ok := tasks[name]
-	if !ok {
-		names := make([]string, 0, len(tasks))
-		for n := range tasks {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return Task{}, fmt.Errorf("unknown task %q; known tasks: %v", name, names)
-	}
-	return t, nil
 }

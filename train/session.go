@@ -6,12 +6,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
-	"github.com/reprolab/repro/data"
+	"github.com/reprolab/repro/internal/config"
 	"github.com/reprolab/repro/torchmods"
 )
 
@@ -29,20 +30,33 @@ type Session struct {
 	resume  bool
 	metrics *os.File
 	start   time.Time
+	unlock  func()
+	stop    atomic.Bool // set by a signal: checkpoint after this step and stop
+	signals bool        // Train stops gracefully on SIGINT and SIGTERM
 }
 
-// NewSession seeds libtorch, picks the device and creates the run
-// directory. With resume the run continues in out; call Resume once the
-// model and optimizer exist.
+// NewSession seeds libtorch, picks the device, creates the run directory
+// and holds its lock until Close. With resume the run continues in out:
+// Train restores the newest checkpoint. Tasks get their session from the
+// framework (TaskSpec.Start); NewSession is for tests and Go programs.
 func NewSession(cfg TrainerConfig, out string, resume bool, w io.Writer) (*Session, error) {
+	lock, err := TryLockRunDir(out)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSession(cfg, out, resume, w, lock)
+	if err != nil {
+		lock.Unlock()
+	}
+	return s, err
+}
+
+func newSession(cfg TrainerConfig, out string, resume bool, w io.Writer, lock *RunDirLock) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	dev, err := DeviceOf(cfg)
 	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
 	}
 	ts.ManualSeed(cfg.Seed)
@@ -54,7 +68,7 @@ func NewSession(cfg TrainerConfig, out string, resume bool, w io.Writer) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	return &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, metrics: metrics, start: time.Now()}, nil
+	return &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, metrics: metrics, start: time.Now(), unlock: lock.Unlock}, nil
 }
 
 // DeviceOf is the device trainer.device names, checked to exist.
@@ -68,48 +82,33 @@ func DeviceOf(cfg TrainerConfig) (gotch.Device, error) {
 	return gotch.CudaBuilder(0), nil
 }
 
-// Close frees the parameters and closes the metrics file.
+// Close frees the parameters, closes the metrics file and releases the
+// run directory.
 func (s *Session) Close() {
 	s.Store.Drop()
 	s.metrics.Close()
+	s.unlock()
 }
 
-// Resume restores the newest checkpoint into the store, opt and taskState
-// (a pointer the task's state is decoded into) when the session resumes,
-// and returns the step to continue from (0 for a fresh run).
-func (s *Session) Resume(opt Optimizer, taskState any) (int64, error) {
-	if !s.resume {
-		return 0, nil
-	}
-	ck, err := LatestCheckpoint(s.Out)
-	if err != nil {
-		return 0, err
-	}
-	if ck == "" {
-		return 0, fmt.Errorf("nothing to resume: %s has no checkpoint", s.Out)
-	}
-	step, err := LoadCheckpoint(ck, s.Store, opt, taskState)
-	if err != nil {
-		return 0, err
-	}
-	fmt.Fprintf(s.W, "resuming from %s at step %d\n", ck, step)
-	return step, nil
-}
+// Resuming says whether the session continues an earlier run (so a task
+// does not, say, load its pre-trained weights over the checkpoint's).
+func (s *Session) Resuming() bool { return s.resume }
 
-// Restorer is a data loader that can move to a checkpointed position.
-type Restorer interface {
-	Restore(data.LoaderState) error
-}
-
-// ResumeLoader is Resume for tasks whose only state is their data
-// loader's position: it restores the checkpoint and moves loader there.
-func (s *Session) ResumeLoader(opt Optimizer, loader Restorer) (int64, error) {
-	var pos data.LoaderState
-	start, err := s.Resume(opt, &pos)
-	if err != nil || start == 0 {
-		return start, err
+// Steps works out a run's length in optimizer steps from the loader's
+// batches per epoch, trainer.accumulate and trainer.max_steps or
+// trainer.epochs: the one rule every task uses. Data too small for one
+// optimizer step is an error, never a run of zero steps.
+func (s *Session) Steps(batchesPerEpoch int64) (perEpoch, total int64, err error) {
+	perEpoch = batchesPerEpoch / s.Cfg.Accumulate
+	if perEpoch == 0 {
+		return 0, 0, fmt.Errorf("an epoch of the training data makes %d batches, fewer than trainer.accumulate = %d: "+
+			"the data is smaller than one optimizer step (data.batch x trainer.accumulate)", batchesPerEpoch, s.Cfg.Accumulate)
 	}
-	return start, loader.Restore(pos)
+	total = s.Cfg.MaxSteps
+	if total == 0 {
+		total = s.Cfg.Epochs * perEpoch
+	}
+	return perEpoch, total, nil
 }
 
 // Forward runs fn under the configured precision: as is for "fp32", under
@@ -132,25 +131,30 @@ func (s *Session) Backward(loss func(micro int) (*ts.Tensor, error)) (float64, e
 	n := max(s.Cfg.Accumulate, 1)
 	var sum float64
 	for i := range int(n) {
-		sc := ts.NewScope()
-		err := torchmods.Try(func() {
-			var l *ts.Tensor
-			var lerr error
-			if err := s.Forward(func() { l, lerr = loss(i) }); err != nil {
-				panic(err)
-			}
-			if lerr != nil {
-				panic(lerr)
-			}
-			sum += l.Float64Values()[0]
-			if n > 1 {
-				l = l.MustMulScalar(ts.FloatScalar(1/float64(n)), false)
-			}
-			if err := l.Backward(); err != nil {
-				panic(err)
-			}
-		})
-		sc.Close()
+		err := func() error {
+			sc := ts.NewScope()
+			defer sc.Close()
+			return torchmods.Try(func() {
+				var l *ts.Tensor
+				var lerr error
+				if err := s.Forward(func() { l, lerr = loss(i) }); err != nil {
+					panic(err)
+				}
+				if lerr != nil {
+					panic(lerr)
+				}
+				if l == nil {
+					panic(fmt.Errorf("the task's loss function returned no tensor for micro-batch %d", i))
+				}
+				sum += l.Float64Values()[0]
+				if n > 1 {
+					l = l.MustMulScalar(ts.FloatScalar(1/float64(n)), false)
+				}
+				if err := l.Backward(); err != nil {
+					panic(err)
+				}
+			})
+		}()
 		if err != nil {
 			return 0, err
 		}
@@ -158,29 +162,31 @@ func (s *Session) Backward(loss func(micro int) (*ts.Tensor, error)) (float64, e
 	return sum / float64(n), nil
 }
 
-// Update finishes an optimizer step after Backward: it clips the
-// gradients' global norm to clip (0 for none), then steps opt at lr, and
-// returns what the step reports.
-func (s *Session) Update(opt Optimizer, loss, lr, clip float64) (StepResult, error) {
-	if clip > 0 {
-		if _, err := ClipGradNorm(s.Store, clip); err != nil {
-			return StepResult{}, err
-		}
-	}
-	return StepResult{Loss: loss, LR: lr}, opt.Step(lr)
-}
-
-// Plan is one training run for Session.Train.
+// Plan is one training run for Session.Train. The task says what one
+// micro-batch's loss is; Train owns everything around it: resuming,
+// backward, accumulation, autocast, clipping, the optimizer step at the
+// scheduled learning rate, metrics, evaluation, progress and checkpoints.
 type Plan struct {
-	Steps    int64 // optimizer steps in the whole run
-	PerEpoch int64 // optimizer steps per epoch, for the metrics' epoch column
-	Start    int64 // the step to start from (Resume's answer)
-	Opt      Optimizer
-	// Step does one optimizer step: typically Backward, then Opt.Step.
-	Step func(step int64) (StepResult, error)
-	// State is the task's state to checkpoint (its data loader position);
-	// Resume decodes it back.
-	State func() any
+	Steps    int64     // optimizer steps in the whole run (Session.Steps)
+	PerEpoch int64     // optimizer steps per epoch, for the metrics' epoch column
+	Opt      Optimizer // steps the store's parameters
+	LR       Schedule  // the learning rate at each step
+	Clip     float64   // the gradients' global norm is clipped to Clip; 0 for none
+	// Loss builds micro-batch micro's (0..trainer.accumulate-1) mean loss
+	// at step; it runs under trainer.precision and its tensors are freed
+	// after its backward pass.
+	Loss func(step int64, micro int) (*ts.Tensor, error)
+	// BeforeStep, if set, runs before a step's micro-batches: state that
+	// follows the step, such as a masking ratio from a schedule.
+	BeforeStep func(step int64) error
+	// AfterStep, if set, runs after the optimizer step: state updated once
+	// per optimizer step, such as a running statistic or a momentum encoder.
+	AfterStep func(step int64) error
+	// State is the task's state that checkpoints hold beside the model and
+	// optimizer (its data loader's position, running statistics, memory
+	// banks), by name. Resuming restores every entry and refuses a
+	// checkpoint whose entries differ.
+	State map[string]State
 	// Eval, if set, runs every trainer.eval_every steps and at the end; its
 	// metrics join that step's row in metrics.jsonl.
 	Eval func(step int64) (map[string]float64, error)
@@ -189,13 +195,49 @@ type Plan struct {
 // Train runs the plan's steps in a Loop with the standard hooks: "metrics"
 // (a metrics.jsonl row every log_every steps: step, epoch, lr, the
 // interval's mean loss, steps/s), "eval", "progress" and "checkpoint".
+// When the session resumes, it first restores the newest checkpoint.
 func (s *Session) Train(p Plan) error {
+	if p.Loss == nil || p.Opt == nil || p.LR == nil {
+		return fmt.Errorf("train: a Plan needs Loss, Opt and LR")
+	}
+	if p.Eval == nil && s.Cfg.EvalEvery > 0 {
+		return config.Field("trainer.eval_every", "this task has no evaluation during training; remove the key")
+	}
+	start, err := s.restore(p.Opt, p.State)
+	if err != nil {
+		return err
+	}
+	if s.signals {
+		defer stopOnSignals(&s.stop, s.W)()
+	}
 	var lossSum float64
 	var lossN int
 	loop := &Loop{Steps: p.Steps, Step: func(step int64) (StepResult, error) {
-		r, err := p.Step(step)
-		lossSum, lossN = lossSum+r.Loss, lossN+1
-		return r, err
+		if p.BeforeStep != nil {
+			if err := p.BeforeStep(step); err != nil {
+				return StepResult{}, err
+			}
+		}
+		loss, err := s.Backward(func(micro int) (*ts.Tensor, error) { return p.Loss(step, micro) })
+		if err != nil {
+			return StepResult{}, err
+		}
+		if p.Clip > 0 {
+			if _, err := ClipGradNorm(s.Store, p.Clip); err != nil {
+				return StepResult{}, err
+			}
+		}
+		lr := p.LR(step)
+		if err := p.Opt.Step(lr); err != nil {
+			return StepResult{}, err
+		}
+		if p.AfterStep != nil {
+			if err := p.AfterStep(step); err != nil {
+				return StepResult{}, err
+			}
+		}
+		lossSum, lossN = lossSum+loss, lossN+1
+		return StepResult{Loss: loss, LR: lr}, nil
 	}}
 	started := time.Now()
 	row := func(step int64, r StepResult) map[string]any {
@@ -204,7 +246,7 @@ func (s *Session) Train(p Plan) error {
 	loop.Add(Hook{Name: "metrics", Every: s.Cfg.LogEvery, Fn: func(step int64, r StepResult) error {
 		m := row(step, r)
 		m["loss"] = lossSum / float64(max(lossN, 1))
-		m["steps_per_s"] = float64(step+1-p.Start) / time.Since(started).Seconds()
+		m["steps_per_s"] = float64(step+1-start) / time.Since(started).Seconds()
 		lossSum, lossN = 0, 0
 		return s.Log(m)
 	}})
@@ -231,14 +273,68 @@ func (s *Session) Train(p Plan) error {
 		}})
 	}
 	loop.Add(ProgressHook(s.W, s.Cfg.LogEvery, p.Steps))
+	saved := int64(-1)
 	loop.Add(Hook{Name: "checkpoint", Every: s.Cfg.CheckpointEvery, Fn: func(step int64, r StepResult) error {
-		var st any
-		if p.State != nil {
-			st = p.State()
-		}
-		return SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, st, s.Cfg.KeepCheckpoints)
+		saved = step + 1
+		return SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, p.State, s.Cfg.KeepCheckpoints)
 	}})
-	return loop.Run(p.Start)
+	loop.Stop = func(step int64) error {
+		if !s.stop.Load() {
+			return nil
+		}
+		if saved != step+1 {
+			if err := SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, p.State, s.Cfg.KeepCheckpoints); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(s.W, "stopped after step %d of %d with a checkpoint; continue with: repro train -resume %s CONFIG\n", step+1, p.Steps, s.Out)
+		return ErrStopped
+	}
+	return loop.Run(start)
+}
+
+// RequestStop asks a running Train to write a checkpoint after the
+// current step and return ErrStopped (what the first SIGINT does).
+func (s *Session) RequestStop() { s.stop.Store(true) }
+
+// restore loads the newest checkpoint into the store, the optimizer and
+// the task's state when the session resumes, and returns the step to
+// continue from (0 for a fresh run).
+func (s *Session) restore(opt Optimizer, state map[string]State) (int64, error) {
+	if !s.resume {
+		return 0, nil
+	}
+	all, err := listCheckpoints(s.Out)
+	if err != nil {
+		return 0, err
+	}
+	if len(all) == 0 {
+		return 0, fmt.Errorf("nothing to resume: %s has no checkpoint", s.Out)
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		ck := all[i]
+		if err := VerifyCheckpoint(ck); err != nil {
+			fmt.Fprintf(s.W, "checkpoint %s does not verify, skipping it: %v\n", ck, err)
+			continue
+		}
+		if i < len(all)-1 {
+			fmt.Fprintf(s.W, "falling back to %s, the newest checkpoint that verifies\n", ck)
+		}
+		step, err := LoadCheckpoint(ck, s.Store, opt, state)
+		if err != nil {
+			return 0, err
+		}
+		dropped, err := truncateMetrics(filepath.Join(s.Out, "metrics.jsonl"), step)
+		if err != nil {
+			return 0, err
+		}
+		if dropped > 0 {
+			fmt.Fprintf(s.W, "moved %d metrics rows logged after step %d to metrics.dropped.jsonl\n", dropped, step)
+		}
+		fmt.Fprintf(s.W, "resuming from %s at step %d\n", ck, step)
+		return step, nil
+	}
+	return 0, fmt.Errorf("nothing to resume: no checkpoint in %s verifies (see above)", s.Out)
 }
 
 // Log appends one row to metrics.jsonl.

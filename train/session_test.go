@@ -41,7 +41,7 @@ func TestBackwardAccumulatesTheMeanGradient(t *testing.T) {
 	x := ts.MustRandn([]int64{8, 6}, gotch.Float, gotch.CPU)
 	y := ts.MustOfSlice([]int64{0, 1, 2, 0, 1, 2, 2, 1})
 	lossOf := func(lin *torchmods.Linear, lo, hi int64) *ts.Tensor {
-		return lin.Forward(x.MustNarrow(0, lo, hi-lo, false)).MustCrossEntropyLoss(y.MustNarrow(0, lo, hi-lo, false), ts.None, 1, -100, 0, false)
+		return torchmods.CrossEntropy(lin.Forward(x.MustNarrow(0, lo, hi-lo, false)), y.MustNarrow(0, lo, hi-lo, false), torchmods.CEOptions{})
 	}
 	var grads [2][][]float64
 	var losses [2]float64

@@ -291,7 +291,7 @@ func bertStep(dev gotch.Device, check *float64) func() float64 {
 		for i := 0; i < steps; i++ {
 			s := ts.NewScope()
 			h := m.Bert.Forward(ids, nil, nil, true).MustView([]int64{-1, cfg.HiddenSize}, true).MustIndexSelect(0, posT, true)
-			loss := m.Logits(h).MustCrossEntropyLoss(labels, ts.None, 1, -100, 0, true)
+			loss := torchmods.CrossEntropy(m.Logits(h), labels, torchmods.CEOptions{})
 			if err := loss.Backward(); err != nil {
 				panic(err)
 			}

@@ -3,14 +3,13 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/reprolab/repro/causal"
 	"github.com/reprolab/repro/internal/cli"
-	"github.com/reprolab/repro/internal/config"
+	"github.com/reprolab/repro/train"
 )
 
 func causalCommand() *cli.Command {
@@ -49,7 +48,7 @@ already in DIR/fits.jsonl.`,
 			}
 			sc, ok := cfg.(*causal.SweepConfig)
 			if !ok {
-				return fmt.Errorf("%s: task %s; sweep needs a causal.sweep config", args[0], task.Name)
+				return fmt.Errorf("%s: task %s; sweep needs a causal.sweep config", args[0], task.TaskName())
 			}
 			if out == "" {
 				if resume {
@@ -58,13 +57,7 @@ already in DIR/fits.jsonl.`,
 				base := strings.TrimSuffix(filepath.Base(args[0]), filepath.Ext(args[0]))
 				out = filepath.Join("runs", base+"-"+time.Now().Format("20060102-150405"))
 			}
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				return err
-			}
-			if err := config.Save(filepath.Join(out, "config.toml"), cfg); err != nil {
-				return err
-			}
-			_, err = causal.RunSweep(sc, out, resume, env.Stdout)
+			_, err = causal.SweepTask.StartWith(sc, train.RunOptions{Out: out, Resume: resume, W: env.Stdout, Signals: true})
 			return err
 		},
 	}

@@ -29,6 +29,7 @@ func maeReconstruct() *cli.Command {
 	var ratio float64
 	var seed int64
 	var normPix bool
+	var heads, decoderHeads int64
 	return &cli.Command{
 		Name:  "reconstruct",
 		Short: "draw masked images and their reconstructions as a PNG grid",
@@ -38,8 +39,10 @@ checkpoint, an official *_full.pth or mae_visualize_*.pth, or HF ViTMAE weights)
 each image and writes one row per image: the original, the visible patches, the
 reconstruction, and the reconstruction with the visible patches pasted in, as the
 official demo shows them. The model's sizes come from -config, else from the run's
-config.toml, else from the checkpoint's shapes (then say -norm-pix for a model trained
-on normalised patches). Images are the Fashion-MNIST test set ("fashion-mnist", from
+config.toml, else from a HF folder's config.json, else from the checkpoint's shapes:
+then say -norm-pix for a model trained on normalised patches, and -heads and
+-decoder-heads when the head counts are not the paper's (a checkpoint does not store
+them, and what is assumed is printed). Images are the Fashion-MNIST test set ("fashion-mnist", from
 -first) or image files (resized and centre-cropped, ImageNet-normalised).`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&checkpoint, "checkpoint", "", "run folder, checkpoint folder or weight file")
@@ -50,6 +53,8 @@ on normalised patches). Images are the Fashion-MNIST test set ("fashion-mnist", 
 			fs.Float64Var(&ratio, "mask", 0.75, "mask ratio")
 			fs.Int64Var(&seed, "seed", 0, "seeds the masks")
 			fs.BoolVar(&normPix, "norm-pix", false, "the checkpoint was trained with norm_pix_loss (when its sizes are inferred)")
+			fs.Int64Var(&heads, "heads", 0, "encoder attention heads (when the sizes are inferred; default: the paper's, said)")
+			fs.Int64Var(&decoderHeads, "decoder-heads", 0, "decoder attention heads (when the sizes are inferred; default: the paper's, said)")
 			fs.StringVar(&device, "device", "cpu", "cpu or cuda")
 		},
 		Run: func(env *cli.Env, args []string) error {
@@ -75,9 +80,12 @@ on normalised patches). Images are the Fashion-MNIST test set ("fashion-mnist", 
 				}
 				pc, ok := cfg.(*mae.PretrainConfig)
 				if !ok {
-					return fmt.Errorf("%s: task %s; reconstruction needs a mae.pretrain config", config, task.Name)
+					return fmt.Errorf("%s: task %s; reconstruction needs a mae.pretrain config", config, task.TaskName())
 				}
 				opts = &pc.Model
+				if heads != 0 || decoderHeads != 0 {
+					return cli.Usagef("-heads and -decoder-heads are for sizes inferred from a checkpoint; %s sets model.heads and model.decoder_heads", config)
+				}
 			}
 			dev, err := train.DeviceOf(train.TrainerConfig{Device: device})
 			if err != nil {
@@ -87,7 +95,7 @@ on normalised patches). Images are the Fashion-MNIST test set ("fashion-mnist", 
 			defer s.Close()
 			store := torchmods.NewStore(dev)
 			defer store.Drop()
-			m, err := mae.LoadForReconstruction(store, checkpoint, opts, normPix, env.Stdout)
+			m, err := mae.LoadForReconstruction(store, checkpoint, opts, mae.Hints{NormPix: normPix, Heads: heads, DecoderHeads: decoderHeads}, env.Stdout)
 			if err != nil {
 				return err
 			}

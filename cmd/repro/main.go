@@ -7,10 +7,19 @@ import (
 	"os"
 
 	"github.com/reprolab/repro/internal/cli"
+	"github.com/reprolab/repro/papers"
+	"github.com/reprolab/repro/train"
 )
 
 func main() {
-	os.Exit(cli.Main(root(), &cli.Env{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:]))
+	os.Exit(run(&cli.Env{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:]))
+}
+
+// run registers every paper's tasks and runs the command line; tests call
+// it with their own writers.
+func run(env *cli.Env, args []string) int {
+	train.Register(papers.Tasks()...)
+	return cli.Main(root(), env, args)
 }
 
 func root() *cli.Command {
@@ -18,6 +27,6 @@ func root() *cli.Command {
 		Name: "repro",
 		Long: `repro turns ML papers into Go packages on libtorch: each paper's model,
 objective and training recipe, run from a TOML config on CPU or CUDA.`,
-		Sub: []*cli.Command{infoCommand(), weightsCommand(), trainCommand(), evalCommand(), configCommand(), plotCommand(), maeCommand(), causalCommand()},
+		Sub: []*cli.Command{infoCommand(), weightsCommand(), trainCommand(), evalCommand(), configCommand(), plotCommand(), maeCommand(), causalCommand(), expCommand(), hfCommand()},
 	}
 }

@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"image/png"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,16 +20,25 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/reprolab/repro/internal/cli"
 	"github.com/reprolab/repro/internal/torchinfo"
+	"github.com/reprolab/repro/papers"
+	"github.com/reprolab/repro/train"
 )
 
 // TestMain lets the test binary act as the repro command, so the tests below
-// run it as a real process, with real exit statuses.
+// run it as a real process, with real exit statuses. With
+// REPRO_TEST_KILL_AT set too, it is main with output that SIGKILLs the
+// process the moment it contains that text (see killWriter).
 func TestMain(m *testing.M) {
 	if os.Getenv("REPRO_TEST_AS_MAIN") == "1" {
+		if at := os.Getenv("REPRO_TEST_KILL_AT"); at != "" {
+			os.Exit(run(&cli.Env{Stdout: &killWriter{w: os.Stdout, at: []byte(at)}, Stderr: os.Stderr}, os.Args[1:]))
+		}
 		main()
 		return
 	}
+	train.Register(papers.Tasks()...) // as main does, for the in-process tests
 	os.Exit(m.Run())
 }
 
@@ -159,54 +171,111 @@ func TestEveryConfigIsValid(t *testing.T) {
 	}
 }
 
-// TestKillAndResumeIsBitExact kills a training run with SIGKILL at a random
-// moment after a random checkpoint, resumes it, and requires the final
-// weights, optimizer state and test numbers to equal an uninterrupted
-// run's, byte for byte. The MLP config has dropout, so libtorch's generator
-// state matters as much as the data order.
+// killWriter passes output through and, once a write contains at, SIGKILLs
+// its own process from inside that write: the writing goroutine never
+// returns, so nothing the program would do after printing at happens.
+// Training prints a step's progress line after its metrics row and before
+// its checkpoint, so "step K/N " is a deterministic kill moment.
+type killWriter struct {
+	w  io.Writer
+	at []byte
+}
+
+func (k *killWriter) Write(p []byte) (int, error) {
+	n, err := k.w.Write(p)
+	if bytes.Contains(p, k.at) {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // SIGKILL is on its way; never return to the caller
+	}
+	return n, err
+}
+
+// TestKillAndResumeIsBitExact kills a training run with SIGKILL partway,
+// resumes it, and requires the final weights, optimizer state and test
+// numbers to equal an uninterrupted run's, byte for byte. The MLP config has
+// dropout, so libtorch's generator state matters as much as the data order.
+//
+// The kill moment is deterministic: the run kills itself right after the
+// progress line of step killAt (before that step's checkpoint, when one is
+// due), with killAt drawn from a seeded generator (REPRO_TEST_KILL_SEED=N
+// picks another; the test logs both). A kill while a checkpoint is being
+// written is covered too: before resuming, the test leaves the torn ".tmp"
+// folder such a kill leaves. And before resuming, the test checks that the
+// run really was unfinished: no results.json, and its checkpoints are
+// exactly those up to killAt, the newest below the total. A run killed
+// before its first checkpoint has nothing to resume.
 func TestKillAndResumeIsBitExact(t *testing.T) {
 	if _, err := os.Stat("/usr/share/datasets/fashion-mnist"); err != nil {
 		t.Skip("dataset-fashion-mnist not installed")
 	}
+	const total, every, logEvery = 240, 40, 10
 	config := "../../configs/basics/mlp.toml"
-	sets := []string{"-set", "trainer.max_steps=240", "-set", "trainer.checkpoint_every=40", "-set", "trainer.keep_checkpoints=2",
-		"-set", "data.train_limit=3000", "-set", "optim.warmup=20", "-set", "trainer.log_every=40"}
+	sets := []string{"-set", "trainer.seed=7", "-set", fmt.Sprintf("trainer.max_steps=%d", total),
+		"-set", fmt.Sprintf("trainer.checkpoint_every=%d", every), "-set", "trainer.keep_checkpoints=2",
+		"-set", "data.train_limit=3000", "-set", "optim.warmup=20", "-set", fmt.Sprintf("trainer.log_every=%d", logEvery)}
 	args := func(a ...string) []string { return append(append(a, sets...), config) }
+
+	seed := uint64(1)
+	if v := os.Getenv("REPRO_TEST_KILL_SEED"); v != "" {
+		var err error
+		seed, err = strconv.ParseUint(v, 10, 64)
+		require.NoError(t, err, "REPRO_TEST_KILL_SEED")
+	}
+	// A progress line after the first checkpoint and before the last step:
+	// between two checkpoints, or right before one is written.
+	rng := rand.New(rand.NewPCG(seed, 0x6b696c6c))
+	first := every + logEvery
+	killAt := first + logEvery*rng.IntN((total-logEvery-first)/logEvery+1)
+	resumeAt := (killAt - 1) / every * every // the newest complete checkpoint at the kill
+	t.Logf("REPRO_TEST_KILL_SEED=%d: killing after step %d of %d, to resume from step %d", seed, killAt, total, resumeAt)
 
 	full := t.TempDir()
 	_, stderr, code := runRepro(t, args("train", "-out", full)...)
 	require.Equal(t, 0, code, stderr)
 
 	killed := t.TempDir()
-	target := 1 + rand.IntN(5) // kill after the 1st..5th checkpoint
-	cmd := exec.Command(os.Args[0], args("train", "-out", killed)...)
-	cmd.Env = append(os.Environ(), "REPRO_TEST_AS_MAIN=1")
-	require.NoError(t, cmd.Start())
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		if n, _ := filepath.Glob(filepath.Join(killed, "checkpoints", "step-*[0-9]")); len(n) >= min(target, 2) {
-			entries, _ := os.ReadDir(filepath.Join(killed, "checkpoints"))
-			if len(entries) >= 1 && (target <= 2 || strings.Contains(entries[len(entries)-1].Name(), fmt.Sprintf("%08d", 40*target))) {
-				break
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
+	kout := runKilledAt(t, fmt.Sprintf("step %d/%d ", killAt, total), args("train", "-out", killed)...)
+
+	// The run really was unfinished when it died: it got exactly to step
+	// killAt, its newest checkpoint is resumeAt < total, it had no results.
+	assert.Contains(t, kout, fmt.Sprintf("step %d/%d ", killAt, total))
+	assert.NotContains(t, kout, fmt.Sprintf("step %d/%d ", killAt+logEvery, total))
+	assert.NotContains(t, kout, "test accuracy")
+	require.NoFileExists(t, filepath.Join(killed, "results.json"))
+	ckdir := filepath.Join(killed, "checkpoints")
+	want := []string{fmt.Sprintf("step-%08d", resumeAt)}
+	if resumeAt > every { // keep_checkpoints = 2
+		want = append([]string{fmt.Sprintf("step-%08d", resumeAt-every)}, want...)
 	}
-	time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond) // mid-step, or mid-checkpoint
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	cmd.Wait()
-	t.Logf("killed after checkpoint %d; left: %v", target, listDir(filepath.Join(killed, "checkpoints")))
+	require.Equal(t, want, listDir(ckdir), "checkpoints left by the killed run")
+	var st struct{ Step int64 }
+	readJSON(t, filepath.Join(ckdir, want[len(want)-1], "state.json"), &st)
+	require.EqualValues(t, resumeAt, st.Step)
+	require.Less(t, st.Step, int64(total))
+	rows := strings.Split(strings.TrimSpace(readFile(t, filepath.Join(killed, "metrics.jsonl"))), "\n")
+	var last struct{ Step int64 }
+	require.NoError(t, json.Unmarshal([]byte(rows[len(rows)-1]), &last))
+	assert.EqualValues(t, killAt, last.Step, "the killed run's last metrics row")
+
+	// What a kill while writing the next checkpoint leaves: a torn .tmp
+	// folder, which resuming must ignore and the next save replaces.
+	torn := filepath.Join(ckdir, fmt.Sprintf("step-%08d.tmp", resumeAt+every))
+	require.NoError(t, os.Mkdir(torn, 0o755))
+	model := readFile(t, filepath.Join(ckdir, want[len(want)-1], "model.safetensors"))
+	require.NoError(t, os.WriteFile(filepath.Join(torn, "model.safetensors"), []byte(model[:len(model)/2]), 0o644))
 
 	out, stderr, code := runRepro(t, args("train", "-resume", killed)...)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "resuming from")
+	assert.Contains(t, out, fmt.Sprintf("step-%08d", resumeAt))
+	assert.NotContains(t, out, fmt.Sprintf("step %d/%d ", resumeAt, total), "steps up to the checkpoint are not redone")
+	assert.Contains(t, out, fmt.Sprintf("step %d/%d ", total, total))
+	assert.NoDirExists(t, torn)
 
 	for _, f := range []string{"model.safetensors", "optim.safetensors", "rng.safetensors"} {
-		a, err := os.ReadFile(filepath.Join(full, "checkpoints", "step-00000240", f))
-		require.NoError(t, err)
-		b, err := os.ReadFile(filepath.Join(killed, "checkpoints", "step-00000240", f))
-		require.NoError(t, err)
-		assert.True(t, bytes.Equal(a, b), "%s differs after kill and resume", f)
+		a := readFile(t, filepath.Join(full, "checkpoints", fmt.Sprintf("step-%08d", total), f))
+		b := readFile(t, filepath.Join(killed, "checkpoints", fmt.Sprintf("step-%08d", total), f))
+		assert.True(t, a == b, "%s differs after kill and resume", f)
 	}
 	var ra, rb map[string]float64
 	readJSON(t, filepath.Join(full, "results.json"), &ra)
@@ -220,11 +289,43 @@ func TestKillAndResumeIsBitExact(t *testing.T) {
 	assert.Contains(t, out, fmt.Sprintf("test accuracy %.2f%%, test loss %.4f", 100*ra["test_accuracy"], ra["test_loss"]))
 	_, stderr, code = runRepro(t, "eval", "-checkpoint", t.TempDir(), config)
 	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, "neither a checkpoint")
+	assert.Contains(t, stderr, "no checkpoints/step-*")
 
-	_, stderr, code = runRepro(t, args("train", "-resume", t.TempDir())...)
+	// A run killed before its first checkpoint has nothing to resume. (The
+	// first progress line is the second interval's: the first one times.)
+	early := t.TempDir()
+	runKilledAt(t, fmt.Sprintf("step %d/%d ", 2*logEvery, total), args("train", "-out", early)...)
+	require.Empty(t, listDir(filepath.Join(early, "checkpoints")))
+	_, stderr, code = runRepro(t, args("train", "-resume", early)...)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "nothing to resume")
+}
+
+// runKilledAt runs repro with args until its output contains at, where it
+// SIGKILLs itself (killWriter), and returns its output. It fails the test
+// unless the process died that way; five minutes bound a hang.
+func runKilledAt(t *testing.T, at string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "REPRO_TEST_AS_MAIN=1", "REPRO_TEST_KILL_AT="+at)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	require.NoError(t, ctx.Err(), "the run did not print %q in five minutes; stdout:\n%s", at, out.String())
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "the run was to be killed at %q; stdout:\n%s\nstderr:\n%s", at, out.String(), errb.String())
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "want death by SIGKILL at %q, got %v; stderr:\n%s", at, ee, errb.String())
+	return out.String()
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
 }
 
 func listDir(dir string) []string {

@@ -3,18 +3,12 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
-	_ "github.com/reprolab/repro/basics" // registers its task
 	"github.com/reprolab/repro/internal/cli"
-	"github.com/reprolab/repro/internal/config"
-	_ "github.com/reprolab/repro/mae" // registers its tasks
-	_ "github.com/reprolab/repro/mlm" // registers its tasks
+	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/train"
 )
 
@@ -23,47 +17,33 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// loadTaskConfig reads the config's task key, then the whole config strictly
-// into that task's struct.
-func loadTaskConfig(path string, sets []string) (train.Task, any, error) {
-	var head map[string]any
-	if _, err := toml.DecodeFile(path, &head); err != nil {
-		return train.Task{}, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	name, _ := head["task"].(string)
-	for _, s := range sets { // a --set task=... counts too
-		if k, v, ok := strings.Cut(s, "="); ok && strings.TrimSpace(k) == "task" {
-			name = strings.Trim(strings.TrimSpace(v), `"`)
-		}
-	}
-	if name == "" {
-		return train.Task{}, nil, fmt.Errorf("%s: no task key (say which experiment, e.g. task = \"basics.fashion_mnist\")", path)
-	}
-	task, err := train.Lookup(name)
-	if err != nil {
-		return train.Task{}, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	cfg := task.Config()
-	if err := config.Load(path, cfg, sets); err != nil {
-		return train.Task{}, nil, err
-	}
-	return task, cfg, nil
+// loadTaskConfig is train.LoadConfig: the config's task, loaded strictly.
+func loadTaskConfig(path string, sets []string) (train.Task, train.Config, error) {
+	return train.LoadConfig(path, sets)
 }
 
 func trainCommand() *cli.Command {
 	var sets multiFlag
-	var out, resume, device string
+	var out, resume, device, allow string
+	var overwrite bool
 	return &cli.Command{
 		Name:  "train",
 		Short: "run the experiment a TOML config describes",
-		Usage: "[-set section.key=value]... [-device cpu|cuda] [-out DIR | -resume DIR] CONFIG",
+		Usage: "[-set section.key=value]... [-device cpu|cuda] [-out DIR [-overwrite] | -resume DIR [-allow-change KEYS]] CONFIG",
 		Long: `train runs the config's task, writing the resolved config (config.toml),
-metrics.jsonl and results to the run directory (default runs/<config>-<time>).`,
+metrics.jsonl, checkpoints and results.json to the run directory (default
+runs/<config>-<time>). The directory is locked while the run lives; a directory
+that is not empty is refused unless -resume continues it or -overwrite moves its
+contents aside. A resume must use the run's config: -allow-change lets named keys
+differ (for example trainer.max_steps), and records the change. Ctrl-C (SIGINT) or
+SIGTERM finishes the step, writes a checkpoint and exits; a second one exits at once.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.Var(&sets, "set", "override a config key, e.g. -set trainer.epochs=3 (repeatable)")
 			fs.StringVar(&out, "out", "", "run directory")
-			fs.StringVar(&resume, "resume", "", "continue the run in DIR from its newest checkpoint")
+			fs.StringVar(&resume, "resume", "", "continue the run in DIR from its newest checkpoint that verifies")
 			fs.StringVar(&device, "device", "", "cpu or cuda (same as -set trainer.device=...)")
+			fs.BoolVar(&overwrite, "overwrite", false, "start afresh in a directory that is not empty, moving its contents into DIR/replaced-<time>/")
+			fs.StringVar(&allow, "allow-change", "", "comma-separated config keys a resume may change, e.g. trainer.max_steps")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 1 {
@@ -86,14 +66,17 @@ metrics.jsonl and results to the run directory (default runs/<config>-<time>).`,
 				base := strings.TrimSuffix(filepath.Base(args[0]), filepath.Ext(args[0]))
 				out = filepath.Join("runs", base+"-"+time.Now().Format("20060102-150405"))
 			}
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				return err
+			if overwrite && resume != "" {
+				return cli.Usagef("-overwrite starts afresh; it cannot go with -resume")
 			}
-			if err := config.Save(filepath.Join(out, "config.toml"), cfg); err != nil {
-				return err
+			var allowed []string
+			for _, k := range strings.Split(allow, ",") {
+				if k = strings.TrimSpace(k); k != "" {
+					allowed = append(allowed, k)
+				}
 			}
-			fmt.Fprintf(env.Stdout, "%s: task %s, run directory %s\n", args[0], task.Name, out)
-			return task.Run(cfg, out, resume != "", env.Stdout)
+			fmt.Fprintf(env.Stdout, "%s: task %s, run directory %s\n", args[0], task.TaskName(), out)
+			return train.Run(task, cfg, train.RunOptions{Out: out, Resume: resume != "", W: env.Stdout, Overwrite: overwrite, AllowChange: allowed, Signals: true})
 		},
 	}
 }
@@ -123,10 +106,10 @@ newest checkpoint, or a weight file) and runs the task's evaluation.`,
 			if err != nil {
 				return err
 			}
-			if task.Eval == nil {
-				return fmt.Errorf("task %s has no evaluation", task.Name)
+			if file, err := torchmods.ResolveWeights(checkpoint); err == nil && file != checkpoint {
+				fmt.Fprintf(env.Stdout, "evaluating %s\n", file)
 			}
-			return task.Eval(cfg, checkpoint, env.Stdout)
+			return train.Eval(task, cfg, checkpoint, env.Stdout)
 		},
 	}
 }
@@ -151,7 +134,7 @@ func configCommand() *cli.Command {
 						bad++
 						continue
 					}
-					fmt.Fprintf(env.Stdout, "%s: ok (%s)\n", p, task.Name)
+					fmt.Fprintf(env.Stdout, "%s: ok (%s)\n", p, task.TaskName())
 				}
 				if bad > 0 {
 					return fmt.Errorf("%d of %d configs are invalid", bad, len(args))

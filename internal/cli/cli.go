@@ -1,6 +1,9 @@
 // Package cli is repro's command tree: `repro <command> [<subcommand>] [flags] [args]`.
 // Each command parses its own flags with the standard flag package, so
-// `-h`/`--help` works everywhere and flags look like every other Go tool's.
+// `-h`/`--help` works everywhere and flags look like every other Go tool's,
+// except that flags may come anywhere among the positional arguments
+// (`repro train CONFIG -set trainer.epochs=1`), as users type them; `--`
+// ends the flags.
 package cli
 
 import (
@@ -65,20 +68,21 @@ func Main(root *Command, env *Env, args []string) int {
 	if cmd.Flags != nil {
 		cmd.Flags(fs)
 	}
-	if err := fs.Parse(rest); err != nil {
+	pos, err := ParseInterleaved(fs, rest)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
 	if cmd.Run == nil {
-		if fs.NArg() > 0 {
-			fmt.Fprintf(env.Stderr, "%s: unknown command %q\n", full, fs.Arg(0))
+		if len(pos) > 0 {
+			fmt.Fprintf(env.Stderr, "%s: unknown command %q\n", full, pos[0])
 		}
 		cmd.printUsage(env.Stderr, full)
 		return 2
 	}
-	if err := cmd.Run(env, fs.Args()); err != nil {
+	if err := cmd.Run(env, pos); err != nil {
 		var ue *UsageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(env.Stderr, "%s: %s\n", full, ue.Msg)
@@ -89,6 +93,61 @@ func Main(root *Command, env *Env, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// ParseInterleaved parses args with fs, accepting flags before, between and
+// after the positional arguments, and returns the positional arguments in
+// order. Each flag is read as the flag package reads it: -name or --name,
+// -name=value or -name value; a boolean flag takes a value only with "="
+// (-v=false), so it never consumes the next argument. "--" ends the flags:
+// everything after it is positional, and "-" alone is positional. Errors
+// (an unknown flag, a missing or bad value, -h) are fs.Parse's: reported
+// to fs's output with its usage, and ErrHelp for -h/-help.
+func ParseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	pos := []string{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		chunk := args[i : i+1]
+		if takesNext(fs, a) && i+1 < len(args) {
+			chunk = args[i : i+2]
+			i++
+		}
+		// fs.Parse reads exactly this flag (and its value): it sets the
+		// flag or reports the error, naming the flag, as it always does.
+		if err := fs.Parse(chunk); err != nil {
+			return nil, err
+		}
+		if fs.NArg() != 0 { // cannot happen: chunk is one flag and its value
+			return nil, fmt.Errorf("cli: flag %q left %q unparsed", a, fs.Args())
+		}
+	}
+	return pos, nil
+}
+
+// takesNext reports whether the flag argument a (starting with "-") is a
+// defined, non-boolean flag without an "=value", so that the flag package
+// reads the next argument as its value.
+func takesNext(fs *flag.FlagSet, a string) bool {
+	name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+	if name == "" || name[0] == '-' || name[0] == '=' || strings.Contains(name, "=") {
+		return false // bad syntax (fs.Parse says so) or the value is attached
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return false // unknown: fs.Parse names it (or answers -h with ErrHelp)
+	}
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return false
+	}
+	return true
 }
 
 func (c *Command) find(name string) *Command {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 )
 
@@ -106,6 +107,74 @@ var Patches = []Patch{
 			})
 		},
 	},
+	{
+		Name: "keep-alive",
+		Reason: "an op passed its arguments' C handles to libtorch and let the Go *Tensor and *Scalar objects " +
+			"die during the call, so a garbage collection running meanwhile could free them under libtorch " +
+			"(a use after free: every ts.FloatScalar argument, and unscoped temporaries); each op now keeps " +
+			"its arguments alive until the call returns (found by concurrent forward passes: " +
+			"\"Expected false to be true\" from a freed Scalar in mul)",
+		Apply: func(root string) error {
+			return editFiles(root, []edit{
+				{"ts/tensor-generated.go", keepOpArgsAlive(2447)},
+				{"ts/tensor-generated.go", replace("import(\n  \"unsafe\"\n", "import(\n  \"runtime\"\n  \"unsafe\"\n", 1)},
+			})
+		},
+	},
+}
+
+var (
+	// argHandle is an op argument's C handle, "weight.ctensor" or "other.cscalar".
+	argHandle = regexp.MustCompile(`\b([A-Za-z_][A-Za-z0-9_]*)\.(?:ctensor|cscalar)\b`)
+	// flattened is how generated code flattens a []*Tensor argument for C.
+	flattened = regexp.MustCompile(`^for _, t := range ([A-Za-z_][A-Za-z0-9_]*) \{(c[A-Za-z0-9_]*) = append\(c[A-Za-z0-9_]*, t\.ctensor\)\}$`)
+	word      = regexp.MustCompile(`\b[A-Za-z_][A-Za-z0-9_]*\b`)
+)
+
+// keepOpArgsAlive follows every op call ("lib.Atg...(...)" on a line of its
+// own) with runtime.KeepAlive for each *Tensor and *Scalar whose handle the
+// call passes, and for each []*Tensor it flattened into a handle slice, and
+// insists on finding want calls.
+func keepOpArgsAlive(want int) func(string) (string, error) {
+	return func(src string) (string, error) {
+		lines := strings.Split(src, "\n")
+		out := make([]string, 0, len(lines)+3*want)
+		lists := map[string]string{} // handle slice -> the []*Tensor it came from, in the current function
+		calls := 0
+		for _, l := range lines {
+			out = append(out, l)
+			t := strings.TrimSpace(l)
+			if strings.HasPrefix(l, "func") {
+				lists = map[string]string{}
+			}
+			if m := flattened.FindStringSubmatch(t); m != nil {
+				lists[m[2]] = m[1]
+			}
+			if !strings.HasPrefix(t, "lib.Atg") || !strings.HasSuffix(t, ")") {
+				continue
+			}
+			calls++
+			seen := map[string]bool{}
+			keep := func(v string) {
+				if !seen[v] {
+					seen[v] = true
+					out = append(out, "  runtime.KeepAlive("+v+")")
+				}
+			}
+			for _, m := range argHandle.FindAllStringSubmatch(t, -1) {
+				keep(m[1])
+			}
+			for _, w := range word.FindAllString(t, -1) {
+				if v, ok := lists[w]; ok {
+					keep(v)
+				}
+			}
+		}
+		if calls != want {
+			return "", fmt.Errorf("expected %d op calls, found %d: gotch is not the version these patches were written for", want, calls)
+		}
+		return strings.Join(out, "\n"), nil
+	}
 }
 
 const nbytesCpp = `

@@ -52,6 +52,10 @@ func TestPatchesApplyToGotch(t *testing.T) {
 	assert.NotContains(t, gen, "C.malloc(0)")
 	assert.Equal(t, 260, strings.Count(gen, "lib.AtFree(ts.ctensor)\n  ts.ctensor = *ptr"))
 	assert.Contains(t, readFile(t, dir, "libtch/torch_api.cpp"), `extern "C" int64_t at_repro_nbytes`)
+	assert.Contains(t, gen, "    lib.AtgMulScalar(ptr, ts.ctensor, other.cscalar)\n  runtime.KeepAlive(ts)\n  runtime.KeepAlive(other)\n  if err = TorchErr()")
+	assert.Contains(t, gen, "  lib.AtgCat(ptr, ctensors, len(ctensors), dim)\n  runtime.KeepAlive(tensors)\n")
+	assert.Contains(t, lifetime, "static __thread uintptr_t repro_scope;", "scopes are found through a thread-local variable")
+	assert.NotContains(t, lifetime, "Gettid", "not through thread ids, which the kernel reuses")
 
 	// Applying twice fails loudly rather than patching a patched file.
 	assert.Error(t, applyPatches(dir, Patches))
@@ -62,4 +66,27 @@ func TestPatchesDigestFollowsThePatchSet(t *testing.T) {
 	all := patchesDigest(Patches)
 	assert.NotEqual(t, all, patchesDigest(Patches[:1]))
 	assert.Equal(t, all, patchesDigest(Patches))
+}
+
+func TestKeepOpArgsAlive(t *testing.T) {
+	src := "func(ts *Tensor) Add(other *Tensor, alpha *Scalar)(retVal *Tensor, err error) { \n" +
+		"  ptr := outBuf()\n" +
+		"    lib.AtgAdd(ptr, ts.ctensor, other.ctensor, alpha.cscalar, ts.ctensor)\n" +
+		"  if err = TorchErr(); err != nil {\n" +
+		"}\n" +
+		"func Stack(tensors []*Tensor, dim int64)(retVal *Tensor, err error) { \n" +
+		"  var ctensors []lib.Ctensor\n" +
+		"  for _, t := range tensors {ctensors = append(ctensors, t.ctensor)}\n" +
+		"  lib.AtgStack(ptr, ctensors, len(ctensors), dim)\n" +
+		"}\n" +
+		"func Other(ctensors int64) {\n" +
+		"  lib.AtgOther(ptr, ctensors)\n" +
+		"}\n"
+	out, err := keepOpArgsAlive(3)(src)
+	require.NoError(t, err)
+	assert.Contains(t, out, "alpha.cscalar, ts.ctensor)\n  runtime.KeepAlive(ts)\n  runtime.KeepAlive(other)\n  runtime.KeepAlive(alpha)\n  if err")
+	assert.Contains(t, out, "lib.AtgStack(ptr, ctensors, len(ctensors), dim)\n  runtime.KeepAlive(tensors)\n}")
+	assert.Contains(t, out, "lib.AtgOther(ptr, ctensors)\n}", "a flattened list belongs to its own function")
+	_, err = keepOpArgsAlive(4)(src)
+	assert.ErrorContains(t, err, "expected 4 op calls, found 3")
 }

@@ -9,7 +9,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -68,6 +70,125 @@ type entry struct {
 	DataOffsets []int64 `json:"data_offsets"`
 }
 
+// field is one key of a JSON object and its undecoded value.
+type field struct {
+	key   string
+	value json.RawMessage
+}
+
+// objectFields splits the JSON object in b into its fields, in order,
+// refusing a key that appears twice. encoding/json would keep the last of
+// two equal keys without a word, and the reference implementation refuses
+// them, so a header that names a tensor twice must be an error, not a
+// choice that depends on the reader.
+func objectFields(b []byte) ([]field, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, fmt.Errorf("want a JSON object, got %v", tok)
+	}
+	var out []field
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, fmt.Errorf("object key %v is not a string", tok)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("key %q: %w", key, err)
+		}
+		if seen[key] {
+			// The caller names what the key stands for (a tensor, a field).
+			return nil, &duplicateKeyError{key}
+		}
+		seen[key] = true
+		out = append(out, field{key, v})
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("data after the JSON object")
+	}
+	return out, nil
+}
+
+// duplicateKeyError is a key found twice in one JSON object.
+type duplicateKeyError struct{ key string }
+
+func (e *duplicateKeyError) Error() string { return fmt.Sprintf("key %q appears twice", e.key) }
+
+// parseEntry decodes a tensor's header entry. Keys are matched exactly:
+// encoding/json would also take "DType" for "dtype", so that two spellings
+// of one key could again hide a duplicate.
+func parseEntry(msg json.RawMessage) (entry, error) {
+	var e entry
+	fields, err := objectFields(msg)
+	if err != nil {
+		return e, err
+	}
+	var has [3]bool
+	for _, fd := range fields {
+		var err error
+		switch fd.key {
+		case "dtype":
+			has[0], err = true, json.Unmarshal(fd.value, &e.DType)
+		case "shape":
+			has[1], err = true, json.Unmarshal(fd.value, &e.Shape)
+		case "data_offsets":
+			has[2], err = true, json.Unmarshal(fd.value, &e.DataOffsets)
+		default:
+			err = fmt.Errorf("unknown key %q", fd.key)
+		}
+		if err != nil {
+			return e, fmt.Errorf("%s: %w", fd.key, err)
+		}
+	}
+	if !has[0] || !has[1] || !has[2] {
+		return e, fmt.Errorf("dtype, shape and data_offsets are all required")
+	}
+	if e.Shape == nil {
+		e.Shape = []int64{}
+	}
+	return e, nil
+}
+
+// parseMetadata decodes __metadata__, a map of strings to strings, with no
+// key twice.
+func parseMetadata(msg json.RawMessage) (map[string]string, error) {
+	if string(bytes.TrimSpace(msg)) == "null" {
+		return nil, nil
+	}
+	fields, err := objectFields(msg)
+	if err != nil {
+		var dup *duplicateKeyError
+		if errors.As(err, &dup) {
+			return nil, fmt.Errorf("__metadata__: %w", err)
+		}
+		return nil, err
+	}
+	md := make(map[string]string, len(fields))
+	for _, fd := range fields {
+		var v string
+		if len(fd.value) == 0 || fd.value[0] != '"' {
+			return nil, fmt.Errorf("key %q: value %s is not a string", fd.key, fd.value)
+		}
+		if err := json.Unmarshal(fd.value, &v); err != nil {
+			return nil, fmt.Errorf("key %q: %w", fd.key, err)
+		}
+		md[fd.key] = v
+	}
+	return md, nil
+}
+
 // Read parses the file at path.
 func Read(path string) (*File, error) {
 	b, err := os.ReadFile(path)
@@ -94,23 +215,30 @@ func Parse(b []byte) (*File, error) {
 	if n > uint64(len(b)-8) {
 		return nil, fmt.Errorf("truncated: header claims %d bytes, file has %d after the length", n, len(b)-8)
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b[8:8+n], &raw); err != nil {
+	fields, err := objectFields(b[8 : 8+n])
+	var dup *duplicateKeyError
+	switch {
+	case errors.As(err, &dup) && dup.key == "__metadata__":
+		return nil, fmt.Errorf(`"__metadata__" appears twice in the header`)
+	case errors.As(err, &dup):
+		return nil, fmt.Errorf("tensor %q appears twice in the header: which entry is meant is ambiguous", dup.key)
+	case err != nil:
 		return nil, fmt.Errorf("header is not a JSON object: %w", err)
 	}
 	data := b[8+n:]
 	f := &File{}
-	for name, msg := range raw {
+	for _, fd := range fields {
+		name, msg := fd.key, fd.value
 		if name == "__metadata__" {
-			if err := json.Unmarshal(msg, &f.Metadata); err != nil {
+			md, err := parseMetadata(msg)
+			if err != nil {
 				return nil, fmt.Errorf("__metadata__ must map strings to strings: %w", err)
 			}
+			f.Metadata = md
 			continue
 		}
-		var e entry
-		dec := json.NewDecoder(bytes.NewReader(msg))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&e); err != nil {
+		e, err := parseEntry(msg)
+		if err != nil {
 			return nil, fmt.Errorf("tensor %q: bad header entry: %w", name, err)
 		}
 		size, ok := DTypeSize[e.DType]

@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"encoding/binary"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -111,4 +112,65 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseRefusesDuplicateNames is the reliability issue's item 7: Go's
+// encoding/json keeps the last of two equal keys, so a header naming a
+// tensor twice used to load whichever entry came last, silently.
+func TestParseRefusesDuplicateNames(t *testing.T) {
+	for name, c := range map[string]struct {
+		js   string
+		want string
+	}{
+		"tensor twice": {`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`,
+			`tensor "a" appears twice in the header`},
+		"escaped twin": {`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"\u0061":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`,
+			`tensor "a" appears twice in the header`},
+		"field twice": {`{"a":{"dtype":"F32","dtype":"I32","shape":[2],"data_offsets":[0,8]}}`,
+			`tensor "a": bad header entry: key "dtype" appears twice`},
+		"metadata twice": {`{"__metadata__":{"k":"v"},"__metadata__":{"k":"w"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`,
+			`"__metadata__" appears twice`},
+		"metadata key twice": {`{"__metadata__":{"k":"v","k":"w"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`,
+			`__metadata__: key "k" appears twice`},
+	} {
+		_, err := Parse(header(t, c.js, 8))
+		if assert.Error(t, err, name) {
+			assert.Contains(t, err.Error(), c.want, name)
+		}
+	}
+}
+
+// TestCheckFinite covers weights used as data (item 1): a NaN or Inf
+// element is named by tensor and position.
+func TestCheckFinite(t *testing.T) {
+	f32 := func(v ...float32) []byte {
+		b := make([]byte, 4*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+		}
+		return b
+	}
+	nan := float32(math.NaN())
+	inf := float32(math.Inf(-1))
+	assert.NoError(t, Tensor{Name: "ok", DType: "F32", Shape: []int64{2}, Data: f32(1, -3e38)}.CheckFinite())
+	assert.NoError(t, Tensor{Name: "ints", DType: "I32", Shape: []int64{1}, Data: f32(nan)}.CheckFinite(), "integers are always finite")
+	assert.EqualError(t, Tensor{Name: "w", DType: "F32", Shape: []int64{2, 3}, Data: f32(0, 0, 0, 0, nan, 0)}.CheckFinite(),
+		`tensor "w": element [1 1] is NaN`)
+	assert.EqualError(t, Tensor{Name: "w", DType: "F32", Shape: []int64{2}, Data: f32(0, inf)}.CheckFinite(),
+		`tensor "w": element [1] is -Inf`)
+	assert.ErrorContains(t, Tensor{Name: "h", DType: "F16", Shape: []int64{1}, Data: []byte{0x00, 0x7c}}.CheckFinite(), "+Inf")
+	assert.ErrorContains(t, Tensor{Name: "b", DType: "BF16", Shape: []int64{1}, Data: []byte{0xc1, 0x7f}}.CheckFinite(), "NaN")
+	assert.NoError(t, Tensor{Name: "b", DType: "BF16", Shape: []int64{1}, Data: []byte{0x7f, 0x7f}}.CheckFinite(), "BF16's largest finite")
+	d := make([]byte, 8)
+	binary.LittleEndian.PutUint64(d, math.Float64bits(math.Inf(1)))
+	assert.ErrorContains(t, Tensor{Name: "d", DType: "F64", Shape: []int64{}, Data: d}.CheckFinite(), `tensor "d": element [] is +Inf`)
+	assert.ErrorContains(t, Tensor{Name: "e5", DType: "F8_E5M2", Shape: []int64{1}, Data: []byte{0x7c}}.CheckFinite(), "+Inf")
+	assert.ErrorContains(t, Tensor{Name: "e4", DType: "F8_E4M3", Shape: []int64{1}, Data: []byte{0xff}}.CheckFinite(), "NaN")
+	assert.NoError(t, Tensor{Name: "e4", DType: "F8_E4M3", Shape: []int64{1}, Data: []byte{0x7e}}.CheckFinite(), "E4M3's 448")
+
+	p := filepath.Join(t.TempDir(), "m.safetensors")
+	require.NoError(t, Write(p, []Tensor{{Name: "w", DType: "F32", Shape: []int64{1}, Data: f32(nan)}}, nil))
+	f, err := Read(p)
+	require.NoError(t, err, "reading a file does not judge its values")
+	assert.ErrorContains(t, f.CheckFinite(), `tensor "w": element [0] is NaN`)
 }

@@ -1,6 +1,7 @@
 """Makes bert_parity.safetensors, the PyTorch reference for torchmods' BERT.
 
 Run with Debian's python3-torch 1.13.1:  /usr/bin/python3 torchmods/testdata/gen_bert_parity.py
+(gen_hf_bert.py and check_hf_export.py import its modules without running it.)
 
 Debian has no transformers, so HF's BertForMaskedLM and BertForSequenceClassification are written
 out here from modeling_bert.py with its parameter names: BertEmbeddings (word + token type +
@@ -22,7 +23,6 @@ from torch import nn
 
 import st_write
 
-torch.manual_seed(5)
 V, H, LAYERS, HEADS, I, P, T, EPS = 50, 32, 2, 4, 64, 16, 2, 1e-12
 
 
@@ -171,20 +171,26 @@ def randomise(m):
             p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "LayerNorm.weight" in n else 0.0))
 
 
-out = {}
-ids = torch.tensor([[2, 7, 9, 11, 4, 3, 1], [2, 5, 6, 3, 0, 0, 0]])
-mask = (ids != 0).long()
-types = torch.tensor([[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
-for case, model in (("mlm", BertForMaskedLM()), ("cls", BertForSequenceClassification())):
-    randomise(model)
-    logits = model(ids, mask, types)
-    g = torch.randn_like(logits)
-    (logits * g).sum().backward()
-    for n, t in model.state_dict().items():
-        out[f"{case}.sd.{n}"] = t
-    for n, p in model.named_parameters():
-        out[f"{case}.grad.{n}"] = p.grad
-    out.update({f"{case}.ids": ids, f"{case}.mask": mask, f"{case}.types": types, f"{case}.logits": logits.detach(), f"{case}.g": g})
+def main():
+    torch.manual_seed(5)
+    out = {}
+    ids = torch.tensor([[2, 7, 9, 11, 4, 3, 1], [2, 5, 6, 3, 0, 0, 0]])
+    mask = (ids != 0).long()
+    types = torch.tensor([[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
+    for case, model in (("mlm", BertForMaskedLM()), ("cls", BertForSequenceClassification())):
+        randomise(model)
+        logits = model(ids, mask, types)
+        g = torch.randn_like(logits)
+        (logits * g).sum().backward()
+        for n, t in model.state_dict().items():
+            out[f"{case}.sd.{n}"] = t
+        for n, p in model.named_parameters():
+            out[f"{case}.grad.{n}"] = p.grad
+        out.update({f"{case}.ids": ids, f"{case}.mask": mask, f"{case}.types": types, f"{case}.logits": logits.detach(), f"{case}.g": g})
 
-n, size = st_write.write(os.path.join(os.path.dirname(__file__), "bert_parity.safetensors"), out, {"torch": torch.__version__})
-print(f"wrote {n} tensors, {size} bytes")
+    n, size = st_write.write(os.path.join(os.path.dirname(__file__), "bert_parity.safetensors"), out, {"torch": torch.__version__})
+    print(f"wrote {n} tensors, {size} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Writes a safetensors file by hand (Debian has no safetensors package). Shared by the fixture scripts."""
+"""Writes (and reads back) safetensors files by hand (Debian has no safetensors package). Shared by the fixture scripts."""
 import json
 import struct
 
@@ -25,3 +25,22 @@ def write(path, tensors, metadata=None):
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
     return len(tensors), off
+
+
+DTYPE_OF = {v: k for k, v in DTYPES.items()}
+
+
+def read(path):
+    """Reads a safetensors file into ({name: tensor}, metadata), the inverse of write."""
+    with open(path, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    header = json.loads(b[8:8 + n])
+    metadata = header.pop("__metadata__", None)
+    out = {}
+    for name, e in header.items():
+        start, end = e["data_offsets"]
+        raw = bytearray(b[8 + n + start:8 + n + end])
+        flat = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        out[name] = flat.view(DTYPE_OF[e["dtype"]]).reshape(e["shape"])
+    return out, metadata

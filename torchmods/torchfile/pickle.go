@@ -450,7 +450,7 @@ func (u *unpickler) run() (any, error) {
 				return nil, fmt.Errorf("pickle stack underflow")
 			}
 			if !ok || !scripted(g) {
-				return nil, fmt.Errorf("NEWOBJ of %v is refused: only TorchScript modules are rebuilt, as attribute maps", cls)
+				return nil, fmt.Errorf("NEWOBJ of %s is refused: only TorchScript modules are rebuilt, as attribute maps", describe(cls))
 			}
 			if a, ok := args.(tuple); !ok || len(a) != 0 {
 				return nil, fmt.Errorf("NEWOBJ of %s with arguments is refused", g)
@@ -539,14 +539,14 @@ func decodeLong(b []byte) (int64, error) {
 func persistentStorage(pid any) (*storageRef, error) {
 	t, ok := pid.(tuple)
 	if !ok || len(t) != 5 || t[0] != "storage" {
-		return nil, fmt.Errorf("persistent id %v is not a storage reference", pid)
+		return nil, fmt.Errorf("persistent id %s is not a storage reference", describe(pid))
 	}
 	g, ok1 := t[1].(global)
 	key, ok2 := t[2].(string)
 	loc, ok3 := t[3].(string)
 	numel, ok4 := t[4].(int64)
 	if !ok1 || !ok2 || !ok3 || !ok4 || numel < 0 {
-		return nil, fmt.Errorf("malformed storage reference %v", pid)
+		return nil, fmt.Errorf("malformed storage reference %s", describe(pid))
 	}
 	dt, ok := storageDTypes[g.name]
 	if !ok {
@@ -607,4 +607,71 @@ func ints(v any) ([]int64, error) {
 		out[i] = n
 	}
 	return out, nil
+}
+
+// describe formats an unpickled value for an error message or a name,
+// in at most about 200 bytes. fmt's %v would walk the value in full, and a
+// pickle can share one tuple between two slots at every level, so that 60
+// levels print 2^60 elements: a few hundred bytes of file that never
+// finish formatting.
+func describe(v any) string {
+	var b strings.Builder
+	describeTo(&b, v, 3)
+	return b.String()
+}
+
+func describeTo(b *strings.Builder, v any, depth int) {
+	const maxLen, maxItems = 200, 8
+	if b.Len() > maxLen {
+		b.WriteString("...")
+		return
+	}
+	items := func(open, close string, xs []any) {
+		b.WriteString(open)
+		for i, x := range xs {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			if i == maxItems || depth == 0 || b.Len() > maxLen {
+				fmt.Fprintf(b, "... (%d items)", len(xs))
+				break
+			}
+			describeTo(b, x, depth-1)
+		}
+		b.WriteString(close)
+	}
+	switch x := v.(type) {
+	case nil:
+		b.WriteString("None")
+	case string:
+		if len(x) > 64 {
+			fmt.Fprintf(b, "%q... (%d bytes)", x[:64], len(x))
+		} else {
+			fmt.Fprintf(b, "%q", x)
+		}
+	case []byte:
+		fmt.Fprintf(b, "<%d bytes>", len(x))
+	case int64, float64, bool:
+		fmt.Fprint(b, x)
+	case global:
+		b.WriteString(x.String())
+	case tuple:
+		items("(", ")", x)
+	case *[]any:
+		items("[", "]", *x)
+	case *Dict:
+		if x.Class != "" {
+			fmt.Fprintf(b, "<%s object>", x.Class)
+		} else {
+			fmt.Fprintf(b, "<dict of %d items>", len(x.Keys))
+		}
+	case *storageRef:
+		fmt.Fprintf(b, "<storage %s>", x.key)
+	case *tensorRef:
+		fmt.Fprintf(b, "<tensor %v>", x.size)
+	case mark:
+		b.WriteString("<mark>")
+	default:
+		fmt.Fprintf(b, "<%T>", v)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"os"
 	"sort"
 	"strings"
@@ -42,7 +43,37 @@ func Read(path string) (*File, error) {
 	return f, nil
 }
 
+// Bounds on what a file may make the reader do. A torch.save file is
+// untrusted input: its pickle can describe structures far larger than
+// itself (shared or self-containing dicts, stride-0 views of a small
+// storage), and each of these once ended in a Go fatal error rather than
+// an error naming the file.
+const (
+	// maxDepth bounds dict nesting: checkpoints nest a few levels
+	// ({"model": {"encoder": ...}} flattened by name), never hundreds.
+	maxDepth = 256
+	// maxNameLen bounds a flattened name; real ones are under 200 bytes.
+	maxNameLen = 4096
+	// zipFactor bounds the bytes decompressed from the zip (the pickle and
+	// the storages together) as a multiple of the file's size. torch.save
+	// stores entries uncompressed; a checkpoint re-zipped by hand shrinks
+	// by far less than 8 (weights hardly compress), a zip bomb by ~1000.
+	zipFactor = 8
+	// outputFactor bounds the bytes of all tensors copied out, as a
+	// multiple of the storage bytes read: views and tied weights read a
+	// storage more than once, but no real checkpoint reads its data four
+	// times over.
+	outputFactor = 4
+)
+
 // Parse parses a torch.save file held in memory.
+//
+// Every size the file declares is checked against the file itself before
+// anything is allocated: the zip entries may not declare more than
+// zipFactor times the file's size (a zip bomb or a lie), a tensor's view must lie inside its storage and may
+// not need more bytes than it (a stride-0 expansion of a small storage is
+// refused rather than copied out to gigabytes), and all arithmetic on
+// shapes and strides is checked for overflow.
 func Parse(b []byte) (*File, error) {
 	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
@@ -62,8 +93,8 @@ func Parse(b []byte) (*File, error) {
 	if pkl == nil {
 		return nil, fmt.Errorf("no <name>/data.pkl in the zip: not a torch.save file")
 	}
-	prefix := strings.TrimSuffix(pkl.Name, "data.pkl")
-	data, err := readEntry(pkl, 1<<30)
+	zipLeft := zipFactor * int64(len(b))
+	data, err := readEntry(pkl, min(1<<30, zipLeft))
 	if err != nil {
 		return nil, err
 	}
@@ -71,58 +102,142 @@ func Parse(b []byte) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &File{}
-	storages := map[string][]byte{}
-	var walk func(name string, v any) error
-	walk = func(name string, v any) error {
-		switch x := v.(type) {
-		case *Dict:
-			for i, k := range x.Keys {
-				ks, ok := k.(string)
-				if !ok {
-					ks = fmt.Sprint(k)
-				}
-				if name != "" {
-					ks = name + "." + ks
-				}
-				if err := walk(ks, x.Values[i]); err != nil {
-					return err
-				}
-			}
-		case *tensorRef:
-			st, ok := storages[x.storage.key]
-			if !ok {
-				e, ok := entries[prefix+"data/"+x.storage.key]
-				if !ok {
-					return fmt.Errorf("tensor %q: storage %s missing from the zip (truncated file?)", name, x.storage.key)
-				}
-				size := int64(safetensors.DTypeSize[x.storage.dtype])
-				if x.storage.numel > math.MaxInt64/size {
-					return fmt.Errorf("tensor %q: storage of %d elements is too large", name, x.storage.numel)
-				}
-				if st, err = readEntry(e, x.storage.numel*size); err != nil {
-					return fmt.Errorf("tensor %q: %w", name, err)
-				}
-				if int64(len(st)) != x.storage.numel*size {
-					return fmt.Errorf("tensor %q: storage %s has %d bytes, the pickle says %d", name, x.storage.key, len(st), x.storage.numel*size)
-				}
-				storages[x.storage.key] = st
-			}
-			t, err := materialize(name, x, st)
-			if err != nil {
-				return err
-			}
-			out.Tensors = append(out.Tensors, t)
-		default:
-			out.Skipped = append(out.Skipped, name)
-		}
-		return nil
+	w := &walker{
+		entries:    entries,
+		prefix:     strings.TrimSuffix(pkl.Name, "data.pkl"),
+		storages:   map[string]*storage{},
+		fileSize:   int64(len(b)),
+		zipLeft:    zipLeft - int64(len(data)),
+		visitsLeft: len(data) + 1,
+		onPath:     map[*Dict]bool{},
+		names:      map[string]bool{},
 	}
-	if err := walk("", root); err != nil {
+	if err := w.walk("", root, 0); err != nil {
 		return nil, err
 	}
-	sort.Strings(out.Skipped)
-	return out, nil
+	sort.Strings(w.out.Skipped)
+	return &w.out, nil
+}
+
+// storage is a storage's bytes, read once and shared by the tensors that
+// view it, with the layout the pickle first declared for it.
+type storage struct {
+	ref   *storageRef
+	bytes []byte
+}
+
+// walker flattens the unpickled tree into named tensors, within the
+// bounds above.
+type walker struct {
+	entries    map[string]*zip.File
+	prefix     string
+	storages   map[string]*storage
+	fileSize   int64
+	zipLeft    int64 // bytes still allowed to be decompressed from the zip
+	visitsLeft int   // dict entries still allowed: shared dicts may not multiply them
+	stored     int64 // storage bytes read
+	output     int64 // tensor bytes copied out
+	onPath     map[*Dict]bool
+	names      map[string]bool // tensor names given so far
+	out        File
+}
+
+func (w *walker) walk(name string, v any, depth int) error {
+	switch x := v.(type) {
+	case *Dict:
+		if depth >= maxDepth {
+			return fmt.Errorf("entry %q is nested deeper than %d dicts", name, maxDepth)
+		}
+		if w.onPath[x] {
+			return fmt.Errorf("entry %q contains itself (a cycle in the pickle): not a state dict", name)
+		}
+		w.onPath[x] = true
+		defer delete(w.onPath, x)
+		for i, k := range x.Keys {
+			// Shared dicts are legal pickle, and a checkpoint may hold one
+			// state dict twice; but each visit costs, so n levels of dicts
+			// that each hold the one below twice cannot reach 2^n entries.
+			if w.visitsLeft--; w.visitsLeft < 0 {
+				return fmt.Errorf("the pickle reaches more dict entries than its size can describe (shared dicts multiply them): not a state dict")
+			}
+			ks := keyName(k)
+			if name != "" {
+				if len(name)+1+len(ks) > maxNameLen {
+					return fmt.Errorf("entry %.100q...: name longer than %d bytes", name, maxNameLen)
+				}
+				ks = name + "." + ks
+			} else if len(ks) > maxNameLen {
+				return fmt.Errorf("entry %.100q...: name longer than %d bytes", ks, maxNameLen)
+			}
+			if err := w.walk(ks, x.Values[i], depth+1); err != nil {
+				return err
+			}
+		}
+	case *tensorRef:
+		if w.names[name] {
+			return fmt.Errorf("tensor %q appears twice (nested dicts flatten onto one name, or a key is set twice): which one is meant would depend on key order", name)
+		}
+		w.names[name] = true
+		st, err := w.storage(name, x.storage)
+		if err != nil {
+			return err
+		}
+		t, err := materialize(name, x, st, outputFactor*w.stored-w.output)
+		if err != nil {
+			return err
+		}
+		w.output += int64(len(t.Data))
+		w.out.Tensors = append(w.out.Tensors, t)
+	default:
+		w.out.Skipped = append(w.out.Skipped, name)
+	}
+	return nil
+}
+
+// storage returns the bytes of the storage ref names, reading them once.
+// The same key must always be declared with the same dtype and size:
+// otherwise a later tensor would index bytes read for another layout.
+func (w *walker) storage(name string, ref *storageRef) ([]byte, error) {
+	if st, ok := w.storages[ref.key]; ok {
+		if st.ref.dtype != ref.dtype || st.ref.numel != ref.numel {
+			return nil, fmt.Errorf("tensor %q: storage %s is declared as %d %s elements, and elsewhere as %d %s", name, ref.key, ref.numel, ref.dtype, st.ref.numel, st.ref.dtype)
+		}
+		return st.bytes, nil
+	}
+	e, ok := w.entries[w.prefix+"data/"+ref.key]
+	if !ok {
+		return nil, fmt.Errorf("tensor %q: storage %s missing from the zip (truncated file?)", name, ref.key)
+	}
+	size, ok := mul(ref.numel, int64(safetensors.DTypeSize[ref.dtype]))
+	if !ok || size > w.zipLeft {
+		return nil, fmt.Errorf("tensor %q: storage %s declares %d %s elements, larger than the file's %d bytes allow (a zip bomb or a lying pickle)", name, ref.key, ref.numel, ref.dtype, w.fileSize)
+	}
+	w.zipLeft -= size
+	w.stored += size
+	b, err := readEntry(e, size)
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	if int64(len(b)) != size {
+		return nil, fmt.Errorf("tensor %q: storage %s has %d bytes, the pickle says %d", name, ref.key, len(b), size)
+	}
+	w.storages[ref.key] = &storage{ref: ref, bytes: b}
+	return b, nil
+}
+
+// keyName is a dict key as part of a tensor's name: strings as they are,
+// numbers as Python prints them (optimizer states are keyed by ints), and
+// anything else by a short description that cannot grow with the pickle.
+func keyName(k any) string {
+	switch x := k.(type) {
+	case string:
+		return x
+	case int64, bool, float64:
+		return fmt.Sprint(x)
+	case nil:
+		return "None"
+	}
+	return describe(k)
 }
 
 func readEntry(f *zip.File, limit int64) ([]byte, error) {
@@ -141,27 +256,46 @@ func readEntry(f *zip.File, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// materialize copies a strided view of a storage into contiguous bytes,
-// checking that every element it reaches lies inside the storage.
-func materialize(name string, t *tensorRef, st []byte) (safetensors.Tensor, error) {
+// materialize copies a strided view of a storage into contiguous bytes.
+// Every element it reaches must lie inside the storage, and the copy may
+// not be larger than the storage (a stride-0 expansion) nor than budget
+// bytes. Products and sums of the pickle's integers are checked for
+// overflow, so a byte count can never wrap to a small number.
+func materialize(name string, t *tensorRef, st []byte, budget int64) (safetensors.Tensor, error) {
 	es := int64(safetensors.DTypeSize[t.storage.dtype])
+	stored := int64(len(st)) / es // what is really there, whatever was declared
+	if t.offset < 0 {
+		return safetensors.Tensor{}, fmt.Errorf("tensor %q: negative storage offset %d", name, t.offset)
+	}
 	numel, last := int64(1), t.offset
+	big := false // the shape holds more elements than an int64 counts
 	for i, d := range t.size {
-		if d > 0 && numel > math.MaxInt64/d {
-			return safetensors.Tensor{}, fmt.Errorf("tensor %q: shape %v overflows", name, t.size)
-		}
-		numel *= d
+		n, ok := mul(numel, d)
+		big = big || !ok
+		numel = n
 		if d > 0 {
-			if t.stride[i] > 0 && d-1 > (math.MaxInt64-last)/t.stride[i] {
-				return safetensors.Tensor{}, fmt.Errorf("tensor %q: strides overflow", name)
+			step, ok1 := mul(d-1, t.stride[i])
+			reach, ok2 := add(last, step)
+			if !ok1 || !ok2 {
+				return safetensors.Tensor{}, fmt.Errorf("tensor %q: shape %v stride %v reaches past any storage", name, t.size, t.stride)
 			}
-			last += (d - 1) * t.stride[i]
+			last = reach
 		}
 	}
-	if numel > 0 && (t.offset < 0 || last >= t.storage.numel) {
+	if zero := slicesContainZero(t.size); zero {
+		numel, big = 0, false
+	}
+	nbytes, ok := mul(numel, es)
+	if big || !ok || nbytes > int64(len(st)) {
+		return safetensors.Tensor{}, fmt.Errorf("tensor %q: shape %v of %s needs more than its storage of %d bytes (a stride-0 expansion is refused: it would be copied out in full)", name, t.size, t.storage.dtype, len(st))
+	}
+	if numel > 0 && last >= stored {
 		return safetensors.Tensor{}, fmt.Errorf("tensor %q: shape %v stride %v offset %d reaches past its storage of %d elements", name, t.size, t.stride, t.offset, t.storage.numel)
 	}
-	out := safetensors.Tensor{Name: name, DType: t.storage.dtype, Shape: t.size, Data: make([]byte, numel*es)}
+	if nbytes > budget {
+		return safetensors.Tensor{}, fmt.Errorf("tensor %q: its %d bytes take the tensors copied out past %d times the storages' size (views and tied weights reread storages, but not this much)", name, nbytes, outputFactor)
+	}
+	out := safetensors.Tensor{Name: name, DType: t.storage.dtype, Shape: t.size, Data: make([]byte, nbytes)}
 	if numel == 0 {
 		return out, nil
 	}
@@ -194,4 +328,31 @@ func materialize(name string, t *tensorRef, st []byte) (safetensors.Tensor, erro
 		}
 	}
 	return out, nil
+}
+
+func slicesContainZero(s []int64) bool {
+	for _, d := range s {
+		if d == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// mul returns a*b for non-negative a and b, and whether it fits an int64.
+func mul(a, b int64) (int64, bool) {
+	if a < 0 || b < 0 {
+		return 0, false
+	}
+	hi, lo := bits.Mul64(uint64(a), uint64(b))
+	return int64(lo), hi == 0 && lo <= math.MaxInt64
+}
+
+// add returns a+b for non-negative a and b, and whether it fits an int64.
+func add(a, b int64) (int64, bool) {
+	if a < 0 || b < 0 {
+		return 0, false
+	}
+	s, carry := bits.Add64(uint64(a), uint64(b), 0)
+	return int64(s), carry == 0 && s <= math.MaxInt64
 }

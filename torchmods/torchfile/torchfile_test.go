@@ -3,6 +3,7 @@ package torchfile
 import (
 	"archive/zip"
 	"bytes"
+	"math"
 	"os"
 	"testing"
 
@@ -149,12 +150,12 @@ func FuzzUnpickle(f *testing.F) {
 
 func TestViewPastItsStorageIsRefused(t *testing.T) {
 	st := &storageRef{key: "0", dtype: "F32", numel: 6}
-	_, err := materialize("w", &tensorRef{storage: st, offset: 2, size: []int64{2, 3}, stride: []int64{3, 1}}, make([]byte, 24))
+	_, err := materialize("w", &tensorRef{storage: st, offset: 2, size: []int64{2, 3}, stride: []int64{3, 1}}, make([]byte, 24), math.MaxInt64)
 	assert.ErrorContains(t, err, `tensor "w": shape [2 3] stride [3 1] offset 2 reaches past its storage of 6 elements`)
-	_, err = materialize("w", &tensorRef{storage: st, offset: 0, size: []int64{1 << 40, 1 << 40}, stride: []int64{1, 1}}, make([]byte, 24))
+	_, err = materialize("w", &tensorRef{storage: st, offset: 0, size: []int64{1 << 40, 1 << 40}, stride: []int64{1, 1}}, make([]byte, 24), math.MaxInt64)
 	assert.Error(t, err)
 	got, err := materialize("w", &tensorRef{storage: st, offset: 1, size: []int64{2, 2}, stride: []int64{1, 2}}, []byte{
-		0, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64, 0, 0, 160, 64})
+		0, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64, 0, 0, 160, 64}, math.MaxInt64)
 	require.NoError(t, err)
 	// storage [0 1 2 3 4 5], offset 1, size [2 2], stride [1 2] -> [[1 3] [2 4]]
 	assert.Equal(t, []byte{0, 0, 128, 63, 0, 0, 64, 64, 0, 0, 0, 64, 0, 0, 128, 64}, got.Data)

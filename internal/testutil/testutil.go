@@ -1,0 +1,119 @@
+// Package testutil holds what repro's tests share: the relative error
+// between two tensors and a parity check of named tensors (outputs,
+// gradients) against a PyTorch fixture. It imports "testing" and is for
+// _test.go files only: importing it into a program panics at start.
+package testutil
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/sugarme/gotch/ts"
+)
+
+func init() {
+	if !testing.Testing() {
+		panic("internal/testutil is for tests only, and this program is not a test")
+	}
+}
+
+// RelErr is max|got-want| / max|want| over all elements (the denominator
+// at least 1e-12): the error relative to the reference's scale, so that
+// elements near zero do not inflate it. It is +Inf when the shapes differ
+// or either tensor is undefined; Close says which.
+func RelErr(got, want *ts.Tensor) float64 {
+	if got == nil || want == nil || !got.MustDefined() || !want.MustDefined() || !slices.Equal(got.MustSize(), want.MustSize()) {
+		return math.Inf(1)
+	}
+	g, w := got.Float64Values(), want.Float64Values()
+	var diff, scale float64
+	for i := range w {
+		diff = math.Max(diff, math.Abs(g[i]-w[i]))
+		scale = math.Max(scale, math.Abs(w[i]))
+	}
+	return diff / math.Max(scale, 1e-12)
+}
+
+// Close stops the test unless got has want's shape, then asserts that
+// RelErr(got, want) < tol. msgAndArgs name the comparison, as testify's.
+func Close(t testing.TB, got, want *ts.Tensor, tol float64, msgAndArgs ...any) bool {
+	t.Helper()
+	require.NotNil(t, want, msgAndArgs...)
+	require.NotNil(t, got, msgAndArgs...)
+	require.Equal(t, want.MustSize(), got.MustSize(), msgAndArgs...)
+	return assert.Less(t, RelErr(got, want), tol, msgAndArgs...)
+}
+
+// Sub is the entries of a fixture whose names start with prefix, with the
+// prefix taken off: Sub(ref, "mlp.grad.") gives {"fc1.weight": ...}.
+func Sub(ref map[string]*ts.Tensor, prefix string) map[string]*ts.Tensor {
+	out := map[string]*ts.Tensor{}
+	for name, t := range ref {
+		if rest, ok := strings.CutPrefix(name, prefix); ok {
+			out[rest] = t
+		}
+	}
+	return out
+}
+
+// Parity compares named tensors (typically gradients: name -> the
+// parameter's grad) with a fixture's (Sub of it). A name is consistent when
+// both have it (then RelErr < tol, shapes equal) or neither does, where a
+// nil or undefined tensor in got counts as absent: so a gradient PyTorch
+// did not make (a frozen parameter) must be undefined in Go, and one it
+// made must be defined. Each failure names the tensor. It returns how many
+// tensors it compared. msgAndArgs, if any, prefix each failure.
+func Parity(t testing.TB, got, want map[string]*ts.Tensor, tol float64, msgAndArgs ...any) int {
+	t.Helper()
+	prefix := ""
+	if m := message(msgAndArgs); m != "" {
+		prefix = m + ": "
+	}
+	var names []string
+	for n := range got {
+		names = append(names, n)
+	}
+	for n := range want {
+		if _, ok := got[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	compared := 0
+	for _, n := range names {
+		g, w := got[n], want[n]
+		defined := g != nil && g.MustDefined()
+		switch {
+		case !defined && w == nil:
+		case w == nil:
+			t.Errorf("%s%s: defined in Go but absent from the fixture", prefix, n)
+		case !defined:
+			t.Errorf("%s%s: in the fixture but undefined in Go", prefix, n)
+		case !slices.Equal(g.MustSize(), w.MustSize()):
+			t.Errorf("%s%s: shape %v in Go, %v in the fixture", prefix, n, g.MustSize(), w.MustSize())
+		default:
+			if e := RelErr(g, w); !(e < tol) {
+				t.Errorf("%s%s: relative error %.3g, want < %.3g", prefix, n, e, tol)
+			}
+			compared++
+		}
+	}
+	return compared
+}
+
+// message formats msgAndArgs as testify does: a format and its arguments,
+// or any values.
+func message(msgAndArgs []any) string {
+	if len(msgAndArgs) == 0 {
+		return ""
+	}
+	if f, ok := msgAndArgs[0].(string); ok {
+		return fmt.Sprintf(f, msgAndArgs[1:]...)
+	}
+	return fmt.Sprint(msgAndArgs...)
+}

@@ -1,0 +1,28 @@
+// Package papers is the one list of every task repro can run: each paper
+// package declares its tasks as train.TaskSpec values, and they are
+// registered here, in one visible place, when the repro command starts.
+// Adding a paper is adding its line here (see template/ and the README's
+// "Adding a paper").
+package papers
+
+import (
+	"github.com/reprolab/repro/basics"
+	"github.com/reprolab/repro/causal"
+	"github.com/reprolab/repro/mae"
+	"github.com/reprolab/repro/metapt"
+	"github.com/reprolab/repro/mlm"
+	"github.com/reprolab/repro/template"
+	"github.com/reprolab/repro/train"
+)
+
+// Tasks lists every task, by paper.
+func Tasks() []train.Task {
+	return []train.Task{
+		template.Task,                                        // the template every paper starts from
+		basics.Task,                                          // the trainer proven on Fashion-MNIST
+		mae.PretrainTask, mae.LinprobeTask, mae.FinetuneTask, // He et al., CVPR 2022
+		mlm.PretrainTask, mlm.FinetuneTask, // Yang et al., ACL 2023
+		causal.FitTask, causal.SweepTask, // Chen et al., NeurIPS 2021
+		metapt.PretrainTask, metapt.MultitaskTask, // Lv et al., 2020
+	}
+}

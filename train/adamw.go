@@ -1,0 +1,125 @@
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/reprolab/repro/torchmods"
+)
+
+// AdamW is PyTorch's torch.optim.AdamW (decoupled weight decay, bias
+// correction), written over tensors so its state is ours to checkpoint.
+// Parameters in the no-decay group (biases, norms, 1-D) skip weight decay.
+type AdamW struct {
+	Beta1, Beta2, Eps, WeightDecay float64
+	// LRScale multiplies the learning rate per parameter name (layer-wise
+	// decay, see ViTLayerDecay); missing names use 1.
+	LRScale map[string]float64
+	groups  []adamGroup
+	step    int64
+}
+
+type adamGroup struct {
+	params []*torchmods.Param
+	decay  bool
+	m, v   []*ts.Tensor
+}
+
+// NewAdamW sets up AdamW over the store's trainable parameters.
+func NewAdamW(store *torchmods.Store, beta1, beta2, eps, weightDecay float64) *AdamW {
+	decay, noDecay := store.Groups()
+	a := &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay}
+	for _, g := range []adamGroup{{params: decay, decay: true}, {params: noDecay}} {
+		for _, p := range g.params {
+			var m, v *ts.Tensor
+			ts.NoGrad(func() {
+				m = p.Tensor.MustZerosLike(false)
+				v = p.Tensor.MustZerosLike(false)
+			})
+			ts.Persist(m)
+			ts.Persist(v)
+			g.m, g.v = append(g.m, m), append(g.v, v)
+		}
+		a.groups = append(a.groups, g)
+	}
+	return a
+}
+
+// Steps is the number of updates made.
+func (a *AdamW) Steps() int64 { return a.step }
+
+// Step updates every parameter from its gradient with learning rate lr,
+// then zeroes the gradients. Call it inside the step's scope.
+func (a *AdamW) Step(lr float64) error {
+	a.step++
+	bc1 := 1 - math.Pow(a.Beta1, float64(a.step))
+	bc2 := 1 - math.Pow(a.Beta2, float64(a.step))
+	return torchmods.Try(func() {
+		ts.NoGrad(func() {
+			for _, g := range a.groups {
+				for i, p := range g.params {
+					grad := p.Tensor.MustGrad(false)
+					if !grad.MustDefined() {
+						continue
+					}
+					lr := lr * scaleOf(a.LRScale, p.Name)
+					if g.decay && a.WeightDecay != 0 {
+						p.Tensor.MustMulScalar_(ts.FloatScalar(1 - lr*a.WeightDecay))
+					}
+					m, v := g.m[i], g.v[i]
+					m.MustMulScalar_(ts.FloatScalar(a.Beta1))
+					m.MustAdd_(grad.MustMulScalar(ts.FloatScalar(1-a.Beta1), false))
+					v.MustMulScalar_(ts.FloatScalar(a.Beta2))
+					v.MustAddcmul_(grad.MustMulScalar(ts.FloatScalar(1-a.Beta2), false), grad)
+					denom := v.MustSqrt(false).MustDivScalar(ts.FloatScalar(math.Sqrt(bc2)), true).MustAddScalar(ts.FloatScalar(a.Eps), true)
+					p.Tensor.MustAddcdiv_(m.MustMulScalar(ts.FloatScalar(-lr/bc1), false), denom)
+					grad.MustZero_()
+				}
+			}
+		})
+	})
+}
+
+// State lists AdamW's moment tensors by name ("m.<param>", "v.<param>").
+func (a *AdamW) State() ([]string, []*ts.Tensor) {
+	var names []string
+	var tensors []*ts.Tensor
+	for _, g := range a.groups {
+		for i, p := range g.params {
+			names = append(names, "m."+p.Name, "v."+p.Name)
+			tensors = append(tensors, g.m[i], g.v[i])
+		}
+	}
+	return names, tensors
+}
+
+// LoadState restores the moments saved by state and the step count.
+func (a *AdamW) LoadState(saved map[string]*ts.Tensor, step int64) error {
+	names, tensors := a.State()
+	for _, n := range names {
+		if _, ok := saved[n]; !ok {
+			return fmt.Errorf("optimizer state has no %s", n)
+		}
+	}
+	err := torchmods.Try(func() {
+		ts.NoGrad(func() {
+			for i, n := range names {
+				tensors[i].Copy_(saved[n])
+			}
+		})
+	})
+	if err != nil {
+		return err
+	}
+	a.step = step
+	return nil
+}
+
+func scaleOf(scales map[string]float64, name string) float64 {
+	if s, ok := scales[name]; ok {
+		return s
+	}
+	return 1
+}
