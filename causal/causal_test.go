@@ -149,13 +149,13 @@ func TestMetricsOnHandMadeGraphs(t *testing.T) {
 	truth := b(4, [2]int{0, 1}, [2]int{1, 2}, [2]int{2, 3})
 	// est: 0->1 correct, 2->1 reversed, 0->3 extra; 2->3 missing.
 	est := b(4, [2]int{0, 1}, [2]int{2, 1}, [2]int{0, 3})
-	a := CountAccuracy(truth, est, nil)
+	a := CountAccuracy(truth, est, nil, Official)
 	assert.Equal(t, 3, a.NNZ)
 	assert.InDelta(t, 2.0/3, a.FDR, 1e-12) // reversed + false positive over predicted
 	assert.InDelta(t, 1.0/3, a.TPR, 1e-12)
 	assert.InDelta(t, 2.0/3, a.FPR, 1e-12) // over 6 - 3 non-edges
 	assert.Equal(t, 3, a.SHD)              // extra 0-3, missing 2-3, reversed 1-2
-	assert.Equal(t, Accuracy{TPR: 1, SHD: 0, NNZ: 3}, CountAccuracy(truth, truth, nil))
+	assert.Equal(t, Accuracy{TPR: 1, SHD: 0, NNZ: 3}, CountAccuracy(truth, truth, nil, Official))
 
 	// A cycle is projected by dropping its weakest edge.
 	cyc := b(3, [2]int{0, 1}, [2]int{1, 2}, [2]int{2, 0})
@@ -163,13 +163,59 @@ func TestMetricsOnHandMadeGraphs(t *testing.T) {
 	assert.Equal(t, b(3, [2]int{0, 1}, [2]int{1, 2}), ProjectDAG(cyc, w))
 
 	order := []int{0, 1, 2, 3}
-	assert.True(t, OrderSuccess(truth, nil, order, 1))
-	assert.False(t, OrderSuccess(truth, nil, order, 4), "too few edges")
-	assert.False(t, OrderSuccess(b(4, [2]int{1, 0}), nil, order, 1), "an edge against the order")
-	assert.True(t, OrderSuccess(b(4, [2]int{3, 2}), nil, []int{3, 0, 1, 2}, 1), "3 comes first")
-	assert.False(t, OrderSuccess(truth, nil, []int{3, 0, 1, 2}, 1), "2->3 runs against an order with 3 first")
+	assert.True(t, OrderSuccess(truth, nil, order, 1, Official))
+	assert.False(t, OrderSuccess(truth, nil, order, 4, Official), "too few edges")
+	assert.False(t, OrderSuccess(b(4, [2]int{1, 0}), nil, order, 1, Official), "an edge against the order")
+	assert.True(t, OrderSuccess(b(4, [2]int{3, 2}), nil, []int{3, 0, 1, 2}, 1, Official), "3 comes first")
+	assert.False(t, OrderSuccess(truth, nil, []int{3, 0, 1, 2}, 1, Official), "2->3 runs against an order with 3 first")
 	assert.InDelta(t, 0.3, SuccessThreshold(10), 1e-12)
 	assert.InDelta(t, 0.36, SuccessThreshold(80), 1e-12)
+}
+
+// A cyclic estimate scores as the empty graph under the official rule
+// (dag_utils.project_to_dag with sparsity 1.0 empties a 0/1 matrix: the
+// gradient of 0.5||W - B||² + sum|W| + (alpha + rho h) h in each doubled
+// variable is positive wherever the variable is >= 0, so L-BFGS-B ends at
+// W = 0, below the 0.1 cut), and drops its weakest edge under Greedy.
+func TestCyclicEstimatesOfficialAndGreedy(t *testing.T) {
+	b := func(p int, edges ...[2]int) [][]bool {
+		m := newBool(p)
+		for _, e := range edges {
+			m[e[0]][e[1]] = true
+		}
+		return m
+	}
+	truth := b(4, [2]int{0, 1}, [2]int{1, 2}, [2]int{2, 3})
+	// 0->1, 1->2 and 2->3 are right, 2->0 closes a cycle 0->1->2->0 and is the weakest.
+	est := b(4, [2]int{0, 1}, [2]int{1, 2}, [2]int{2, 3}, [2]int{2, 0})
+	w := [][]float64{{0, 2, 0, 0}, {0, 0, 3, 0}, {0.4, 0, 0, 1}, {0, 0, 0, 0}}
+	empty := newBool(4)
+	assert.Equal(t, empty, Acyclic(est, w, Official))
+	assert.Equal(t, truth, Acyclic(est, w, Greedy))
+	assert.Equal(t, truth, Acyclic(truth, w, Official), "an acyclic estimate is left alone")
+
+	off := CountAccuracy(truth, est, w, Official)
+	assert.Equal(t, Accuracy{SHD: 3, NNZ: 0}, off, "scored as no edges: 3 missing")
+	assert.Equal(t, CountAccuracy(truth, empty, nil, Official), off)
+	assert.Equal(t, Accuracy{TPR: 1, NNZ: 3}, CountAccuracy(truth, est, w, Greedy))
+
+	order := []int{0, 1, 2, 3}
+	assert.False(t, OrderSuccess(est, w, order, 1, Official), "a cyclic estimate never recovers the order officially")
+	assert.True(t, OrderSuccess(est, w, order, 1, Greedy))
+}
+
+// Edges are |w| >= threshold, as the official G_est[G_est < threshold] = 0:
+// a weight exactly at the threshold is an edge, in Binary, UnionOrder and
+// the adjacency files a fit writes; threshold 0 is the nonzero pattern.
+func TestThresholdKeepsWeightsAtTheThreshold(t *testing.T) {
+	w := [][]float64{{0, 0.3, -0.3}, {0.2999, 0, 0}, {0, -0.31, 0}}
+	assert.Equal(t, [][]bool{{false, true, true}, {false, false, false}, {false, true, false}}, Binary(w, 0.3))
+	assert.Equal(t, [][]bool{{false, true, true}, {true, false, false}, {false, true, false}}, Binary(w, 0), "threshold 0: nonzero weights")
+	thr, edges := Thresholded(w, 0.3)
+	assert.Equal(t, 3, edges)
+	assert.Equal(t, [][]float64{{0, 0.3, -0.3}, {0, 0, 0}, {0, -0.31, 0}}, thr)
+	// 0 -> 2 at exactly 0.3 and 2 -> 1: the union order must put 0 before 2 before 1.
+	assert.Equal(t, []int{0, 2, 1}, UnionOrder([][][]float64{{{0, 0, 0.3}, {0, 0, 0}, {0, 0.5, 0}}}, 0.3))
 }
 
 // For p <= 7 the continuous solver, given enough samples and the
@@ -187,15 +233,15 @@ func TestContinuousReachesExactOrder(t *testing.T) {
 		ex, err := ExactFit(pr.X, 1)
 		require.NoError(t, err)
 		for k := range 4 {
-			assert.True(t, OrderSuccess(Binary(ex.W[k], 0.3), ex.W[k], pr.Order, 2), "instance %d: exact fit of task %d agrees with the true order", inst, k)
+			assert.True(t, OrderSuccess(Binary(ex.W[k], 0.3), ex.W[k], pr.Order, 2, Official), "instance %d: exact fit of task %d agrees with the true order", inst, k)
 		}
 		o := DefaultSolver()
 		o.Iters, o.Seed = 10000, int64(inst)
 		est, err := Fit(pr.X, o, gotch.CPU)
 		require.NoError(t, err)
 		for k := range 4 {
-			assert.True(t, OrderSuccess(Binary(est.W[k], 0.3), est.W[k], ex.Order, 2), "instance %d task %d: continuous edges against the exact order", inst, k)
-			acc := CountAccuracy(Binary(ex.W[k], 0.3), Binary(est.W[k], 0.3), est.W[k])
+			assert.True(t, OrderSuccess(Binary(est.W[k], 0.3), est.W[k], ex.Order, 2, Official), "instance %d task %d: continuous edges against the exact order", inst, k)
+			acc := CountAccuracy(Binary(ex.W[k], 0.3), Binary(est.W[k], 0.3), est.W[k], Official)
 			assert.LessOrEqual(t, acc.SHD, 1, "instance %d task %d: %+v", inst, k, acc)
 		}
 		assert.InEpsilon(t, ex.Objective, Objective(pr.X, est.W, 1), 0.05)

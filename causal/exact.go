@@ -53,7 +53,8 @@ const MaxExactP = 10
 // node subsets (the best order of a set ends with some node whose parents
 // may be the rest), which visits every order implicitly. It checks the
 // continuous solver and the paper's statistical claim without the
-// relaxation.
+// relaxation. It uses no tensors and shares no state, so goroutines may
+// call it at the same time.
 func ExactFit(x [][][]float64, rho float64) (*ExactResult, error) {
 	k, n, p, err := dims(x)
 	if err != nil {

@@ -220,16 +220,23 @@ func newFloat(p int) [][]float64 {
 	return m
 }
 
-// Binary is the support of |w| > threshold.
+// Binary is the support of w thresholded as the official code does: an
+// edge wherever |w| >= threshold (its G_est[G_est < threshold] = 0), and w
+// is not 0, so that threshold 0 gives the nonzero pattern of a true graph.
 func Binary(w [][]float64, threshold float64) [][]bool {
 	b := newBool(len(w))
 	for i := range w {
 		for j := range w[i] {
-			b[i][j] = math.Abs(w[i][j]) > threshold
+			b[i][j] = isEdge(w[i][j], threshold)
 		}
 	}
 	return b
 }
+
+// isEdge is the one thresholding rule (Binary, UnionOrder, the fit's
+// adjacency files): nonzero and |v| >= threshold, as the official
+// scripts keep weights at the threshold.
+func isEdge(v, threshold float64) bool { return v != 0 && math.Abs(v) >= threshold }
 
 // TopoOrder is a topological order of b (Kahn's algorithm, smallest index
 // first among ties) and whether b is acyclic.

@@ -98,6 +98,11 @@ func Prox(g, t *ts.Tensor, gamma float64) (*ts.Tensor, *ts.Tensor) {
 // script adapts it from the true graphs' error and norm, which a user does
 // not have, and initialises T from the true order when lambda and c exceed
 // 1; neither is done here. K = 1 is separate estimation.
+//
+// Each iteration runs in its own scope; a panic inside one (a libtorch
+// error, or an error panic from Progress) becomes Fit's error, while a
+// runtime error panics on (see torchmods' package doc). Goroutines may call
+// Fit at the same time: each fit has its own model, optimizer and scopes.
 func Fit(x [][][]float64, o SolverOptions, dev gotch.Device) (*Estimate, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err

@@ -61,7 +61,7 @@ type FitResult struct {
 type TaskInfo struct {
 	File      string   `json:"file"`
 	Adjacency string   `json:"adjacency"` // the weighted adjacency CSV written for it
-	Edges     int      `json:"edges"`     // above the threshold
+	Edges     int      `json:"edges"`     // at or above the threshold
 	Order     []string `json:"order"`     // the order of the group it was fitted in
 	SE        float64  `json:"se"`        // the group's final squared error
 	H         float64  `json:"h"`         // the group's final h(T)
@@ -125,17 +125,7 @@ func RunFit(s *train.Session, c *FitConfig) (*FitResult, error) {
 		for m, wk := range est.W {
 			base := strings.TrimSuffix(filepath.Base(c.Data[lo+m]), filepath.Ext(c.Data[lo+m]))
 			adj := filepath.Join(out, fmt.Sprintf("adjacency_%d_%s.csv", lo+m, base))
-			thr := make([][]float64, len(wk)) // edges below the threshold are written as 0
-			edges := 0
-			for i := range wk {
-				thr[i] = make([]float64, len(wk))
-				for j := range wk {
-					if abs(wk[i][j]) > c.Solver.Threshold {
-						thr[i][j] = wk[i][j]
-						edges++
-					}
-				}
-			}
+			thr, edges := Thresholded(wk, c.Solver.Threshold)
 			if err := WriteAdjacency(adj, names, thr); err != nil {
 				return nil, err
 			}
@@ -150,9 +140,19 @@ func RunFit(s *train.Session, c *FitConfig) (*FitResult, error) {
 	return res, nil
 }
 
-func abs(v float64) float64 {
-	if v < 0 {
-		return -v
+// Thresholded is w with the weights that are not edges (Binary: |w| below
+// threshold) set to 0, and the number of edges left: what a fit writes to
+// its adjacency files.
+func Thresholded(w [][]float64, threshold float64) ([][]float64, int) {
+	out := newFloat(len(w))
+	edges := 0
+	for i := range w {
+		for j := range w[i] {
+			if isEdge(w[i][j], threshold) {
+				out[i][j] = w[i][j]
+				edges++
+			}
+		}
 	}
-	return v
+	return out, edges
 }

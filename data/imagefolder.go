@@ -32,7 +32,7 @@ type ImageFolder struct {
 	Options ImageFolderOptions
 
 	mu  sync.Mutex
-	bad map[int]bool // images found unreadable, each warned about once
+	bad map[int]error // images found unusable, each warned about once
 }
 
 // DefaultMaxPixels is the pixel budget images are held to unless the
@@ -43,7 +43,7 @@ const DefaultMaxPixels = 64_000_000
 
 // DefaultMaxAspect bounds the ratio of an image's long side to its short
 // side. Augment resizes the short side to the model's size, so a 1 x 10^6
-// strip of a few hundred bytes would become a 224 x 224 million image;
+// strip of a few hundred bytes would become a 256 x 256-million image;
 // real photographs (panoramas included) stay well under 32.
 const DefaultMaxAspect = 32
 
@@ -106,7 +106,7 @@ func NewImageFolderWith(root string, o ImageFolderOptions) (*ImageFolder, error)
 	if err != nil {
 		return nil, fmt.Errorf("image folder: %w (expected root/<class>/<image>.jpg)", err)
 	}
-	f := &ImageFolder{Root: root, Options: o.withDefaults(), bad: map[int]bool{}}
+	f := &ImageFolder{Root: root, Options: o.withDefaults(), bad: map[int]error{}}
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
@@ -168,15 +168,18 @@ func (f *ImageFolder) Decode(i int) (image.Image, error) {
 // every run), with a warning the first time; with RefuseBadImages (whose
 // check already passed, so the file changed since) it is an error.
 func (f *ImageFolder) Open(i int) (image.Image, error) {
-	img, err := f.Decode(i)
-	if err == nil || f.Options.BadImages == RefuseBadImages {
-		return img, err
+	err := f.badErr(i)
+	if err == nil { // not known to be bad: a bad file is decoded once, not every epoch
+		img, err := f.Decode(i)
+		if err == nil || f.Options.BadImages == RefuseBadImages {
+			return img, err
+		}
+		f.markBad(i, err)
 	}
-	f.markBad(i, err)
 	first, n := f.classRange(f.Labels[i])
 	for k := 1; k < n; k++ {
 		j := first + (i-first+k)%n
-		if f.isBad(j) {
+		if f.badErr(j) != nil {
 			continue
 		}
 		img, err := f.Decode(j)
@@ -185,19 +188,26 @@ func (f *ImageFolder) Open(i int) (image.Image, error) {
 		}
 		f.markBad(j, err)
 	}
-	return nil, fmt.Errorf("image folder %s: class %q: none of its %d images can be read (%s is the first: %w)", f.Root, f.Classes[f.Labels[i]], n, f.Files[i], err)
+	if err == nil {
+		err = f.badErr(i)
+	}
+	return nil, fmt.Errorf("image folder %s: class %q: none of its %d images can be read (%w)", f.Root, f.Classes[f.Labels[i]], n, err)
 }
 
-func (f *ImageFolder) isBad(i int) bool {
+// badErr is why image i was found unusable, or nil.
+func (f *ImageFolder) badErr(i int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.bad[i]
 }
 
+// markBad records image i as unusable, warning the first time.
 func (f *ImageFolder) markBad(i int, err error) {
 	f.mu.Lock()
-	first := !f.bad[i]
-	f.bad[i] = true
+	first := f.bad[i] == nil
+	if first {
+		f.bad[i] = err
+	}
 	f.mu.Unlock()
 	if first {
 		f.Options.Warn(fmt.Sprintf("warning: %v: skipped, another image of class %q is used in its place", err, f.Classes[f.Labels[i]]))

@@ -86,9 +86,19 @@ func exists(p string) bool {
 	return err == nil
 }
 
-func hasCheckpoint(dir string) bool {
+func hasCheckpoint(dir string) bool { return ckptStep(dir) > 0 }
+
+// ckptStep is the step of a run's newest checkpoint, 0 if none.
+func ckptStep(dir string) int64 {
 	m, _ := filepath.Glob(filepath.Join(dir, "checkpoints", "step-*[0-9]"))
-	return len(m) > 0
+	var step int64
+	for _, p := range m {
+		var n int64
+		if _, err := fmt.Sscanf(filepath.Base(p), "step-%d", &n); err == nil {
+			step = max(step, n)
+		}
+	}
+	return step
 }
 
 // lastStep is the last step metrics.jsonl logged.
@@ -167,14 +177,14 @@ threads = 1
 
 [stage.a]
 config = %q
-set = { %s, "trainer.max_steps" = 60 }
+set = { %s, "trainer.max_steps" = 40 }
 metrics = ["test_accuracy"]
 
 [stage.b]
 config = %q
 over = ["condition"]
 after = ["a"]
-set = { %s, "trainer.max_steps" = 30 }
+set = { %s, "trainer.max_steps" = 20 }
 metrics = ["test_accuracy"]
 
 [[condition]]
@@ -183,13 +193,13 @@ baseline = true
 
 [[condition]]
 name = "mlp"
-set = { "model.kind" = "mlp", "model.hidden" = 512 }
+set = { "model.kind" = "mlp", "model.hidden" = 256 }
 `, root, softmaxConfig(t), common, softmaxConfig(t), common)), 0o644))
 	e, err := Load(file)
 	require.NoError(t, err)
 	require.Len(t, e.Runs, 6)
-	maxSteps := map[string]int64{"a": 60, "b": 30}
 
+	maxSteps := map[string]int64{"a": 40, "b": 20}
 	// First invocation: SIGKILL it once a run is done and another is between
 	// checkpoints.
 	var out1 bytes.Buffer
@@ -209,11 +219,11 @@ set = { "model.kind" = "mlp", "model.hidden" = 512 }
 		}
 		var done, mid int
 		for _, r := range e.Runs {
-			switch {
+			switch step := ckptStep(r.Dir); {
 			case exists(filepath.Join(r.Dir, "results.json")):
 				done++
-			case hasCheckpoint(r.Dir):
-				mid++
+			case step > 0 && step < maxSteps[r.Stage.Name]:
+				mid++ // between checkpoints, not in its final evaluation
 			}
 		}
 		if done >= 1 && mid >= 1 {
@@ -224,9 +234,20 @@ set = { "model.kind" = "mlp", "model.hidden" = 512 }
 	<-exited
 	// Its runs die with it (Pdeathsig), releasing their locks.
 	noProcessMentions(t, root, 10*time.Second)
-	for _, r := range e.Runs {
-		_, held := heldBy(r.Dir)
-		assert.False(t, held, "%s is still locked after the kill", r.ID)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var locked []string
+		for _, r := range e.Runs {
+			if _, held := heldBy(r.Dir); held {
+				locked = append(locked, r.ID)
+			}
+		}
+		if len(locked) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still locked 10 s after the kill: %v", locked)
+		}
+		time.Sleep(20 * time.Millisecond) // a killed process closes its files as it exits
 	}
 	before := map[*Run]snapshot{}
 	var nDone, nMid int
@@ -360,6 +381,7 @@ set = { "optim.warmup" = 100 }   # more than the steps: the run fails when it bu
 	badLog := filepath.Join(root, "a", "bad", "seed-0", "train.log")
 	assert.Contains(t, out, "FAILED   a/bad/seed-0")
 	assert.Contains(t, out, "blocked  b/bad/seed-0 (needs a/bad/seed-0)")
+	assert.Contains(t, out, "warmup 100", "the log's last line, the error")
 	assert.Contains(t, out, "log: "+badLog)
 	assert.Contains(t, out, "1 run(s) failed and 1 blocked")
 	assert.FileExists(t, filepath.Join(root, "b", "ok", "seed-0", "results.json"), "the other condition went on")

@@ -100,9 +100,10 @@ func (c *ConfigRef) UnmarshalTOML(data any) error {
 
 // AxisSpec is one [[axis]]: any config key, over a list of values.
 type AxisSpec struct {
-	Name   string `toml:"name"`
-	Key    string `toml:"key"`
-	Values []any  `toml:"values"`
+	Name   string   `toml:"name"`
+	Key    string   `toml:"key"`
+	Values []any    `toml:"values"`
+	Labels []string `toml:"labels"` // names of the values in tables and directories (default the values)
 }
 
 // TableSpec is one [[table]]: named columns of metrics, rows of conditions.
@@ -165,7 +166,20 @@ type Axis struct {
 	Name, Key string
 	Values    []any
 	Texts     []string // the values as TOML, for -set
-	Labels    []string // the values for names and tables
+	Labels    []string // the values' names in tables and ${axis}
+	dirs      []string // the labels as directory names
+}
+
+var dirUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.+-]+`)
+
+// dirName makes a label safe as a path component: "1 (separate)" becomes
+// "1_separate".
+func dirName(label string) string {
+	d := strings.Trim(dirUnsafe.ReplaceAllString(label, "_"), "_")
+	if d == "" || d == "." || d == ".." {
+		d = "_"
+	}
+	return d
 }
 
 // Run is one training run: a stage at one grid point.
@@ -338,6 +352,8 @@ func (e *Experiment) check() error {
 			return e.errAt(ln, "axis %q has no key (the config key it sets)", a.Name)
 		case len(a.Values) == 0:
 			return e.errAt(ln, "axis %q has no values", a.Name)
+		case a.Labels != nil && len(a.Labels) != len(a.Values):
+			return e.errAt(ln, "axis %q has %d values but %d labels", a.Name, len(a.Values), len(a.Labels))
 		}
 		axisNames[a.Name] = true
 		ax := &Axis{Name: a.Name, Key: a.Key, Values: a.Values}
@@ -350,8 +366,21 @@ func (e *Experiment) check() error {
 			label := fmt.Sprint(v)
 			if s, ok := v.(string); ok {
 				label = s
+			} else if _, ok := v.([]any); ok {
+				label = text
 			}
-			ax.Labels = append(ax.Labels, strings.NewReplacer("/", "_", " ", "_").Replace(label))
+			if a.Labels != nil {
+				label = a.Labels[len(ax.Labels)]
+			}
+			ax.Labels = append(ax.Labels, label)
+			ax.dirs = append(ax.dirs, dirName(label))
+		}
+		seenDir := map[string]bool{}
+		for _, d := range ax.dirs {
+			if seenDir[d] {
+				return e.errAt(ln, "axis %q: two values share the directory name %q; give them labels", a.Name, d)
+			}
+			seenDir[d] = true
 		}
 		e.Axes = append(e.Axes, ax)
 	}

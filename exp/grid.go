@@ -107,7 +107,7 @@ func (e *Experiment) expand() error {
 			}
 			for i, a := range e.Axes {
 				if p.axes[i] >= 0 {
-					parts = append(parts, a.Name+"-"+a.Labels[p.axes[i]])
+					parts = append(parts, a.Name+"-"+a.dirs[p.axes[i]])
 					vars[a.Name] = a.Labels[p.axes[i]]
 				}
 			}
@@ -219,8 +219,17 @@ func (e *Experiment) expand() error {
 	}
 	sort.SliceStable(e.Runs, func(i, j int) bool {
 		a, b := e.Runs[i], e.Runs[j]
-		if a.SeedIx != b.SeedIx {
-			return a.SeedIx < b.SeedIx
+		// Runs over every seed (a stage not varying over seed) come after
+		// the seeds' runs, unless those need them.
+		sa, sb := a.SeedIx, b.SeedIx
+		if sa < 0 {
+			sa = len(e.Seeds)
+		}
+		if sb < 0 {
+			sb = len(e.Seeds)
+		}
+		if sa != sb {
+			return sa < sb
 		}
 		ca, cb := -1, -1
 		if a.Cond != nil {

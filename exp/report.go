@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -286,7 +287,22 @@ func (c Cell) text(decimals int) string {
 // Markdown is the table alone, as spliced into a RESULTS.md.
 func (t *Table) Markdown(seeds int) string {
 	var b strings.Builder
-	b.WriteString("| condition |")
+	first := "run"
+	for _, r := range t.Rows {
+		if r.Condition != "" {
+			first = "condition"
+			break
+		}
+		if len(r.Axes) > 0 {
+			var names []string
+			for k := range r.Axes {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			first = strings.Join(names, ", ")
+		}
+	}
+	b.WriteString("| " + escape(first) + " |")
 	for _, c := range t.Columns {
 		b.WriteString(" " + escape(c.Label) + " |")
 	}

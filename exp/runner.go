@@ -86,6 +86,11 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 	var changed []string
 	pre := map[*Run]State{}
 	for _, r := range e.Runs {
+		if pid, held := heldBy(r.Dir); held {
+			// another process is at it: decided under its lock, later
+			pre[r] = State{Kind: Running, Holder: pid}
+			continue
+		}
 		st, err := Inspect(r.Dir, rn.Resolved[r])
 		if err != nil {
 			return nil, fmt.Errorf("run %s: %w", r.ID, err)
@@ -104,8 +109,12 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 	for _, st := range pre {
 		counts[st.Kind]++
 	}
-	rn.printf("exp %s: %d runs in %s: %d done, %d to resume or restart, %d not started; %d job(s), %d thread(s) each\n",
-		e.Name, len(e.Runs), e.Root, counts[Done], counts[Partial], counts[NotStarted], jobs, threads)
+	elsewhere := ""
+	if counts[Running] > 0 {
+		elsewhere = fmt.Sprintf(", %d running in another process", counts[Running])
+	}
+	rn.printf("exp %s: %d runs in %s: %d done, %d to resume or restart, %d not started%s; %d job(s), %d thread(s) each\n",
+		e.Name, len(e.Runs), e.Root, counts[Done], counts[Partial], counts[NotStarted], elsewhere, jobs, threads)
 
 	phases := map[*Run]phase{}
 	retry := map[*Run]time.Time{}
@@ -253,7 +262,11 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 			x.err = errors.New("it exited without writing results.json")
 		}
 		if x.err != nil {
-			fail(r, fmt.Errorf("%v after %s", x.err, took))
+			msg := fmt.Sprintf("%v after %s", x.err, took)
+			if last := lastLine(filepath.Join(r.Dir, train.RunLogFile)); last != "" {
+				msg += ": " + last
+			}
+			fail(r, errors.New(msg))
 			return
 		}
 		phases[r] = finished
@@ -301,9 +314,10 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 		}
 		select {
 		case x := <-exits:
-			if stopping {
+			if stopping && !(x.err == nil && resultsOK(x.r.Dir)) {
 				nRunning--
 				locks[x.r].Unlock()
+				delete(locks, x.r)
 				delete(procs, x.r)
 				phases[x.r] = waiting
 				event("stopped", x.r, "")
@@ -360,6 +374,35 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 	return sum, fmt.Errorf("%d run(s) failed and %d blocked:%s", len(sum.Failed), len(sum.Blocked), b.String())
 }
 
+// lastLine is the last non-empty line of a log (its error, usually),
+// shortened to 300 bytes.
+func lastLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(st.Size()-4096, 0)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.ReplaceAll(string(buf), "\r", "\n"), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			if len(l) > 300 {
+				l = l[:300] + "..."
+			}
+			return l
+		}
+	}
+	return ""
+}
+
 func signalAll(procs map[*Run]*exec.Cmd, sig syscall.Signal) {
 	for _, cmd := range procs {
 		if cmd.Process != nil {
@@ -377,21 +420,7 @@ func (rn *Runner) printf(format string, a ...any) {
 // command builds a run's `repro train` child, its output appended to
 // DIR/train.log after a header line saying how it starts.
 func (rn *Runner) command(r *Run, resume bool, st State, threads int) (*exec.Cmd, *os.File, error) {
-	args := []string{"train"}
-	switch {
-	case resume:
-		args = append(args, "-resume", r.Dir)
-	case st.Kind == Partial:
-		// An earlier attempt died before its first checkpoint: start
-		// afresh, its files moved aside by train.
-		args = append(args, "-out", r.Dir, "-overwrite")
-	default:
-		args = append(args, "-out", r.Dir)
-	}
-	for _, s := range r.Sets {
-		args = append(args, "-set", s)
-	}
-	args = append(args, r.Config)
+	args := r.TrainArgs(resume, !resume && st.Kind == Partial)
 	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
 		return nil, nil, err
 	}
@@ -420,6 +449,26 @@ func (rn *Runner) command(r *Run, resume bool, st State, threads int) (*exec.Cmd
 	return cmd, logf, nil
 }
 
+// TrainArgs are the arguments of the run's `repro train`: a fresh start
+// (-out DIR; with overwrite, -overwrite too, for a directory an earlier
+// attempt left without a checkpoint, whose files train moves aside) or a
+// resume (-resume DIR).
+func (r *Run) TrainArgs(resume, overwrite bool) []string {
+	args := []string{"train"}
+	switch {
+	case resume:
+		args = append(args, "-resume", r.Dir)
+	case overwrite:
+		args = append(args, "-out", r.Dir, "-overwrite")
+	default:
+		args = append(args, "-out", r.Dir)
+	}
+	for _, s := range r.Sets {
+		args = append(args, "-set", s)
+	}
+	return append(args, r.Config)
+}
+
 // ThreadEnv sets a child's thread counts. repro sets no thread count of its
 // own, so libtorch's intra-op pool takes OMP_NUM_THREADS (and MKL's),
 // OpenBLAS its own variable.
@@ -431,7 +480,7 @@ func ThreadEnv(threads int) []string {
 func quoteArgs(args []string) string {
 	out := make([]string, len(args))
 	for i, a := range args {
-		if strings.ContainsAny(a, " \"'$\\") {
+		if strings.ContainsAny(a, " \"'$\\[]*?;&|()<>") {
 			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 		}
 		out[i] = a

@@ -226,8 +226,9 @@ func (e *Experiment) Statuses(resolved map[*Run][]byte) []Status {
 }
 
 // PrintStatus writes the status table: a line per run with its state,
-// what it waits for, and its directory, then the counts.
-func (e *Experiment) PrintStatus(w io.Writer, statuses []Status) {
+// what it waits for, and its directory, then the counts. With commands,
+// each run's `repro train` command line follows its line.
+func (e *Experiment) PrintStatus(w io.Writer, statuses []Status, commands bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tSTATE\tAFTER\tDIR")
 	counts := map[string]int{}
@@ -256,6 +257,17 @@ func (e *Experiment) PrintStatus(w io.Writer, statuses []Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Run.ID, state, strings.Join(after, " "), s.Run.Dir)
 	}
 	tw.Flush()
+	if commands {
+		fmt.Fprintln(w, "\ncommands (the next start of each run not done):")
+		for _, s := range statuses {
+			if s.State.Kind == Done {
+				continue
+			}
+			resume := s.State.Kind == Partial && (s.State.Ckpt != "" || s.Run.Stage.Spec.Resume == "always")
+			fmt.Fprintf(w, "%s:\n  repro %s\n", s.Run.ID, quoteArgs(s.Run.TrainArgs(resume, !resume && s.State.Kind == Partial)))
+		}
+		fmt.Fprintln(w)
+	}
 	var parts []string
 	for _, k := range []string{"done", "running", "partial", "not started", "changed", "error"} {
 		if counts[k] > 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/sugarme/gotch/ts"
@@ -196,8 +197,13 @@ type Result struct {
 	GradComps    int64   `json:"grad_computations"` // forward-backward passes on a batch: steps x accumulate x (k+1)
 	TrainSeconds float64 `json:"train_seconds"`     // the training loop, evaluation excluded
 	StepSeconds  float64 `json:"seconds_per_step"`
-	Seconds      float64 `json:"seconds"` // the whole run, data preparation included
-	PeakRSS      int64   `json:"peak_rss_bytes"`
+	// TrainCPU is the process's CPU time (user + system, all threads) in
+	// the training loop, evaluation excluded: on a shared machine a
+	// steadier measure of the work than wall-clock.
+	TrainCPU float64 `json:"train_cpu_seconds"`
+	StepCPU  float64 `json:"cpu_seconds_per_step"`
+	Seconds  float64 `json:"seconds"` // the whole run, data preparation included
+	PeakRSS  int64   `json:"peak_rss_bytes"`
 	// TaskDraws counts the inner steps per task; InnerLoss is their mean
 	// loss (at θ_{j-1}, before each inner update).
 	TaskDraws map[string]int64   `json:"inner_task_draws,omitempty"`
@@ -345,15 +351,16 @@ func Pretrain(s *train.Session, c *Config, plain bool) (*Result, error) {
 		}
 	}
 	var evalTime time.Duration
+	var evalCPU float64
 	var last map[string]float64 // the newest evaluation
 	evaluate := func() (map[string]float64, error) {
-		start := time.Now()
-		defer func() { evalTime += time.Since(start) }()
+		start, cpu := time.Now(), cpuSeconds()
+		defer func() { evalTime, evalCPU = evalTime+time.Since(start), evalCPU+cpuSeconds()-cpu }()
 		var err error
 		last, err = evalHeldout(model, held, tok.PAD, s)
 		return last, err
 	}
-	started := time.Now()
+	started, cpu := time.Now(), cpuSeconds()
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched, Clip: c.Optim.Clip, Loss: loss,
 		State: map[string]train.State{"loader": train.LoaderState(loader), "draws": train.Float64s(draws)},
 		Eval:  func(int64) (map[string]float64, error) { return evaluate() },
@@ -361,7 +368,7 @@ func Pretrain(s *train.Session, c *Config, plain bool) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	trainTime := time.Since(started) - evalTime
+	trainTime, trainCPU := time.Since(started)-evalTime, cpuSeconds()-cpu-evalCPU
 	m := last // Train evaluates after the last step
 	if m == nil {
 		if m, err = evaluate(); err != nil {
@@ -370,11 +377,11 @@ func Pretrain(s *train.Session, c *Config, plain bool) (*Result, error) {
 	}
 	res := &Result{HeldoutMLM: m["heldout_mlm_loss"], HeldoutNSP: m["heldout_nsp_loss"], NSPAccuracy: m["heldout_nsp_accuracy"],
 		Steps: steps, GradComps: steps * c.Trainer.Accumulate * (k + 1),
-		TrainSeconds: trainTime.Seconds(), Seconds: s.Elapsed().Seconds()}
+		TrainSeconds: trainTime.Seconds(), TrainCPU: trainCPU, Seconds: s.Elapsed().Seconds()}
 	for _, b := range held {
 		res.EvalPairs += len(b)
 	}
-	res.StepSeconds = res.TrainSeconds / float64(steps)
+	res.StepSeconds, res.StepCPU = res.TrainSeconds/float64(steps), res.TrainCPU/float64(steps)
 	res.PeakRSS, _ = memstat.PeakRSS()
 	if k > 0 && !plain {
 		res.TaskDraws, res.InnerLoss = map[string]int64{}, map[string]float64{}
@@ -385,8 +392,8 @@ func Pretrain(s *train.Session, c *Config, plain bool) (*Result, error) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "held-out MLM loss %.4f, NSP loss %.4f, NSP accuracy %.2f%% (%d pairs); %d steps, %d gradient computations, %.3f s/step, peak RSS %.0f MiB\n",
-		res.HeldoutMLM, res.HeldoutNSP, 100*res.NSPAccuracy, res.EvalPairs, steps, res.GradComps, res.StepSeconds, float64(res.PeakRSS)/(1<<20))
+	fmt.Fprintf(w, "held-out MLM loss %.4f, NSP loss %.4f, NSP accuracy %.2f%% (%d pairs); %d steps, %d gradient computations, %.3f s/step (%.3f s of CPU), peak RSS %.0f MiB\n",
+		res.HeldoutMLM, res.HeldoutNSP, 100*res.NSPAccuracy, res.EvalPairs, steps, res.GradComps, res.StepSeconds, res.StepCPU, float64(res.PeakRSS)/(1<<20))
 	return res, nil
 }
 
@@ -433,6 +440,15 @@ func evalHeldout(m Model, held []Batch, pad int64, s *train.Session) (map[string
 	}
 	return map[string]float64{"heldout_mlm_loss": mlmSum / float64(masked), "heldout_nsp_loss": nspSum / float64(pairs),
 		"heldout_nsp_accuracy": float64(correct) / float64(pairs)}, nil
+}
+
+// cpuSeconds is the CPU time the process has used, user and system.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // touchAll adds 0 x the sum of every trainable parameter to l, so that

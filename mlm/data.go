@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -24,6 +26,15 @@ type DataConfig struct {
 	MaxLen    int     `toml:"max_len"`    // tokens per sequence, [CLS] and [SEP] included
 	Batch     int     `toml:"batch"`      // sequences per micro-batch
 	Heldout   float64 `toml:"heldout"`    // share of WordNet synsets (or documents) held out for evaluation
+	// Packing is how documents become sequences: "document" (or "") makes
+	// each document one sequence truncated to max_len; "official" packs
+	// paragraphs as the official data_utils.py does (Packer). With
+	// "official" a text file is one document per line, as the official
+	// loader of a text file reads it, and a folder one document per .txt
+	// file with a paragraph per line, as the Wikipedia articles the paper
+	// trained on; for WordNet a synset's gloss and examples are its
+	// paragraphs.
+	Packing string `toml:"packing"`
 }
 
 func (d DataConfig) validate() error {
@@ -40,16 +51,24 @@ func (d DataConfig) validate() error {
 		return config.Field("data.batch", "must be positive, got %d", d.Batch)
 	case d.Heldout <= 0 || d.Heldout >= 1:
 		return config.Field("data.heldout", "must be in (0, 1), got %v", d.Heldout)
+	case d.Packing != "" && d.Packing != PackDocument && d.Packing != PackOfficial:
+		return config.Field("data.packing", "must be one of %v, got %q", PackModes, d.Packing)
 	}
 	return nil
 }
 
+func (d DataConfig) official() bool { return d.Packing == PackOfficial }
+
 // Doc is one text with its split and, for WordNet, its synset's lexname.
+// Under official packing LoadCorpus gives one Doc per paragraph, and the
+// paragraphs of a document share its Source; Prepare's Docs are then the
+// packed examples, each with its document's Source, split and lexname.
 type Doc struct {
 	Text    string
 	Heldout bool
 	Lexname int // index in data.WordNetLexNames; -1 outside WordNet
 	Gloss   bool
+	Source  int // the document (for WordNet the synset) the text belongs to
 }
 
 // heldoutKey puts a synset (or document) in the held-out split by a hash,
@@ -75,21 +94,56 @@ func LoadCorpus(d DataConfig) ([]Doc, error) {
 		for i, n := range data.WordNetLexNames {
 			lex[n] = i
 		}
-		for _, s := range syn {
+		for k, s := range syn {
 			out := heldoutKey(fmt.Sprintf("%c%d", s.POS, s.Offset), d.Heldout)
-			docs = append(docs, Doc{Text: s.Definition, Heldout: out, Lexname: lex[s.LexName], Gloss: true})
+			docs = append(docs, Doc{Text: s.Definition, Heldout: out, Lexname: lex[s.LexName], Gloss: true, Source: k})
 			for _, e := range s.Examples {
-				docs = append(docs, Doc{Text: e, Heldout: out, Lexname: lex[s.LexName]})
+				docs = append(docs, Doc{Text: e, Heldout: out, Lexname: lex[s.LexName], Source: k})
 			}
 		}
 		return docs, nil
+	}
+	if st, err := os.Stat(d.Corpus); err == nil && st.IsDir() && d.official() {
+		return readParagraphs(d)
 	}
 	texts, err := data.ReadCorpus(d.Corpus)
 	if err != nil {
 		return nil, err
 	}
 	for i, t := range texts {
-		docs = append(docs, Doc{Text: t, Heldout: heldoutKey(fmt.Sprint(i), d.Heldout), Lexname: -1})
+		docs = append(docs, Doc{Text: t, Heldout: heldoutKey(fmt.Sprint(i), d.Heldout), Lexname: -1, Source: i})
+	}
+	return docs, nil
+}
+
+// readParagraphs reads a folder for official packing: each .txt file
+// (sorted by path) a document, each of its lines a paragraph, kept as
+// they are (the packer drops blank and short ones, as the official code).
+func readParagraphs(d DataConfig) ([]Doc, error) {
+	var files []string
+	err := filepath.WalkDir(d.Corpus, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() && strings.EqualFold(filepath.Ext(p), ".txt") {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("corpus: %w", err)
+	}
+	sort.Strings(files)
+	var docs []Doc
+	for i, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("corpus: %w", err)
+		}
+		out := heldoutKey(fmt.Sprint(i), d.Heldout)
+		for _, line := range strings.Split(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n") {
+			docs = append(docs, Doc{Text: line, Heldout: out, Lexname: -1, Source: i})
+		}
+	}
+	if len(docs) == 0 {
+		return nil, fmt.Errorf("corpus %s: no .txt files", d.Corpus)
 	}
 	return docs, nil
 }
@@ -150,9 +204,14 @@ func Prepare(d DataConfig, w io.Writer) (*Tokenizer, *Prepared, error) {
 	}
 	h := sha256.New()
 	h.Write(vb)
-	fmt.Fprintf(h, "|%d|%v|%d", d.MaxLen, d.Heldout, len(docs))
+	// The tag set and the packing change the cached ids and tags, so they
+	// are part of the key (a cache from the 14-tag tagger is not reused).
+	fmt.Fprintf(h, "|%d|%v|%d|%s|%s", d.MaxLen, d.Heldout, len(docs), strings.Join(Tags, ","), d.packing())
 	for _, doc := range docs {
 		io.WriteString(h, doc.Text)
+		if d.official() {
+			fmt.Fprintf(h, "|%d|", doc.Source)
+		}
 	}
 	cache := d.Vocab + ".corpus-" + hex.EncodeToString(h.Sum(nil))[:16] + ".gob"
 	if f, err := os.Open(cache); err == nil {
@@ -167,30 +226,22 @@ func Prepare(d DataConfig, w io.Writer) (*Tokenizer, *Prepared, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	fmt.Fprintf(w, "tokenising and tagging %d documents (cached in %s)\n", len(docs), cache)
-	p := &Prepared{Docs: docs, Seqs: make([]Sequence, len(docs))}
-	for i, doc := range docs {
-		e, err := tok.Encode(doc.Text, d.MaxLen)
-		if err != nil {
-			return nil, nil, fmt.Errorf("document %d: %w", i, err)
+	var p *Prepared
+	if d.official() {
+		fmt.Fprintf(w, "packing, tokenising and tagging %d paragraphs as the official data_utils.py (cached in %s)\n", len(docs), cache)
+		if p, err = pack(docs, tok, tagger, d.MaxLen); err != nil {
+			return nil, nil, err
 		}
-		s := Sequence{IDs: e.IDs, Words: e.Words}
-		// A word's text is its tokens joined without "##"; its tag comes from that.
-		nw := 0
-		for _, wd := range e.Words {
-			nw = max(nw, wd+1)
-		}
-		text := make([]strings.Builder, nw)
-		for k, wd := range e.Words {
-			if wd >= 0 {
-				text[wd].WriteString(strings.TrimPrefix(tok.Token(e.IDs[k]), "##"))
+	} else {
+		fmt.Fprintf(w, "tokenising and tagging %d documents (cached in %s)\n", len(docs), cache)
+		p = &Prepared{Docs: docs, Seqs: make([]Sequence, len(docs))}
+		for i, doc := range docs {
+			e, err := tok.Encode(doc.Text, d.MaxLen)
+			if err != nil {
+				return nil, nil, fmt.Errorf("document %d: %w", i, err)
 			}
+			p.Seqs[i] = tagSequence(Sequence{IDs: e.IDs, Words: e.Words}, tok, tagger)
 		}
-		s.WordTags = make([]int, nw)
-		for wd := range text {
-			s.WordTags[wd] = TagID(tagger.Tag(text[wd].String()))
-		}
-		p.Seqs[i] = s
 	}
 	if f, err := os.Create(cache + ".tmp"); err == nil {
 		if gob.NewEncoder(f).Encode(p) == nil && f.Close() == nil {
@@ -200,6 +251,71 @@ func Prepare(d DataConfig, w io.Writer) (*Tokenizer, *Prepared, error) {
 		}
 	}
 	return tok, p, nil
+}
+
+func (d DataConfig) packing() string {
+	if d.Packing == "" {
+		return PackDocument
+	}
+	return d.Packing
+}
+
+// packSeed seeds the official packer's draws (5% random target lengths,
+// 10% unbounded first segments, the coin for a segment's last paragraph):
+// fixed, so the packed corpus is the same for every run and cacheable,
+// whatever trainer.seed is.
+const packSeed = 0x35652c2
+
+// pack runs the official packer over the documents (runs of paragraphs
+// sharing a Source), then tags each example's words. An example inherits
+// its document's split and lexname.
+func pack(docs []Doc, tok *Tokenizer, tagger *Tagger, maxLen int) (*Prepared, error) {
+	packer := NewPacker(maxLen, rand.New(rand.NewPCG(packSeed, 0)))
+	p := &Prepared{}
+	for lo := 0; lo < len(docs); {
+		hi := lo
+		for hi < len(docs) && docs[hi].Source == docs[lo].Source {
+			hi++
+		}
+		paras := make([]Paragraph, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			para, err := paragraph(tok, docs[i].Text)
+			if err != nil {
+				return nil, fmt.Errorf("document %d: %w", docs[lo].Source, err)
+			}
+			paras = append(paras, para)
+		}
+		for _, s := range packer.Document(paras, tok.CLS, tok.SEP) {
+			src := docs[lo]
+			p.Docs = append(p.Docs, Doc{Heldout: src.Heldout, Lexname: src.Lexname, Source: src.Source})
+			p.Seqs = append(p.Seqs, tagSequence(s, tok, tagger))
+		}
+		lo = hi
+	}
+	if len(p.Seqs) == 0 {
+		return nil, fmt.Errorf("official packing left no examples: every paragraph is shorter than 80 characters")
+	}
+	return p, nil
+}
+
+// tagSequence tags each word of s: a word's text is its tokens joined
+// without "##", and the tagger tags that.
+func tagSequence(s Sequence, tok *Tokenizer, tagger *Tagger) Sequence {
+	nw := 0
+	for _, wd := range s.Words {
+		nw = max(nw, wd+1)
+	}
+	text := make([]strings.Builder, nw)
+	for k, wd := range s.Words {
+		if wd >= 0 {
+			text[wd].WriteString(strings.TrimPrefix(tok.Token(s.IDs[k]), "##"))
+		}
+	}
+	s.WordTags = make([]int, nw)
+	for wd := range text {
+		s.WordTags[wd] = TagID(tagger.Tag(text[wd].String()))
+	}
+	return s
 }
 
 // Split returns the indices of the training and held-out documents

@@ -3,8 +3,11 @@ package mlm
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -133,4 +136,147 @@ func TestWholeWordMaskKeepsWordsAndCount(t *testing.T) {
 		assert.Equal(t, int64(Ignore), lab[3])
 		assert.Equal(t, int64(Ignore), lab[7])
 	}
+}
+
+// "linear" is the paper's 2p(1 - t/T) (the official "desc"); the official
+// code has no "linear" branch, so `--masking_mode linear` runs its else
+// branch, cos_quad, which "official_linear" reproduces.
+func TestLinearAndOfficialLinear(t *testing.T) {
+	const T = 1000
+	for _, step := range []int64{0, 100, 399, 400, 401, 700, 1000} {
+		lin, _ := Ratio("linear", 0.15, step, T, 0)
+		desc, _ := Ratio("desc", 0.15, step, T, 0)
+		assert.InDelta(t, 0.3*(1-float64(step)/T), lin, 1e-12)
+		assert.Equal(t, desc, lin)
+		off, err := Ratio("official_linear", 0.15, step, T, 0)
+		require.NoError(t, err)
+		cq, _ := Ratio("cos_quad", 0.15, step, T, 0)
+		assert.Equal(t, cq, off, "step %d", step)
+	}
+	off, _ := Ratio("official_linear", 0.15, 1000, T, 0)
+	assert.InDelta(t, 0.01, off, 1e-12, "the official curve ends at 0.01, not 0")
+}
+
+// lin_warm_decay warms up over 80,000 steps unless a config says
+// otherwise, as the official code hard-codes; a config without
+// masking.warmup keeps that default.
+func TestLinWarmDecayDefaultWarmup(t *testing.T) {
+	c := PretrainTask.Default()
+	assert.Equal(t, int64(80000), c.Masking.Warmup)
+	_, err := toml.DecodeFile("../configs/mlm/wordnet_fixed.toml", c)
+	require.NoError(t, err)
+	assert.Equal(t, int64(LinWarmDecayWarmup), c.Masking.Warmup)
+	r, _ := Ratio("lin_warm_decay", 0.15, 40000, 1000000, c.Masking.Warmup)
+	assert.InDelta(t, 0.15, r, 1e-12, "half-way through the warm-up: p")
+	c.Masking.Warmup = -1
+	assert.ErrorContains(t, c.Masking.validate(), "masking.warmup")
+}
+
+// The official whole-word masking lets an [UNK] word take masking budget,
+// and HF's torch_mask_tokens then unmasks it (it zeroes every special id):
+// in [CLS] a b [UNK] c [SEP] at 15% the budget is round(0.9) = 1 token, so
+// a quarter of the time [UNK] is drawn first and nothing is masked. The
+// mean is 0.75 masked tokens (it was 1 when [UNK] was no candidate).
+func TestWholeWordMaskUnkTakesBudget(t *testing.T) {
+	const unk = 1
+	ids := []int64{2, 10, 11, unk, 12, 3}
+	words := []int{-1, 0, 1, 2, 3, -1}
+	special := func(id int64) bool { return id < 5 }
+	rng := rand.New(rand.NewPCG(9, 9))
+	const n = 20000
+	var masked, none float64
+	for range n {
+		in, lab := WholeWordMask(ids, words, []int{0, 0, 0, 0}, []float64{1}, 0.15, 4, 100, special, rng)
+		assert.Equal(t, int64(Ignore), lab[3], "[UNK] is never a prediction")
+		assert.Equal(t, int64(unk), in[3], "[UNK] is never replaced")
+		k := 0
+		for _, l := range lab {
+			if l != Ignore {
+				k++
+			}
+		}
+		masked += float64(k)
+		if k == 0 {
+			none++
+		}
+	}
+	assert.InDelta(t, 0.75, masked/n, 0.015)
+	assert.InDelta(t, 0.25, none/n, 0.015)
+}
+
+// PTW keeps spaCy's 17 tags in the official order; the three the WordNet
+// tagger never emits keep their initial loss 0 and count in the weights'
+// mean and std, as a class absent from every official batch does.
+func TestPTWSeventeenTags(t *testing.T) {
+	assert.Equal(t, []string{"ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X"}, Tags)
+	assert.Equal(t, 16, TagID("X"))
+	assert.Equal(t, 16, TagID("nonsense"))
+	p := NewPTW(len(Tags))
+	var tags []int
+	var losses []float64
+	for i, tg := range Tags {
+		if !slices.Contains(Untagged, tg) {
+			tags, losses = append(tags, i), append(losses, float64(i+1))
+		}
+	}
+	p.Update(tags, losses)
+	var mean float64
+	for _, l := range p.Loss {
+		mean += l / 17
+	}
+	for _, tg := range Untagged {
+		assert.Zero(t, p.Loss[TagID(tg)], tg)
+	}
+	w := p.Weights()
+	assert.Less(t, w[TagID("INTJ")], 0.5, "an unseen class sits at the bottom, below the mean")
+	assert.InDelta(t, 1/(1+math.Exp(-2*(p.Loss[0]-mean)/stdev(p.Loss))), w[0], 1e-12)
+	p.OnlyWWM = true
+	for _, v := range p.Weights() {
+		assert.Equal(t, 1.0, v, "only_wwm: every weight 1")
+	}
+
+	tg, err := NewTagger("")
+	if err != nil {
+		t.Skip("wordnet-base not installed")
+	}
+	for _, w := range strings.Fields("oh wow hello John Paris $ % + = ok yes the of and ran dog quickly 1990 ; xqzt") {
+		assert.NotContains(t, Untagged, tg.Tag(w), w)
+	}
+}
+
+func stdev(x []float64) float64 {
+	var m, v float64
+	for _, a := range x {
+		m += a / float64(len(x))
+	}
+	for _, a := range x {
+		v += (a - m) * (a - m)
+	}
+	return math.Sqrt(v / float64(len(x)-1))
+}
+
+// PTW's running loss is updated once per optimizer step on the step's
+// whole batch (every micro-batch's masked tokens), as officially, not once
+// per micro-batch: the per-tag mean is over the step's tokens.
+func TestPTWUpdatesOncePerStep(t *testing.T) {
+	var step StepLosses
+	step.Add([]int{0, 1}, []float64{2, 6}) // micro-batch 1
+	step.Add([]int{0}, []float64{4})       // micro-batch 2
+	p := NewPTW(3)
+	step.Flush(p)
+	assert.InDeltaSlice(t, []float64{0.001 * 3, 0.001 * 6, 0}, p.Loss, 1e-15)
+	assert.Empty(t, step.Tags, "flushed")
+	perMicro := NewPTW(3)
+	perMicro.Update([]int{0, 1}, []float64{2, 6})
+	perMicro.Update([]int{0}, []float64{4})
+	assert.NotEqual(t, perMicro.Loss[0], p.Loss[0], "two updates a step would weight the second micro-batch's tokens differently")
+	step.Flush(p) // an empty step leaves the losses alone
+	assert.InDeltaSlice(t, []float64{0.003, 0.006, 0}, p.Loss, 1e-15)
+}
+
+func TestOnlyWWMNeedsPTW(t *testing.T) {
+	m := MaskingConfig{Mode: "constant", Ratio: 0.15, OnlyWWM: true}
+	assert.ErrorContains(t, m.validate(), "masking.only_wwm")
+	m.PTW = true
+	assert.NoError(t, m.validate())
 }

@@ -10,11 +10,19 @@ import (
 	"unicode"
 )
 
-// The tagger's coarse tags, a subset of the universal POS tags the paper
-// takes from spaCy. Their order fixes their ids.
-var Tags = []string{"NOUN", "VERB", "ADJ", "ADV", "ADP", "DET", "PRON", "CCONJ", "SCONJ", "AUX", "PART", "NUM", "PUNCT", "X"}
+// Tags are spaCy's 17 universal POS tags in the official code's order
+// (data_utils.py's pos_classes), which fixes their ids. PTW keeps a
+// running loss for each of the 17, all starting at 0, and the weights'
+// mean and standard deviation run over all of them. The WordNet tagger
+// never emits INTJ, PROPN and SYM: like a class absent from every
+// official batch, they keep their initial loss 0 throughout, and still
+// count in the mean and standard deviation, as officially.
+var Tags = []string{"ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X"}
 
-// TagID is a tag's index in Tags.
+// Untagged are the tags the WordNet tagger never emits.
+var Untagged = []string{"INTJ", "PROPN", "SYM"}
+
+// TagID is a tag's index in Tags (X's for an unknown tag).
 func TagID(tag string) int {
 	for i, t := range Tags {
 		if t == tag {

@@ -6,7 +6,8 @@ import statistics
 import sys
 
 out = sys.argv[1]
-conds = [("fixed", "fixed 15%"), ("cosine", "MRD cosine"), ("linear", "MRD linear"), ("ptw", "PTW"), ("ptw_cosine", "PTW + MRD cosine")]
+conds = [("fixed", "fixed 15%"), ("cosine", "MRD cosine"), ("linear", "MRD linear"), ("ptw", "PTW"), ("ptw_cosine", "PTW + MRD cosine"),
+         ("only_wwm", "whole words, weights 1 (only_wwm)")]
 print("| condition | held-out MLM loss at 15% (lower is better) | lexname accuracy, % | seeds |")
 print("|---|---|---|---|")
 for c, name in conds:

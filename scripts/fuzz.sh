@@ -6,6 +6,10 @@
 #
 #   scripts/fuzz.sh [SECONDS]
 #
+# New interesting inputs are minimized for at most MINIMIZE (default 5s):
+# go's default of 60s can spend a whole short run minimizing the first one
+# (a torch.save zip of a few KB), with no fuzzing and no count to show.
+#
 # A crash is saved by go test under the package's testdata/fuzz/<Target>/
 # and fails the run: commit that file with the fix, and it is a regression
 # test that every `go test` of the package replays from then on.
@@ -16,6 +20,7 @@ secs=${1:-60}
 case $secs in
 '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS]" >&2; exit 2 ;;
 esac
+minimize=${MINIMIZE:-5s}
 go=$(command -v go || echo /usr/local/go/bin/go)
 
 # package target
@@ -37,7 +42,7 @@ failed=0
 printf '%-24s %-16s %12s  %s\n' package target execs result
 for t in "${targets[@]}"; do
 	read -r pkg target <<<"$t"
-	"$go" test -run='^$' -fuzz="^${target}\$" -fuzztime="${secs}s" -parallel 1 "$pkg" >"$log" 2>&1
+	"$go" test -run='^$' -fuzz="^${target}\$" -fuzztime="${secs}s" -fuzzminimizetime="$minimize" -parallel 1 "$pkg" >"$log" 2>&1
 	rc=$?
 	# go test prints "fuzz: elapsed: 60s, execs: 123456 (2057/sec), ..."; the last is the total.
 	execs=$(grep -o 'execs: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)

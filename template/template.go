@@ -1,10 +1,6 @@
-// Package template is the smallest complete task: copy it to start a paper.
-// It classifies two interleaved spirals (generated, so it runs anywhere)
-// with an MLP, and shows every part a paper package has: a config that
-// embeds train.Base and validates its own keys, a TaskSpec, data through a
-// seeded loader, a Plan whose Loss is one micro-batch's mean loss (Train
-// owns backward, accumulation, precision, clipping, the optimizer,
-// checkpoints and resuming), an evaluation, and a result for results.json.
+// Package template is the smallest complete task; copy it to start a paper.
+// An MLP on two generated spirals shows every part: a config embedding train.Base,
+// a TaskSpec, a loader, a Plan whose Loss is one micro-batch's loss, a result.
 package template
 
 import (
@@ -91,14 +87,14 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var correct int64
+	res := &Result{}
 	err = torchmods.Try(func() {
 		ts.NoGrad(func() {
 			logits := mlp.Forward(torchmods.FromSlice(xTest, []int64{int64(len(yTest)), 2}, s.Device), false)
-			correct = torchmods.CountCorrect(logits, torchmods.FromSlice(yTest, []int64{int64(len(yTest))}, s.Device))
+			correct := torchmods.CountCorrect(logits, torchmods.FromSlice(yTest, []int64{int64(len(yTest))}, s.Device))
+			res.TestAccuracy = float64(correct) / float64(len(yTest))
 		})
 	})
-	res := &Result{TestAccuracy: float64(correct) / float64(len(yTest))}
 	fmt.Fprintf(s.W, "test accuracy %.2f%% after %d steps\n", 100*res.TestAccuracy, steps)
 	return res, err
 }

@@ -16,11 +16,12 @@ type TrainerConfig struct {
 	Device          string `toml:"device"`           // "cpu" or "cuda" (default "cpu")
 	Accumulate      int64  `toml:"accumulate"`       // micro-batches per optimizer step, for gradient accumulation (default 1)
 	Precision       string `toml:"precision"`        // "fp32" (default) or "bf16": autocast to bfloat16, for CUDA
+	TensorBoard     bool   `toml:"tensorboard"`      // also write metrics as TensorBoard event files beside metrics.jsonl (default true)
 }
 
 // DefaultTrainer holds the documented defaults.
 func DefaultTrainer() TrainerConfig {
-	return TrainerConfig{Epochs: 1, LogEvery: 50, KeepCheckpoints: 3, Device: "cpu", Accumulate: 1, Precision: "fp32"}
+	return TrainerConfig{Epochs: 1, LogEvery: 50, KeepCheckpoints: 3, Device: "cpu", Accumulate: 1, Precision: "fp32", TensorBoard: true}
 }
 
 // Validate checks the ranges, naming the key.

@@ -50,12 +50,8 @@ type RunOptions struct {
 	Signals bool
 }
 
-// configFile is the run's provenance: the resolved config it started with;
-// lockFile is the run-directory lock (rundir.go).
-const (
-	configFile = "config.toml"
-	lockFile   = ".lock"
-)
+// configFile is the run's provenance: the resolved config it started with.
+const configFile = "config.toml"
 
 // resumeSafeKeys change how a run is logged, checkpointed or placed, not
 // its numbers, so a resume may change them freely.
@@ -76,7 +72,7 @@ func prepareRunDir(cfg Config, o RunOptions) error {
 	}
 	var old []string
 	for _, e := range entries {
-		if e.Name() != lockFile {
+		if !IsRunDirBookkeeping(e.Name()) {
 			old = append(old, e.Name())
 		}
 	}

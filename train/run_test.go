@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/reprolab/repro/internal/tensorboard"
 )
 
 func startWith(t *testing.T, task TaskSpec[*toyConfig, float64], mutate func(*toyConfig), o RunOptions) (float64, error) {
@@ -193,4 +195,35 @@ func TestGracefulStopCheckpointsAndResumes(t *testing.T) {
 	resumed, err := startWith(t, toyTask("toy.stop", nil), nil, RunOptions{Out: dir, Resume: true})
 	require.NoError(t, err)
 	require.Equal(t, whole, resumed)
+}
+
+// TensorBoard event files beside metrics.jsonl hold the same values.
+func TestTensorBoardMirrorsMetrics(t *testing.T) {
+	dir := t.TempDir()
+	_, err := startWith(t, toyTask("toy.tb", nil), func(c *toyConfig) { c.Trainer.LogEvery = 2 }, RunOptions{Out: dir})
+	require.NoError(t, err)
+	files, err := tensorboard.EventFiles(dir)
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	scalars, err := tensorboard.ReadScalars(files[0])
+	require.NoError(t, err)
+	got := map[int64]float32{}
+	for _, s := range scalars {
+		if s.Tag == "loss" {
+			got[s.Step] = s.Value
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl"))
+	require.NoError(t, err)
+	want := map[int64]float32{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var row struct {
+			Step int64
+			Loss float64
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &row))
+		want[row.Step] = float32(row.Loss)
+	}
+	require.Len(t, want, 3)
+	require.Equal(t, want, got)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/internal/config"
+	"github.com/reprolab/repro/internal/tensorboard"
 	"github.com/reprolab/repro/torchmods"
 )
 
@@ -31,8 +32,9 @@ type Session struct {
 	metrics *os.File
 	start   time.Time
 	unlock  func()
-	stop    atomic.Bool // set by a signal: checkpoint after this step and stop
-	signals bool        // Train stops gracefully on SIGINT and SIGTERM
+	tb      *tensorboard.Writer // nil unless trainer.tensorboard
+	stop    atomic.Bool         // set by a signal: checkpoint after this step and stop
+	signals bool                // Train stops gracefully on SIGINT and SIGTERM
 }
 
 // NewSession seeds libtorch, picks the device, creates the run directory
@@ -68,7 +70,14 @@ func newSession(cfg TrainerConfig, out string, resume bool, w io.Writer, lock *R
 	if err != nil {
 		return nil, err
 	}
-	return &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, metrics: metrics, start: time.Now(), unlock: lock.Unlock}, nil
+	var tb *tensorboard.Writer
+	if cfg.TensorBoard {
+		if tb, err = tensorboard.NewWriter(out); err != nil {
+			metrics.Close()
+			return nil, err
+		}
+	}
+	return &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, metrics: metrics, start: time.Now(), unlock: lock.Unlock, tb: tb}, nil
 }
 
 // DeviceOf is the device trainer.device names, checked to exist.
@@ -87,6 +96,9 @@ func DeviceOf(cfg TrainerConfig) (gotch.Device, error) {
 func (s *Session) Close() {
 	s.Store.Drop()
 	s.metrics.Close()
+	if s.tb != nil {
+		s.tb.Close()
+	}
 	s.unlock()
 }
 
@@ -137,8 +149,19 @@ func (s *Session) Backward(loss func(micro int) (*ts.Tensor, error)) (float64, e
 			return torchmods.Try(func() {
 				var l *ts.Tensor
 				var lerr error
-				if err := s.Forward(func() { l, lerr = loss(i) }); err != nil {
-					panic(err)
+				// The forward pass runs in its own scope, closed before
+				// backward: its intermediates' handles go as soon as the
+				// loss exists, and autograd keeps only what backward
+				// needs, as in PyTorch (about 6% off the ViT-B MAE peak).
+				ferr := func() error {
+					fwd := ts.NewScope()
+					defer fwd.Close()
+					err := s.Forward(func() { l, lerr = loss(i) })
+					fwd.Keep(l)
+					return err
+				}()
+				if ferr != nil {
+					panic(ferr)
 				}
 				if lerr != nil {
 					panic(lerr)
@@ -173,8 +196,9 @@ type Plan struct {
 	LR       Schedule  // the learning rate at each step
 	Clip     float64   // the gradients' global norm is clipped to Clip; 0 for none
 	// Loss builds micro-batch micro's (0..trainer.accumulate-1) mean loss
-	// at step; it runs under trainer.precision and its tensors are freed
-	// after its backward pass.
+	// at step, under trainer.precision. The tensors it makes are freed when
+	// it returns, except the loss (freed after its backward pass): read
+	// what the task needs from them inside Loss.
 	Loss func(step int64, micro int) (*ts.Tensor, error)
 	// BeforeStep, if set, runs before a step's micro-batches: state that
 	// follows the step, such as a masking ratio from a schedule.
@@ -337,9 +361,25 @@ func (s *Session) restore(opt Optimizer, state map[string]State) (int64, error) 
 	return 0, fmt.Errorf("nothing to resume: no checkpoint in %s verifies (see above)", s.Out)
 }
 
-// Log appends one row to metrics.jsonl.
+// Log appends one row to metrics.jsonl and, with trainer.tensorboard, its
+// numbers (but the step) as TensorBoard scalars at the row's step.
 func (s *Session) Log(row map[string]any) error {
-	return json.NewEncoder(s.metrics).Encode(row)
+	if err := json.NewEncoder(s.metrics).Encode(row); err != nil {
+		return err
+	}
+	if s.tb == nil {
+		return nil
+	}
+	step, _ := row["step"].(int64)
+	now := time.Now()
+	for _, k := range sortedKeys(row) {
+		if v, ok := row[k].(float64); ok && k != "step" {
+			if err := s.tb.Scalar(k, step, v, now); err != nil {
+				return err
+			}
+		}
+	}
+	return s.tb.Flush()
 }
 
 // WriteResults writes v as the run's results.json.

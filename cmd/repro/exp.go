@@ -96,10 +96,18 @@ are locked, so two "exp run"s of the same file share the work safely.`,
 }
 
 func expStatus() *cli.Command {
+	var commands bool
 	return &cli.Command{
 		Name:  "status",
 		Short: "show each run's state without running anything",
-		Usage: "FILE",
+		Usage: "[-v] FILE",
+		Long: `status lists every run of the experiment with its state (done, partial with its
+newest checkpoint, not started, running in another process, or changed: its saved
+config differs from what the file now gives it, with the keys), the runs it waits
+for and its directory. It starts nothing and writes nothing.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&commands, "v", false, "also print each run's repro train command")
+		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 1 {
 				return cli.Usagef("status takes one experiment FILE")
@@ -108,7 +116,7 @@ func expStatus() *cli.Command {
 			if err != nil && e == nil {
 				return err
 			}
-			e.PrintStatus(env.Stdout, e.Statuses(resolved))
+			e.PrintStatus(env.Stdout, e.Statuses(resolved), commands)
 			return err
 		},
 	}

@@ -70,10 +70,13 @@ const (
 //
 // Every size the file declares is checked against the file itself before
 // anything is allocated: the zip entries may not declare more than
-// zipFactor times the file's size (a zip bomb or a lie), a tensor's view must lie inside its storage and may
-// not need more bytes than it (a stride-0 expansion of a small storage is
-// refused rather than copied out to gigabytes), and all arithmetic on
-// shapes and strides is checked for overflow.
+// zipFactor times the file's size (a zip bomb or a lie); a tensor's view
+// must lie inside its storage and may not need more bytes than it (a
+// stride-0 expansion of a small storage is refused rather than copied out
+// to gigabytes); all arithmetic on shapes and strides is checked for
+// overflow; and the walk over the pickle's dicts refuses cycles, nesting
+// past maxDepth and more entries than the pickle's size can describe.
+// Tensor names must be unique once nested dicts are flattened.
 func Parse(b []byte) (*File, error) {
 	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
