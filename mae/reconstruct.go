@@ -34,16 +34,36 @@ import (
 func InferOptions(tensors []safetensors.Tensor) (Options, []string, error) {
 	shape := map[string][]int64{}
 	depth, decDepth := int64(0), int64(0)
+	seen := map[string]map[int64]bool{"blocks": {}, "decoder_blocks": {}}
 	block := regexp.MustCompile(`^(blocks|decoder_blocks)\.(\d+)\.`)
 	for _, t := range tensors {
 		shape[t.Name] = t.Shape
 		if m := block.FindStringSubmatch(t.Name); m != nil {
-			i, _ := strconv.ParseInt(m[2], 10, 64)
+			i, err := strconv.ParseInt(m[2], 10, 64)
+			if err != nil {
+				return Options{}, nil, fmt.Errorf("tensor %q: block index %s is out of range", t.Name, m[2])
+			}
+			seen[m[1]][i] = true
 			if m[1] == "blocks" {
 				depth = max(depth, i+1)
 			} else {
 				decDepth = max(decDepth, i+1)
 			}
+		}
+	}
+	// The depth read from the names is bounded by what the file holds: a
+	// name like blocks.100000000.norm1.weight must not build a model of a
+	// hundred million blocks. Every block index below the depth must be
+	// present.
+	for kind, d := range map[string]int64{"blocks": depth, "decoder_blocks": decDepth} {
+		if int64(len(seen[kind])) != d {
+			missing := int64(-1)
+			for i := int64(0); i < d && missing < 0; i++ {
+				if !seen[kind][i] {
+					missing = i
+				}
+			}
+			return Options{}, nil, fmt.Errorf("the checkpoint's %s are not numbered 0..%d: it holds %d of them and %s.%d is missing", kind, d-1, len(seen[kind]), kind, missing)
 		}
 	}
 	pe, pos, de := shape["patch_embed.proj.weight"], shape["pos_embed"], shape["decoder_embed.weight"]
@@ -268,7 +288,7 @@ func FileBatch(paths []string, size int64, dev gotch.Device) (*ts.Tensor, error)
 		if err != nil {
 			return nil, err
 		}
-		img, _, err := image.Decode(f)
+		img, err := data.DecodeImage(f, p, data.ImageFolderOptions{}) // refuses pixel bombs by their header
 		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)

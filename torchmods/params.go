@@ -2,6 +2,9 @@ package torchmods
 
 import (
 	"fmt"
+	"math"
+	"math/bits"
+	"os"
 	"sort"
 	"strings"
 
@@ -20,12 +23,68 @@ type Param struct {
 // inside a ts.Scope survives it.
 type Store struct {
 	Device gotch.Device
-	params []*Param
-	byName map[string]*Param
+	// MaxBytes bounds the store's parameters and buffers (counted at 4
+	// bytes an element, before they are allocated), so a config with an
+	// absurd size (depth 1e6, width 1e9) is refused with the tensor that
+	// crosses it instead of exhausting memory or dying in C++. NewStore
+	// sets it to a quarter of the memory available on a CPU device (training
+	// holds the weights, their gradients and AdamW's two moments); a program
+	// that only runs inference may raise it. 0 means no bound.
+	MaxBytes int64
+	bytes    int64
+	params   []*Param
+	byName   map[string]*Param
 }
 
 // NewStore makes an empty store whose parameters live on dev.
-func NewStore(dev gotch.Device) *Store { return &Store{Device: dev, byName: map[string]*Param{}} }
+func NewStore(dev gotch.Device) *Store {
+	s := &Store{Device: dev, byName: map[string]*Param{}}
+	if !dev.IsCuda() {
+		s.MaxBytes = memAvailable() / 4
+	}
+	return s
+}
+
+// memAvailable is the kernel's estimate of the memory available to a new
+// allocation (MemAvailable in /proc/meminfo), or 0 if unknown.
+func memAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// reserve counts a new tensor's bytes against MaxBytes, refusing shapes
+// with a zero or negative dimension (a size key left at 0) and sizes that
+// overflow or do not fit.
+func (s *Store) reserve(name string, shape []int64) {
+	elems := uint64(1)
+	for _, d := range shape {
+		if d <= 0 {
+			panic(fmt.Errorf("torchmods: parameter %q would have shape %v: every dimension must be positive (is a size in the model's config 0?)", name, shape))
+		}
+		hi, lo := bits.Mul64(elems, uint64(d))
+		if hi != 0 || lo > math.MaxInt64/4 {
+			panic(fmt.Errorf("torchmods: parameter %q of shape %v is too large to exist (check the model's size keys)", name, shape))
+		}
+		elems = lo
+	}
+	need := int64(elems) * 4
+	if s.MaxBytes > 0 && s.bytes+need > s.MaxBytes {
+		panic(fmt.Errorf("torchmods: parameter %q of shape %v would bring the model to %.3g GB, more than the %.3g GB available on %v; check the model's size keys (depth, width, vocabulary)",
+			name, shape, float64(s.bytes+need)/1e9, float64(s.MaxBytes)/1e9, s.Device))
+	}
+	s.bytes += need
+}
 
 // Path is a position in the store's name hierarchy ("encoder.layer.0").
 type Path struct {
@@ -68,6 +127,9 @@ func (p Path) add(name string, shape []int64, init Init, noDecay, trainable bool
 	full := p.join(name)
 	if _, dup := p.store.byName[full]; dup {
 		panic(fmt.Sprintf("torchmods: parameter %q registered twice", full))
+	}
+	if len(shape) > 0 { // 0-D buffers (a batch count) need no check
+		p.store.reserve(full, shape)
 	}
 	var t *ts.Tensor
 	ts.NoGrad(func() { t = init(shape, p.store.Device) })

@@ -91,3 +91,21 @@ func TestGroupsSplitDecay(t *testing.T) {
 	assert.ElementsMatch(t, []string{"self_attn.in_proj_weight", "self_attn.out_proj.weight", "linear1.weight", "linear2.weight", "lora.lora_A.weight", "lora.lora_B.weight"}, d)
 	assert.ElementsMatch(t, []string{"self_attn.in_proj_bias", "self_attn.out_proj.bias", "linear1.bias", "linear2.bias", "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias"}, n, "biases and norms, and not the frozen LoRA base")
 }
+
+// A config with an absurd size is refused before anything is allocated,
+// naming the parameter; a size left at 0 is refused too.
+func TestAbsurdSizesAreRefusedBeforeAllocating(t *testing.T) {
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	require.Positive(t, store.MaxBytes, "a CPU store is bounded by the memory available")
+	store.MaxBytes = 1 << 20
+	live := ts.LiveTensors()
+	err := Try(func() { NewLinear(store.Root().Sub("fc"), LinearOptions{In: 1_000_000_000, Out: 1_000_000_000}) })
+	require.ErrorContains(t, err, `parameter "fc.weight" of shape [1000000000 1000000000] would bring the model to 4e+09 GB`)
+	err = Try(func() { NewLinear(store.Root().Sub("big"), LinearOptions{In: 1 << 40, Out: 1 << 40}) })
+	require.ErrorContains(t, err, "is too large to exist")
+	err = Try(func() { NewLinear(store.Root().Sub("zero"), LinearOptions{In: 0, Out: 4}) })
+	require.ErrorContains(t, err, `parameter "zero.weight" would have shape [4 0]: every dimension must be positive`)
+	require.Equal(t, live, ts.LiveTensors(), "nothing was allocated")
+	require.NoError(t, Try(func() { NewLinear(store.Root().Sub("ok"), LinearOptions{In: 16, Out: 16}) }))
+}

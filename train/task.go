@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/reprolab/repro/internal/config"
+	"github.com/reprolab/repro/torchmods"
 )
 
 // This file is the task template: the one way a paper's experiment enters
@@ -154,7 +155,13 @@ func (t TaskSpec[C, R]) StartWith(c C, o RunOptions) (R, error) {
 	}
 	defer s.Close()
 	s.signals = o.Signals
-	res, err := t.Run(s, c)
+	// The task boundary: a tensor-code panic with an error value (a shape
+	// mistake, a size that does not fit) becomes the run's error; bugs
+	// (runtime errors) keep their stack (torchmods/doc.go).
+	var res R
+	if perr := torchmods.Try(func() { res, err = t.Run(s, c) }); perr != nil {
+		return zero, perr
+	}
 	if err != nil {
 		return zero, err
 	}
