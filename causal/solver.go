@@ -215,6 +215,11 @@ func fit(x [][][]float64, k, n, p int, o SolverOptions, dev gotch.Device) *Estim
 			T.Copy_(t2)
 		})
 		lastSE, lastH = se.Float64Values()[0], hv
+		if math.IsNaN(lastSE) || math.IsInf(lastSE, 0) || math.IsNaN(hv) || math.IsInf(hv, 0) {
+			// Never a result from a diverged objective: the estimate
+			// would be garbage printed as if it were one.
+			panic(fmt.Errorf("iteration %d: the objective is not finite (squared error %v, h(T) %v); the data's scale is too large or the solver diverged: standardise the columns or lower solver.lr", it+1, lastSE, hv))
+		}
 		if o.Progress != nil && ((o.ProgressEvery > 0 && (it+1)%o.ProgressEvery == 0) || it == o.Iters-1) {
 			o.Progress(it+1, lastSE, lastH)
 		}
