@@ -1,9 +1,12 @@
 package mae
 
 import (
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/torchmods/safetensors"
 )
@@ -34,4 +37,15 @@ func TestInferredDepthIsBoundedByTheFile(t *testing.T) {
 	o, _, err := InferOptions(ok)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), o.Depth)
+}
+
+// A grid written over a directory is refused, and leaves no DIR.tmp behind.
+func TestWriteGridOverADirectoryLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	x := ts.MustZeros([]int64{1, 1, 4, 4}, gotch.Float, gotch.CPU)
+	defer x.MustDrop()
+	err := WriteGrid(dir, Panels{x, x, x, x}, []float32{0}, []float32{1}, 1)
+	require.ErrorContains(t, err, "is a directory")
+	_, err = os.Stat(dir + ".tmp")
+	require.True(t, os.IsNotExist(err))
 }

@@ -364,4 +364,9 @@ func TestPlotWritesPNGs(t *testing.T) {
 	_, stderr, code = runRepro(t, "plot", run)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "metrics.jsonl:2:")
+	// A last line torn by a kill (no newline after it) is skipped with a warning.
+	require.NoError(t, os.WriteFile(filepath.Join(run, "metrics.jsonl"), []byte("{\"step\":1,\"loss\":1}\n{\"step\":2,\"lo"), 0o644))
+	_, stderr, code = runRepro(t, "plot", run)
+	assert.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "metrics.jsonl:2: skipping a truncated last line")
 }

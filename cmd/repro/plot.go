@@ -1,12 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -26,7 +27,7 @@ every numeric metric (loss, lr, throughput, evaluation metrics) against the step
 			if len(args) != 1 {
 				return cli.Usagef("plot takes one RUNDIR")
 			}
-			written, err := plotRun(args[0])
+			written, err := plotRun(args[0], env.Stderr)
 			if err != nil {
 				return err
 			}
@@ -38,35 +39,38 @@ every numeric metric (loss, lr, throughput, evaluation metrics) against the step
 	}
 }
 
-// plotRun writes one PNG per numeric metric and returns their paths.
-func plotRun(run string) ([]string, error) {
+// plotRun writes one PNG per numeric metric and returns their paths. A
+// last line cut short (a run killed mid-write) is skipped with a warning;
+// a bad line anywhere else is an error.
+func plotRun(run string, warn io.Writer) ([]string, error) {
 	path := filepath.Join(run, "metrics.jsonl")
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	series := map[string]plotter.XYs{}
-	sc := bufio.NewScanner(f)
-	line := 0
-	for sc.Scan() {
-		line++
+	lines := strings.Split(string(b), "\n")
+	for i, text := range lines {
+		if strings.TrimSpace(text) == "" {
+			continue
+		}
 		var row map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		if err := json.Unmarshal([]byte(text), &row); err != nil {
+			if i == len(lines)-1 { // no newline after it: torn by a kill
+				fmt.Fprintf(warn, "warning: %s:%d: skipping a truncated last line\n", path, i+1)
+				continue
+			}
+			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
 		}
 		step, ok := row["step"].(float64)
 		if !ok {
-			return nil, fmt.Errorf("%s:%d: no step", path, line)
+			return nil, fmt.Errorf("%s:%d: no step", path, i+1)
 		}
 		for k, v := range row {
 			if x, ok := v.(float64); ok && k != "step" && k != "epoch" {
 				series[k] = append(series[k], plotter.XY{X: step, Y: x})
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
 	}
 	if len(series) == 0 {
 		return nil, fmt.Errorf("%s has no metrics to plot", path)

@@ -79,6 +79,9 @@ failed conversion never replaces an existing OUT.`,
 				tensors = make([]safetensors.Tensor, len(w.Tensors))
 				for i, t := range w.Tensors {
 					t.Name = strings.TrimPrefix(t.Name, prefix)
+					if t.Name == "" {
+						return fmt.Errorf("-strip-prefix %q leaves tensor %q with an empty name", prefix, w.Tensors[i].Name)
+					}
 					tensors[i] = t
 				}
 			}
