@@ -174,6 +174,9 @@ func repeatKV(x *ts.Tensor, rep int64) *ts.Tensor {
 
 // scaledDotProduct is softmax(q kᵀ / sqrt(d) + bias + mask) v on [B, H, T, d].
 func scaledDotProduct(q, k, v, mask, bias *ts.Tensor, dropout float64, train bool) *ts.Tensor {
+	if useFused(bias, dropout, train) {
+		return fusedSDPA(q, k, v, mask)
+	}
 	d := q.MustSize()[3]
 	scores := q.MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(d))), false).MustMatmul(k.MustTranspose(-2, -1, false), true)
 	if bias != nil {
@@ -245,18 +248,28 @@ func (m *MultiheadAttention) Forward(query, key, value, mask *ts.Tensor, train b
 		y := linear(x.MustTranspose(0, 1, false), w, bias)                                            // [T, B, D]
 		return y.MustContiguous(true).MustView([]int64{t, b * h, hd}, true).MustTranspose(0, 1, true) // [B*H, T, hd]
 	}
-	q := proj(query, 0, l).MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
+	q := proj(query, 0, l)
 	k, v := proj(key, 1, sl), proj(value, 2, sl)
-	scores := q.MustBmm(k.MustTranspose(1, 2, true), true) // [B*H, L, S]
+	var full *ts.Tensor
 	if mask != nil {
-		full := mask.MustExpand([]int64{b, h, l, sl}, false, false).MustReshape([]int64{b * h, l, sl}, true)
-		if mask.DType() == gotch.Bool {
-			scores = scores.MustMaskedFill(full, ts.FloatScalar(math.Inf(-1)), true)
-		} else {
-			scores = scores.MustAdd(full, true)
-		}
+		full = mask.MustExpand([]int64{b, h, l, sl}, false, false).MustReshape([]int64{b * h, l, sl}, true)
 	}
-	att := Dropout(scores.MustSoftmax(-1, gotch.Float, true), m.Dropout, train)
-	o := att.MustBmm(v, true).MustTranspose(0, 1, true).MustContiguous(true).MustView([]int64{l * b, d}, true)
+	var o *ts.Tensor
+	if useFused(nil, m.Dropout, train) {
+		o = fusedSDPA(q, k, v, full) // [B*H, L, hd]
+	} else {
+		q = q.MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
+		scores := q.MustBmm(k.MustTranspose(1, 2, true), true) // [B*H, L, S]
+		if full != nil {
+			if mask.DType() == gotch.Bool {
+				scores = scores.MustMaskedFill(full, ts.FloatScalar(math.Inf(-1)), true)
+			} else {
+				scores = scores.MustAdd(full, true)
+			}
+		}
+		att := Dropout(scores.MustSoftmax(-1, gotch.Float, true), m.Dropout, train)
+		o = att.MustBmm(v, true)
+	}
+	o = o.MustTranspose(0, 1, true).MustContiguous(true).MustView([]int64{l * b, d}, true)
 	return m.OutProj.Forward(o).MustView([]int64{l, b, d}, true).MustTranspose(0, 1, true)
 }

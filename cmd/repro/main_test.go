@@ -68,6 +68,11 @@ func TestInfoEndToEnd(t *testing.T) {
 	assert.Contains(t, out, "ops stubbed")
 	assert.Contains(t, out, "patches: overlay, tensor-lifetime, op-handles")
 	assert.Contains(t, out, "= 30 on cpu", "the tiny tensor check ran")
+	if m.HasOp("atg_scaled_dot_product_attention") {
+		assert.Contains(t, out, "attention fused scaled_dot_product_attention")
+	} else {
+		assert.Contains(t, out, "attention matmul and softmax (this libtorch has no fused")
+	}
 	assert.Regexp(t, `threads   \d+ intra-op, \d+ inter-op`, out)
 	if m.Libtorch.Root == "system" {
 		// Debian with libopenblas0-pthread, as the install script sets up.

@@ -49,6 +49,17 @@ type Info struct {
 	Check          string   `json:"check"`
 }
 
+// HasOp says whether the prepared gotch has op (an atg_* wrapper) working,
+// not stubbed for this libtorch.
+func (m Manifest) HasOp(op string) bool {
+	for _, s := range m.Stubbed {
+		if s == op {
+			return false
+		}
+	}
+	return true
+}
+
 // ReadManifest decodes the manifest compiled into the binary.
 func ReadManifest() (Manifest, error) {
 	var m Manifest
@@ -191,6 +202,11 @@ func (info *Info) Print(w io.Writer) {
 	}
 	if len(info.GPUs) == 0 {
 		fmt.Fprintf(w, "gpu       none (%s)\n", info.GPUNote)
+	}
+	if m.HasOp("atg_scaled_dot_product_attention") {
+		fmt.Fprintf(w, "attention fused scaled_dot_product_attention (REPRO_ATTENTION=math for the matmul path)\n")
+	} else {
+		fmt.Fprintf(w, "attention matmul and softmax (this libtorch has no fused scaled_dot_product_attention)\n")
 	}
 	fmt.Fprintf(w, "threads   %d intra-op, %d inter-op\n", info.Threads, info.InteropThreads)
 	if info.BLASPath != "" {
