@@ -59,7 +59,7 @@ func TestCausalCSVEndToEnd(t *testing.T) {
 	require.NoError(t, os.WriteFile(bad, []byte("a,b\n1,2\n3,oops\n"), 0o644))
 	_, stderr, code = runRepro(t, "train", "-out", filepath.Join(dir, "bad"), "-set", `data=["`+bad+`"]`, "../../configs/causal/fit_example.toml")
 	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, `bad.csv:3: column "b": "oops" is not a number`)
+	assert.Contains(t, stderr, `bad.csv:3: column 2 ("b"): "oops" is not a number`)
 }
 
 // TestCausalSweepAndResume runs a tiny grid and resumes it.
