@@ -6,9 +6,10 @@
 #   k2_first   k = 2, first order (400 meta steps)
 #   k1_second  k = 1, second order (600 meta steps)
 # with seeds 0, 1, 2, then fine-tunes every model on the lexname task (mlm.finetune) for 50, 200
-# and 1,000 steps (warm-up 10%), and summarises (metapt/summarize.py). Runs two jobs at a time
-# with one thread each. Finished stages (a results.json) are skipped, so it can be stopped and
-# re-run, and run for some seeds or conditions only:
+# and 1,000 steps (warm-up 10%), and summarises (metapt/summarize.py). Runs JOBS (default 2)
+# jobs at a time with one thread each, niced. Finished stages (a results.json) are skipped, so it
+# can be stopped and re-run, and run for some seeds or conditions only (do not run two instances
+# on the same condition and seed: an unfinished stage is started again from scratch):
 #
 #   metapt/experiment.sh [OUT] [SEEDS] [CONDITIONS]
 #   metapt/experiment.sh runs/metapt-wordnet "0 1 2" "k0 k1_first k2_first k1_second scratch"
@@ -49,5 +50,5 @@ job() { # condition seed
 }
 export -f job
 export out bin vocab
-for s in $seeds; do for c in $conds; do echo "$c $s"; done; done | xargs -P 2 -L 1 bash -c 'job $0 $1'
+for s in $seeds; do for c in $conds; do echo "$c $s"; done; done | nice -n 10 xargs -P "${JOBS:-2}" -L 1 bash -c 'job $0 $1'
 python3 metapt/summarize.py "$out"

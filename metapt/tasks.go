@@ -178,8 +178,9 @@ var PretrainTask = train.TaskSpec[*Config, *Result]{
 }
 
 // MultitaskTask is "metapt.multitask": the plain multi-task baseline, the
-// summed MLM + NSP loss of each batch with no meta-learning machinery (a
-// separate code path, which a k = 0 meta step must match exactly).
+// summed loss of meta.tasks (MLM + NSP) on each batch with no
+// meta-learning machinery (a separate code path, which a k = 0 meta step
+// must match exactly).
 var MultitaskTask = train.TaskSpec[*Config, *Result]{
 	Name:    multitaskName,
 	Doc:     "BERT multi-task pre-training (MLM + NSP summed), the k = 0 baseline without the meta-learning code path",
@@ -281,7 +282,7 @@ func Pretrain(s *train.Session, c *Config, plain bool) (*Result, error) {
 	what := fmt.Sprintf("meta steps k=%d (%s order, inner lr %g, tasks %v, meta-test %s, %s inner batches)",
 		k, order, c.Meta.InnerLR, c.Meta.Tasks, c.Meta.Test, c.Meta.InnerBatches)
 	if plain {
-		what = "multi-task pre-training (summed MLM + NSP, plain path)"
+		what = fmt.Sprintf("multi-task pre-training (the summed loss of %v, plain path)", c.Meta.Tasks)
 	}
 	fmt.Fprintf(w, "metapt: %s; %d training and %d held-out documents, %d training pairs per epoch, vocabulary %d, %d steps\n",
 		what, len(trainDocs), len(heldDocs), len(trainAnchors), tok.Size, steps)
@@ -300,7 +301,7 @@ func Pretrain(s *train.Session, c *Config, plain bool) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			return model.Loss(t, []string{"mlm", "nsp"}, true), nil
+			return model.Loss(t, c.Meta.Tasks, true), nil
 		}
 	} else {
 		loss = func(step int64, micro int) (*ts.Tensor, error) {

@@ -8,10 +8,12 @@ package papers
 import (
 	"github.com/reprolab/repro/basics"
 	"github.com/reprolab/repro/causal"
+	"github.com/reprolab/repro/imageclf"
 	"github.com/reprolab/repro/mae"
 	"github.com/reprolab/repro/metapt"
 	"github.com/reprolab/repro/mlm"
 	"github.com/reprolab/repro/template"
+	"github.com/reprolab/repro/textclf"
 	"github.com/reprolab/repro/train"
 )
 
@@ -24,5 +26,7 @@ func Tasks() []train.Task {
 		mlm.PretrainTask, mlm.FinetuneTask, // Yang et al., ACL 2023
 		causal.FitTask, causal.SweepTask, // Chen et al., NeurIPS 2021
 		metapt.PretrainTask, metapt.MultitaskTask, // Lv et al., 2020
+		textclf.Task,  // fine-tuning BERT-family checkpoints on your texts (HF's run_glue.py)
+		imageclf.Task, // fine-tuning ViT checkpoints on your images (MAE's main_finetune.py)
 	}
 }
