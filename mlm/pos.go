@@ -38,18 +38,21 @@ func TagID(tag string) int {
 var closedClass = map[string]string{}
 
 func init() {
-	for tag, words := range map[string]string{
-		"DET":   "a an the this that these those each every either neither some any no all both another such what which whose",
-		"ADP":   "of in to for with on at by from about as into like through after over between out against during without before under around among across behind beyond near off above below upon within along toward towards despite throughout via per",
-		"PRON":  "i me my mine myself you your yours yourself yourselves he him his himself she her hers herself it its itself we us our ours ourselves they them their theirs themselves who whom someone something anyone anything everyone everything nobody nothing one oneself",
-		"CCONJ": "and or but nor yet so",
-		"SCONJ": "if because although though while whereas unless since until whether than that when where whenever wherever",
-		"AUX":   "be is am are was were been being have has had having do does did can could may might must shall should will would",
-		"PART":  "not n't 's to",
+	// A slice, not a map: the order decides the words listed twice, and a
+	// map's iteration order would change it from one process to the next
+	// (it did: "to" was PART in some runs and ADP in others).
+	for _, l := range []struct{ tag, words string }{
+		{"DET", "a an the this that these those each every either neither some any no all both another such what which whose"},
+		{"ADP", "of in to for with on at by from about as into like through after over between out against during without before under around among across behind beyond near off above below upon within along toward towards despite throughout via per"},
+		{"PRON", "i me my mine myself you your yours yourself yourselves he him his himself she her hers herself it its itself we us our ours ourselves they them their theirs themselves who whom someone something anyone anything everyone everything nobody nothing one oneself"},
+		{"CCONJ", "and or but nor yet so"},
+		{"SCONJ", "if because although though while whereas unless since until whether than that when where whenever wherever"},
+		{"AUX", "be is am are was were been being have has had having do does did can could may might must shall should will would"},
+		{"PART", "not n't 's to"},
 	} {
-		for _, w := range strings.Fields(words) {
+		for _, w := range strings.Fields(l.words) {
 			if _, dup := closedClass[w]; !dup { // the first list wins: "that" is DET, "to" is ADP
-				closedClass[w] = tag
+				closedClass[w] = l.tag
 			}
 		}
 	}
