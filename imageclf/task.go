@@ -176,6 +176,7 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 	fmt.Fprintf(w, "image.classify (%s recipe): %d training and %d evaluation images, %d classes, %d steps (%.2f epochs), lr %.3g\n",
 		c.Recipe, trainSet.Len(), evalSet.Len(), len(classes), steps, float64(steps)/float64(perEpoch), lr)
 	chans, size := int64(spec.Model.InChans), spec.Model.ImgSize
+	var final *Evaluation
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched,
 		Loss: func(int64, int) (*ts.Tensor, error) {
 			b, err := loader.Next()
@@ -187,10 +188,13 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 			return torchmods.CrossEntropy(m.Forward(x, true), y, torchmods.CEOptions{LabelSmoothing: smoothing}), nil
 		},
 		State: map[string]train.State{"loader": train.LoaderState(loader)},
-		Eval: func(int64) (map[string]float64, error) {
+		Eval: func(step int64) (map[string]float64, error) {
 			ev, err := m.Evaluate(evalSet, c.Data.EvalBatch)
 			if err != nil {
 				return nil, err
+			}
+			if step == steps-1 {
+				final = ev
 			}
 			return map[string]float64{"top1": ev.Top1, "top5": ev.Top5, "eval_loss": ev.Loss}, nil
 		},
@@ -198,9 +202,11 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev, err := m.Evaluate(evalSet, c.Data.EvalBatch)
-	if err != nil {
-		return nil, err
+	ev := final // the evaluation Train ran after the last step, unless the run had none left
+	if ev == nil {
+		if ev, err = m.Evaluate(evalSet, c.Data.EvalBatch); err != nil {
+			return nil, err
+		}
 	}
 	res := &Result{Top1: ev.Top1, Top5: ev.Top5, Loss: ev.Loss, Classes: classes, Train: trainSet.Len(), Eval: evalSet.Len(), Steps: steps, Confusion: "confusion.png"}
 	if err := ev.Write(s.Out, evalSet, classes); err != nil {

@@ -305,6 +305,7 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 	opt := train.NewAdamW(s.Store, c.Optim.Betas[0], c.Optim.Betas[1], c.Optim.Eps, c.Optim.WeightDecay)
 	fmt.Fprintf(w, "text.classify: %d training examples, %s, %d steps (%.2f epochs), weights %s (%s)\n",
 		len(pr.train.ex), pr.describe(), steps, float64(steps)/float64(perEpoch), orNone(c.Pretrained), pr.src.kind)
+	final := map[*dataset]*evaluation{}
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched, Clip: c.Optim.Clip,
 		Loss: func(int64, int) (*ts.Tensor, error) {
 			idx, err := loader.Next()
@@ -314,12 +315,15 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 			return m.loss(pr.train, idx, true), nil
 		},
 		State: map[string]train.State{"loader": train.LoaderState(loader)},
-		Eval: func(int64) (map[string]float64, error) {
+		Eval: func(step int64) (map[string]float64, error) {
 			out := map[string]float64{}
 			for _, d := range pr.eval {
 				r, err := m.evaluate(d, c.Data.EvalBatch, pr.plan.metrics)
 				if err != nil {
 					return nil, err
+				}
+				if step == steps-1 {
+					final[d] = r
 				}
 				maps.Copy(out, r.metrics)
 			}
@@ -331,9 +335,11 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 	}
 	res := &Result{Metrics: map[string]float64{}, Labels: pr.labels, Train: len(pr.train.ex), Skipped: pr.skipped, Steps: steps}
 	for _, d := range append(slices.Clone(pr.eval), pr.predict...) {
-		r, err := m.evaluate(d, c.Data.EvalBatch, pr.plan.metrics)
-		if err != nil {
-			return nil, err
+		r := final[d] // evaluated by Train after the last step, unless the run had none left
+		if r == nil {
+			if r, err = m.evaluate(d, c.Data.EvalBatch, pr.plan.metrics); err != nil {
+				return nil, err
+			}
 		}
 		maps.Copy(res.Metrics, r.metrics)
 		name := filepath.Join("predictions", d.key+".tsv")
