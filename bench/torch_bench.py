@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 p = argparse.ArgumentParser()
-p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm"])
+p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
 args = p.parse_args()
@@ -142,8 +142,85 @@ def bert_step():
     return run
 
 
+def meta_step(second):
+    """bench/gobench's metapt_first and metapt_second: one meta step with k = 1 on BERT with both
+    pre-training heads (bert_mlm's sizes, no dropout): an inner SGD step (lr 1e-3) on batch 1's MLM
+    loss with torch.autograd.grad (create_graph in second order), the MLM + NSP loss on batch 2 at
+    the fast weights through functional_call, backward, AdamW."""
+    from torch.nn.utils.stateless import functional_call  # torch.func.functional_call from 2.0
+    V, H, L, A, I, B, S, steps = 30522, 256, 4, 4, 1024, 16, 128, 2
+    if dev.type == "cuda":
+        H, L, A, I, B, S, steps = 768, 12, 12, 3072, 32, 128, 10
+
+    class BertForPreTraining(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.word, self.pos, self.typ = nn.Embedding(V, H), nn.Embedding(512, H), nn.Embedding(2, H)
+            self.norm = nn.LayerNorm(H, eps=1e-12)
+            self.layers = nn.ModuleList([nn.TransformerEncoderLayer(H, A, I, dropout=0.0, activation="gelu", batch_first=True,
+                                                                    layer_norm_eps=1e-12) for _ in range(L)])
+            self.pooler = nn.Linear(H, H)
+            self.dense, self.hnorm = nn.Linear(H, H), nn.LayerNorm(H, eps=1e-12)
+            self.bias = nn.Parameter(torch.zeros(V))
+            self.seq_rel = nn.Linear(H, 2)
+
+        def forward(self, ids, types, labels, nsp, objectives):
+            x = self.word(ids) + self.typ(types) + self.pos(torch.arange(ids.shape[1], device=ids.device))[None]
+            x = self.norm(x)
+            for layer in self.layers:
+                x = layer(x)
+            total = 0
+            if "mlm" in objectives:
+                flat = labels.reshape(-1)
+                at = flat.ne(-100).nonzero().reshape(-1)
+                h = self.hnorm(nn.functional.gelu(self.dense(x.reshape(-1, H).index_select(0, at))))
+                total = total + nn.functional.cross_entropy(nn.functional.linear(h, self.word.weight, self.bias), flat.index_select(0, at))
+            if "nsp" in objectives:
+                pooled = torch.tanh(self.pooler(x[:, 0]))
+                total = total + nn.functional.cross_entropy(self.seq_rel(pooled), nsp)
+            return total
+
+    model = BertForPreTraining().to(dev)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.normal_(0, 0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.zero_()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+
+    def batch():
+        ids = torch.randint(V, (B, S), device=dev)
+        types = (torch.arange(S, device=dev) >= S // 2).long().expand(B, S)
+        labels = torch.full((B * S,), -100, device=dev, dtype=torch.long)
+        labels[::7] = ids.reshape(-1)[::7]
+        return ids, types, labels.reshape(B, S), (torch.arange(B, device=dev) % 2)
+
+    b1, b2 = batch(), batch()
+    names = [n for n, _ in model.named_parameters()]
+
+    def run():
+        start = time.perf_counter()
+        for i in range(steps):
+            params = [p for _, p in model.named_parameters()]
+            inner = model(*b1, ("mlm",))
+            grads = torch.autograd.grad(inner, params, create_graph=second, allow_unused=True)
+            fast = {n: p if g is None else p - 1e-3 * g for n, p, g in zip(names, params, grads)}
+            loss = functional_call(model, fast, (*b2, ("mlm", "nsp")))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i == steps - 1:
+                check[0] = sync(loss)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
 if args.workload == "bert_mlm":
     run = bert_step()
+elif args.workload in ("metapt_first", "metapt_second"):
+    run = meta_step(args.workload == "metapt_second")
 elif args.workload == "mae_vitb":
     run = mae_step()
 elif args.workload == "smallop":

@@ -44,6 +44,7 @@ for key, name in conds:
                          fmt([r["heldout_nsp_loss"] for _, r in pre]),
                          fmt([r["heldout_nsp_accuracy"] for _, r in pre], 100, 2),
                          fmt([r["train_seconds"] / 60 for _, r in pre], 1, 1),
+                         fmt([r["train_cpu_seconds"] / 60 for _, r in pre if "train_cpu_seconds" in r], 1, 1),
                          pre[0][1]["steps"], pre[0][1]["grad_computations"]))
     ft = []
     for n in budgets:
@@ -52,10 +53,10 @@ for key, name in conds:
     if any(f != "-" for f in ft):
         rows_ft.append((name, ft))
 
-print("| condition | seeds | steps | gradient computations | held-out MLM loss | held-out NSP loss | NSP accuracy, % | training minutes |")
-print("|---|---|---|---|---|---|---|---|")
-for name, seeds, mlm, nsp, acc, minutes, steps, grads in rows_pre:
-    print(f"| {name} | {', '.join(map(str, seeds))} | {steps} | {grads} | {mlm} | {nsp} | {acc} | {minutes} |")
+print("| condition | seeds | steps | gradient computations | held-out MLM loss | held-out NSP loss | NSP accuracy, % | training minutes (wall) | CPU minutes |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, seeds, mlm, nsp, acc, minutes, cpu, steps, grads in rows_pre:
+    print(f"| {name} | {', '.join(map(str, seeds))} | {steps} | {grads} | {mlm} | {nsp} | {acc} | {minutes} | {cpu} |")
 print()
 print("| condition | lexname accuracy after 50 steps, % | after 200 steps, % | after 1,000 steps, % |")
 print("|---|---|---|---|")

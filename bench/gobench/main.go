@@ -19,6 +19,8 @@ import (
 
 	"github.com/reprolab/repro/internal/memstat"
 	"github.com/reprolab/repro/mae"
+	"github.com/reprolab/repro/metapt"
+	"github.com/reprolab/repro/mlm"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/train"
 )
@@ -33,7 +35,7 @@ type result struct {
 }
 
 func main() {
-	workload := flag.String("workload", "smallop", "smallop | mlp | encoder | mae_vitb | bert_mlm | mae_fm_encoder")
+	workload := flag.String("workload", "smallop", "smallop | mlp | encoder | mae_vitb | bert_mlm | mae_fm_encoder | metapt_first | metapt_second")
 	device := flag.String("device", "cpu", "cpu | cuda")
 	reps := flag.Int("reps", 7, "timed repetitions; the median is reported")
 	mask := flag.Float64("mask", 0.75, "mae_fm_encoder: the mask ratio (0 runs every patch through the encoder)")
@@ -60,6 +62,10 @@ func main() {
 		iter = bertStep(dev, &check)
 	case "mae_fm_encoder":
 		iter = maeEncoderStep(dev, &check, *mask)
+	case "metapt_first":
+		iter = metaStep(dev, &check, metapt.FirstOrder)
+	case "metapt_second":
+		iter = metaStep(dev, &check, metapt.SecondOrder)
 	default:
 		fmt.Fprintf(os.Stderr, "gobench: unknown workload %q\n", *workload)
 		os.Exit(2)
@@ -292,6 +298,77 @@ func bertStep(dev gotch.Device, check *float64) func() float64 {
 			s := ts.NewScope()
 			h := m.Bert.Forward(ids, nil, nil, true).MustView([]int64{-1, cfg.HiddenSize}, true).MustIndexSelect(0, posT, true)
 			loss := torchmods.CrossEntropy(m.Logits(h), labels, torchmods.CEOptions{})
+			if err := loss.Backward(); err != nil {
+				panic(err)
+			}
+			if err := opt.Step(1e-4); err != nil {
+				panic(err)
+			}
+			if i == steps-1 {
+				*check = sync(loss)
+			}
+			s.Close()
+		}
+		return time.Since(start).Seconds() / float64(steps)
+	}
+}
+
+// metaStep: one meta step of metapt with k = 1 (the paper's meta-learning
+// step at its smallest depth) in the given order, on torchmods'
+// BertForPreTraining sized as bertStep's BERT (no dropout): an inner SGD
+// step (lr 1e-3) on the MLM loss of batch 1, the meta-test MLM + NSP loss
+// on batch 2 at the adapted weights, backward through the inner step
+// (second order) or at the adapted weights (first order), and an AdamW
+// step. Token types are 0 for the first 64 positions and 1 after, every
+// 7th position is masked, NSP labels alternate. bench/torch_bench.py's
+// twin uses torch.autograd.grad and functional_call.
+func metaStep(dev gotch.Device, check *float64, order metapt.Order) func() float64 {
+	cfg := torchmods.BertConfig{VocabSize: 30522, HiddenSize: 256, NumHiddenLayers: 4, NumAttentionHeads: 4, IntermediateSize: 1024,
+		HiddenAct: "gelu", MaxPositionEmbeddings: 512, TypeVocabSize: 2, LayerNormEps: 1e-12}
+	batch, steps := int64(16), 2
+	if dev.IsCuda() {
+		cfg = torchmods.BertBase()
+		cfg.HiddenDropout, cfg.AttentionDropout = 0, 0
+		batch, steps = 32, 10
+	}
+	const seq = 128
+	store := torchmods.NewStore(dev)
+	m := metapt.Model{BertForPreTraining: torchmods.NewBertForPreTraining(store.Root(), cfg)}
+	opt := train.NewAdamW(store, 0.9, 0.999, 1e-8, 0.01)
+	makeBatch := func() metapt.Tensors {
+		ids := ts.MustRandint(cfg.VocabSize, []int64{batch, seq}, gotch.Int64, dev)
+		types, labels := make([]int64, batch*seq), make([]int64, batch*seq)
+		for i := range types {
+			if i%seq >= seq/2 {
+				types[i] = 1
+			}
+			labels[i] = mlm.Ignore
+		}
+		nsp := make([]int64, batch)
+		for i := range nsp {
+			nsp[i] = int64(i % 2)
+		}
+		idv := ids.Int64Values()
+		for i := 0; i < len(labels); i += 7 {
+			labels[i] = idv[i]
+		}
+		shape := []int64{batch, seq}
+		return metapt.Tensors{IDs: ids, Types: torchmods.FromSlice(types, shape, dev),
+			Mask: ts.MustOnes(shape, gotch.Int64, dev), Labels: torchmods.FromSlice(labels, shape, dev),
+			NSP: torchmods.FromSlice(nsp, []int64{batch}, dev)}
+	}
+	b1, b2 := makeBatch(), makeBatch()
+	return func() float64 {
+		start := time.Now()
+		for i := 0; i < steps; i++ {
+			s := ts.NewScope()
+			loss, _, err := metapt.MetaLoss(store,
+				[]metapt.LossFn{func() (*ts.Tensor, error) { return m.Loss(b1, []string{"mlm"}, true), nil }},
+				func() (*ts.Tensor, error) { return m.Loss(b2, metapt.Objectives, true), nil },
+				1e-3, order)
+			if err != nil {
+				panic(err)
+			}
 			if err := loss.Backward(); err != nil {
 				panic(err)
 			}
