@@ -115,7 +115,7 @@ type TableSpec struct {
 
 // ColumnSpec is one metric column of a table.
 type ColumnSpec struct {
-	Metric string  `toml:"metric"` // "stage.key"
+	Metric string  `toml:"metric"` // "stage.key", or "stage.key1|key2": the first key a run has
 	Label  string  `toml:"label"`  // header (default the metric)
 	Scale  float64 `toml:"scale"`  // multiply values by this (default 1; 100 for percent)
 	Digits *int    `toml:"digits"` // decimals (default 4 significant digits)

@@ -192,7 +192,19 @@ func (c *Cell) summarise() {
 }
 
 // lookup finds a dotted key in decoded JSON; numeric parts index arrays.
+// A key may list alternatives, "top1|test_accuracy": the first one present
+// is taken, so that one column can compare tasks that name the same
+// measure differently (image.classify's top1, mae.finetune's
+// test_accuracy).
 func lookup(m map[string]any, key string) (float64, error) {
+	if alts := strings.Split(key, "|"); len(alts) > 1 {
+		for _, k := range alts {
+			if v, err := lookup(m, k); err == nil {
+				return v, nil
+			}
+		}
+		return 0, fmt.Errorf("none of %q", alts)
+	}
 	var cur any = m
 	for _, part := range strings.Split(key, ".") {
 		switch x := cur.(type) {
@@ -460,12 +472,16 @@ func (e *Experiment) WriteReport(dir string, plots bool) (*Report, error) {
 	return rep, nil
 }
 
-var markerRE = regexp.MustCompile(`<!--\s*exp:([A-Za-z0-9_.-]+)\s*-->|<!--\s*/exp\s*-->`)
+var markerRE = regexp.MustCompile(`<!--\s*exp:([A-Za-z0-9_./-]+)\s*-->|<!--\s*/exp\s*-->`)
 
 // Splice replaces what stands between <!-- exp:NAME --> and <!-- /exp -->
 // in a Markdown text with table NAME, keeping the markers, and returns the
 // names it filled. An unknown name or a marker without its end is an error.
-func Splice(md string, tables []*Table, seeds int) (string, []string, error) {
+//
+// A document that gathers several experiments' tables (the README) names
+// them EXPERIMENT/TABLE: a marker for experiment is filled, another
+// experiment's is left as it stands, so each experiment splices its own.
+func Splice(md string, tables []*Table, seeds int, experiment string) (string, []string, error) {
 	byName := map[string]*Table{}
 	for _, t := range tables {
 		byName[t.Name] = t
@@ -481,6 +497,16 @@ func Splice(md string, tables []*Table, seeds int) (string, []string, error) {
 			return "", nil, fmt.Errorf("line %d: <!-- /exp --> without an opening <!-- exp:NAME -->", line(m[0]))
 		}
 		name := md[m[2]:m[3]]
+		if i+1 >= len(locs) || locs[i+1][2] >= 0 {
+			return "", nil, fmt.Errorf("line %d: <!-- exp:%s --> has no <!-- /exp --> after it", line(m[0]), name)
+		}
+		if owner, table, qualified := strings.Cut(name, "/"); qualified {
+			if owner != experiment {
+				i++ // another experiment's table: keep it as it stands
+				continue
+			}
+			name = table
+		}
 		t, ok := byName[name]
 		if !ok {
 			names := make([]string, 0, len(tables))
@@ -488,9 +514,6 @@ func Splice(md string, tables []*Table, seeds int) (string, []string, error) {
 				names = append(names, t.Name)
 			}
 			return "", nil, fmt.Errorf("line %d: no table %q; the tables are %s", line(m[0]), name, strings.Join(names, ", "))
-		}
-		if i+1 >= len(locs) || locs[i+1][2] >= 0 {
-			return "", nil, fmt.Errorf("line %d: <!-- exp:%s --> has no <!-- /exp --> after it", line(m[0]), name)
 		}
 		end := locs[i+1]
 		b.WriteString(md[pos:m[1]])

@@ -185,20 +185,43 @@ func TestSpliceFillsMarkedRegions(t *testing.T) {
 	e := reportFixture(t)
 	tables, _ := e.Tables()
 	doc := "# Results\n\nSome text.\n\n<!-- exp:main -->\nold numbers, copied by hand\n<!-- /exp -->\n\nMore text.\n<!-- exp:tune.acc --><!-- /exp -->\n"
-	out, names, err := Splice(doc, tables, 3)
+	out, names, err := Splice(doc, tables, 3, "grid")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"main", "tune.acc"}, names)
 	assert.NotContains(t, out, "old numbers")
 	assert.Contains(t, out, "Some text.\n\n<!-- exp:main -->\n| condition | held-out loss | accuracy, % | n |\n")
 	assert.Contains(t, out, "| 3 |\n| MRD \\| cosine | 6.370 ± 0.023 (6.386, —, 6.354) | 50.47 (—, —, 50.47) | 2, 1 |\n<!-- /exp -->\n\nMore text.\n<!-- exp:tune.acc -->\n| condition | acc | n |")
-	again, _, err := Splice(out, tables, 3)
+	again, _, err := Splice(out, tables, 3, "grid")
 	require.NoError(t, err)
 	assert.Equal(t, out, again, "splicing twice changes nothing")
 
-	_, _, err = Splice("a\n<!-- exp:nope -->\n<!-- /exp -->\n", tables, 3)
+	mixed := "<!-- exp:other/main -->\nkept\n<!-- /exp -->\n<!-- exp:grid/main -->\nold\n<!-- /exp -->\n"
+	out, names, err = Splice(mixed, tables, 3, "grid")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"main"}, names, "another experiment's table is not this one's to fill")
+	assert.Contains(t, out, "<!-- exp:other/main -->\nkept\n<!-- /exp -->\n<!-- exp:grid/main -->\n| condition |")
+	_, _, err = Splice("<!-- exp:other/main -->\nno end\n", tables, 3, "grid")
+	assert.ErrorContains(t, err, "has no <!-- /exp -->", "a broken marker is an error whoever owns it")
+
+	_, _, err = Splice("a\n<!-- exp:nope -->\n<!-- /exp -->\n", tables, 3, "grid")
 	assert.ErrorContains(t, err, `line 2: no table "nope"`)
-	_, _, err = Splice("<!-- exp:main -->\nno end\n", tables, 3)
+	_, _, err = Splice("<!-- exp:main -->\nno end\n", tables, 3, "grid")
 	assert.ErrorContains(t, err, "has no <!-- /exp -->")
-	_, _, err = Splice("x\n<!-- /exp -->\n", tables, 3)
+	_, _, err = Splice("x\n<!-- /exp -->\n", tables, 3, "grid")
 	assert.ErrorContains(t, err, "line 2: <!-- /exp --> without an opening")
+}
+
+// TestLookupAlternatives: a column may name a measure that two tasks call
+// differently; the first key a run has is taken, and a run with none of
+// them is reported as missing the whole list.
+func TestLookupAlternatives(t *testing.T) {
+	res := map[string]any{"top1": 0.5, "nested": map[string]any{"acc": 0.25}}
+	v, err := lookup(res, "test_accuracy|top1")
+	require.NoError(t, err)
+	assert.Equal(t, 0.5, v)
+	v, err = lookup(res, "nested.acc|top1")
+	require.NoError(t, err)
+	assert.Equal(t, 0.25, v)
+	_, err = lookup(res, "a|b")
+	require.ErrorContains(t, err, `none of ["a" "b"]`)
 }

@@ -174,7 +174,7 @@ Markdown. -splice FILE.md replaces, in FILE.md, what stands between
 				if err != nil {
 					return err
 				}
-				text, names, err := exp.Splice(string(src), rep.Tables, len(e.Seeds))
+				text, names, err := exp.Splice(string(src), rep.Tables, len(e.Seeds), e.Name)
 				if err != nil {
 					return fmt.Errorf("%s:%w", p, err)
 				}
