@@ -20,7 +20,7 @@ mkdir -p "$out"
 bin=runs/metapt-cost/repro
 go build -o "$bin" ./cmd/repro
 vocab=runs/metapt-wordnet/vocab.txt
-[ -f "$vocab" ] || { echo "no $vocab: run metapt/experiment.sh (or any WordNet metapt config) first" >&2; exit 1; }
+[ -f "$vocab" ] || { echo "no $vocab: run repro exp run experiments/metapt_wordnet.toml (or any WordNet metapt config) first" >&2; exit 1; }
 case $size in
   small) model=(-set model.hidden_size=128 -set model.num_hidden_layers=2 -set model.num_attention_heads=4 -set model.intermediate_size=512 -set data.batch=32) ;;
   medium) model=(-set model.hidden_size=256 -set model.num_hidden_layers=4 -set model.num_attention_heads=4 -set model.intermediate_size=1024 -set data.batch=64) ;;
