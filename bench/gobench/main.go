@@ -219,7 +219,12 @@ func maeStep(dev gotch.Device, check *float64) func() float64 {
 		start := time.Now()
 		for i := 0; i < steps; i++ {
 			s := ts.NewScope()
+			// The forward pass in its own scope, closed before backward,
+			// as train.Session runs every task's step.
+			fwd := ts.NewScope()
 			loss := m.Forward(x, 0.75, nil, true).Loss
+			fwd.Keep(loss)
+			fwd.Close()
 			if err := loss.Backward(); err != nil {
 				panic(err)
 			}
