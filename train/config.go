@@ -15,7 +15,7 @@ type TrainerConfig struct {
 	KeepCheckpoints int64  `toml:"keep_checkpoints"` // checkpoints kept (default 3)
 	Device          string `toml:"device"`           // "cpu" or "cuda" (default "cpu")
 	Accumulate      int64  `toml:"accumulate"`       // micro-batches per optimizer step, for gradient accumulation (default 1)
-	Precision       string `toml:"precision"`        // "fp32" (default) or "bf16": autocast to bfloat16, for CUDA
+	Precision       string `toml:"precision"`        // "fp32" (default), "bf16" (autocast to bfloat16) or "fp16" (autocast to float16 with dynamic loss scaling, CUDA only)
 	TensorBoard     bool   `toml:"tensorboard"`      // also write metrics as TensorBoard event files beside metrics.jsonl (default true)
 }
 
@@ -43,8 +43,14 @@ func (t TrainerConfig) Validate() error {
 		return config.Field("trainer.device", `must be "cpu" or "cuda", got %q`, t.Device)
 	case t.Accumulate < 1:
 		return config.Field("trainer.accumulate", "must be at least 1, got %d", t.Accumulate)
-	case t.Precision != "fp32" && t.Precision != "bf16":
-		return config.Field("trainer.precision", `must be "fp32" or "bf16", got %q`, t.Precision)
+	case t.Precision != "fp32" && t.Precision != "bf16" && t.Precision != "fp16":
+		return config.Field("trainer.precision", `must be "fp32", "bf16" or "fp16", got %q`, t.Precision)
+	case t.Precision == "fp16" && t.Device != "cuda":
+		// libtorch 1.13's CPU autocast takes bfloat16 only (setting float16
+		// throws "AutocastCPU only support Bfloat16"), and PyTorch's
+		// GradScaler is CUDA-only there too; refusing here names the key
+		// instead of failing at the first forward pass.
+		return config.Field("trainer.precision", "fp16 autocast needs CUDA; use bf16 or fp32 on the CPU")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -35,6 +36,7 @@ type Session struct {
 	tb      *tensorboard.Writer // nil unless trainer.tensorboard
 	stop    atomic.Bool         // set by a signal: checkpoint after this step and stop
 	signals bool                // Train stops gracefully on SIGINT and SIGTERM
+	scaler  *GradScaler         // loss scaling under fp16, nil otherwise (tests set one on an fp32 session)
 }
 
 // NewSession seeds libtorch, picks the device, creates the run directory
@@ -77,7 +79,11 @@ func newSession(cfg TrainerConfig, out string, resume bool, w io.Writer, lock *R
 			return nil, err
 		}
 	}
-	return &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, metrics: metrics, start: time.Now(), unlock: lock.Unlock, tb: tb}, nil
+	s := &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, metrics: metrics, start: time.Now(), unlock: lock.Unlock, tb: tb}
+	if cfg.Precision == "fp16" {
+		s.scaler = NewGradScaler()
+	}
+	return s, nil
 }
 
 // DeviceOf is the device trainer.device names, checked to exist.
@@ -123,15 +129,28 @@ func (s *Session) Steps(batchesPerEpoch int64) (perEpoch, total int64, err error
 	return perEpoch, total, nil
 }
 
+// Scaler is the session's loss scaler under trainer.precision = "fp16"
+// (its scale and skipped steps), nil under fp32 and bf16.
+func (s *Session) Scaler() *GradScaler { return s.scaler }
+
 // Forward runs fn under the configured precision: as is for "fp32", under
-// libtorch's autocast to bfloat16 for "bf16" (parameters, gradients and
-// optimizer state stay float32, as with torch.autocast).
+// libtorch's autocast to bfloat16 for "bf16" and to float16 for "fp16"
+// (parameters, gradients and optimizer state stay float32, as with
+// torch.autocast). fp16 is CUDA autocast only: libtorch 1.13's CPU autocast
+// refuses float16, and Validate refuses fp16 on the CPU before a session
+// exists; the check here covers a session whose Cfg was changed after.
 func (s *Session) Forward(fn func()) error {
-	if s.Cfg.Precision != "bf16" {
-		fn()
-		return nil
+	switch s.Cfg.Precision {
+	case "bf16":
+		return ts.Autocast(s.Device.IsCuda(), gotch.BFloat16, fn)
+	case "fp16":
+		if !s.Device.IsCuda() {
+			return config.Field("trainer.precision", "fp16 autocast needs CUDA; use bf16 or fp32 on the CPU")
+		}
+		return ts.Autocast(true, gotch.Half, fn)
 	}
-	return ts.Autocast(s.Device.IsCuda(), gotch.BFloat16, fn)
+	fn()
+	return nil
 }
 
 // Backward accumulates gradients over trainer.accumulate micro-batches:
@@ -139,6 +158,12 @@ func (s *Session) Forward(fn func()) error {
 // its backward pass runs scaled by 1/accumulate, so the gradients are those
 // of the mean over all micro-batches. Each micro-batch's tensors are freed
 // before the next. It returns the mean loss.
+//
+// Under fp16 (a session with a Scaler) each micro-batch's backward pass
+// also runs on its loss times the loss scale, as GradScaler.scale(loss)
+// .backward(), so the gradients Backward leaves are scaled: Train unscales
+// them once per optimizer step (Scaler().Unscale) before clipping and the
+// update. The loss it returns is never scaled.
 func (s *Session) Backward(loss func(micro int) (*ts.Tensor, error)) (float64, error) {
 	n := max(s.Cfg.Accumulate, 1)
 	var sum float64
@@ -172,6 +197,12 @@ func (s *Session) Backward(loss func(micro int) (*ts.Tensor, error)) (float64, e
 				sum += l.Float64Values()[0]
 				if n > 1 {
 					l = l.MustMulScalar(ts.FloatScalar(1/float64(n)), false)
+				}
+				if s.scaler != nil {
+					// After the 1/n, as MAE's loss /= accum_iter then
+					// loss_scaler(loss); the scale is a power of two, so
+					// the order changes no bit.
+					l = s.scaler.ScaleLoss(l)
 				}
 				if err := l.Backward(); err != nil {
 					panic(err)
@@ -227,7 +258,21 @@ func (s *Session) Train(p Plan) error {
 	if p.Eval == nil && s.Cfg.EvalEvery > 0 {
 		return config.Field("trainer.eval_every", "this task has no evaluation during training; remove the key")
 	}
-	start, err := s.restore(p.Opt, p.State)
+	state := p.State
+	if s.scaler != nil {
+		// The scaler's state is one more named entry, so runs without
+		// fp16 keep their checkpoint format, and resuming an fp16 run
+		// restores the scale and growth tracker exactly.
+		if _, dup := state[scalerStateName]; dup {
+			return fmt.Errorf("train: the task's state has an entry %q, the name the fp16 loss scaler's state takes", scalerStateName)
+		}
+		state = make(map[string]State, len(p.State)+1)
+		for k, v := range p.State {
+			state[k] = v
+		}
+		state[scalerStateName] = s.scaler
+	}
+	start, err := s.restore(p.Opt, state)
 	if err != nil {
 		return err
 	}
@@ -246,15 +291,14 @@ func (s *Session) Train(p Plan) error {
 		if err != nil {
 			return StepResult{}, err
 		}
-		if p.Clip > 0 {
-			if _, err := ClipGradNorm(s.Store, p.Clip); err != nil {
-				return StepResult{}, err
-			}
-		}
+		// The schedule advances every step, skipped or not: MAE sets the
+		// learning rate from the iteration number alone.
 		lr := p.LR(step)
-		if err := p.Opt.Step(lr); err != nil {
+		if err := s.update(p.Opt, p.Clip, lr); err != nil {
 			return StepResult{}, err
 		}
+		// AfterStep runs after a skipped fp16 step too: it follows the
+		// iteration, as the state BeforeStep sets does.
 		if p.AfterStep != nil {
 			if err := p.AfterStep(step); err != nil {
 				return StepResult{}, err
@@ -271,6 +315,12 @@ func (s *Session) Train(p Plan) error {
 		m := row(step, r)
 		m["loss"] = lossSum / float64(max(lossN, 1))
 		m["steps_per_s"] = float64(step+1-start) / time.Since(started).Seconds()
+		if s.scaler != nil {
+			// The scale the next step uses, and the optimizer steps
+			// skipped so far in the run (resumes included).
+			m["loss_scale"] = s.scaler.Scale()
+			m["skipped_steps"] = float64(s.scaler.Skipped())
+		}
 		lossSum, lossN = 0, 0
 		return s.Log(m)
 	}})
@@ -300,21 +350,77 @@ func (s *Session) Train(p Plan) error {
 	saved := int64(-1)
 	loop.Add(Hook{Name: "checkpoint", Every: s.Cfg.CheckpointEvery, Fn: func(step int64, r StepResult) error {
 		saved = step + 1
-		return SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, p.State, s.Cfg.KeepCheckpoints)
+		return SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, state, s.Cfg.KeepCheckpoints)
 	}})
 	loop.Stop = func(step int64) error {
 		if !s.stop.Load() {
 			return nil
 		}
 		if saved != step+1 {
-			if err := SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, p.State, s.Cfg.KeepCheckpoints); err != nil {
+			if err := SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, state, s.Cfg.KeepCheckpoints); err != nil {
 				return err
 			}
 		}
 		fmt.Fprintf(s.W, "stopped after step %d of %d with a checkpoint; continue with: repro train -resume %s CONFIG\n", step+1, p.Steps, s.Out)
 		return ErrStopped
 	}
-	return loop.Run(start)
+	if err := loop.Run(start); err != nil {
+		return err
+	}
+	if s.scaler != nil {
+		fmt.Fprintf(s.W, "fp16: %d of %d optimizer steps skipped for inf/NaN gradients; loss scale now %g\n", s.scaler.Skipped(), p.Steps, s.scaler.Scale())
+	}
+	return nil
+}
+
+// scalerStateName is the checkpoint's task-state entry for the fp16 loss
+// scaler: the key MAE's NativeScalerWithGradNormCount saves under.
+const scalerStateName = "amp_scaler"
+
+// update makes the optimizer step from the accumulated gradients: clip them
+// to clip (0 for none), then step opt at lr. Under fp16 it first unscales
+// the gradients, once, as NativeScalerWithGradNormCount does before
+// clip_grad_norm_, so clipping sees true gradients; when one is inf or NaN
+// it skips the update (GradScaler.step) and zeroes the gradients instead,
+// then moves the scale (GradScaler.update).
+func (s *Session) update(opt Optimizer, clip, lr float64) error {
+	if s.scaler != nil {
+		finite, err := s.scaler.Unscale(s.Store)
+		if err != nil {
+			return err
+		}
+		if !finite {
+			s.scaler.Update(false)
+			return zeroGrads(s.Store)
+		}
+	}
+	if clip > 0 {
+		if _, err := ClipGradNorm(s.Store, clip); err != nil {
+			return err
+		}
+	}
+	if err := opt.Step(lr); err != nil {
+		return err
+	}
+	if s.scaler != nil {
+		s.scaler.Update(true)
+	}
+	return nil
+}
+
+// zeroGrads zeroes every gradient, as an optimizer's Step does after its
+// update: what a skipped fp16 step leaves, so the next step's gradients
+// accumulate from zero.
+func zeroGrads(store *torchmods.Store) error {
+	return torchmods.Try(func() {
+		ts.NoGrad(func() {
+			for _, p := range store.Params() {
+				if g := p.Tensor.MustGrad(false); g.MustDefined() {
+					g.MustZero_()
+				}
+			}
+		})
+	})
 }
 
 // RequestStop asks a running Train to write a checkpoint after the
@@ -382,13 +488,46 @@ func (s *Session) Log(row map[string]any) error {
 	return s.tb.Flush()
 }
 
-// WriteResults writes v as the run's results.json.
+// WriteResults writes v as the run's results.json. Under fp16, when v is a
+// JSON object without those keys, it also records "skipped_steps" and
+// "loss_scale" (the scaler's at the end), after v's own keys, so that a
+// run's summary says how many updates the loss scaling dropped.
 func (s *Session) WriteResults(v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(s.Out, "results.json"), append(b, '\n'), 0o644)
+	if s.scaler != nil {
+		b = withScalerResults(b, s.scaler)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	return os.WriteFile(filepath.Join(s.Out, "results.json"), out.Bytes(), 0o644)
+}
+
+// withScalerResults appends the scaler's keys to a compact JSON object,
+// keeping its keys' order; anything else comes back as is.
+func withScalerResults(b []byte, g *GradScaler) []byte {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(b, &obj) != nil || obj == nil {
+		return b
+	}
+	_, has1 := obj["skipped_steps"]
+	_, has2 := obj["loss_scale"]
+	if has1 || has2 {
+		return b
+	}
+	extra, _ := json.Marshal(g.Skipped())
+	scale, _ := json.Marshal(g.Scale())
+	add := `"skipped_steps":` + string(extra) + `,"loss_scale":` + string(scale) + `}`
+	b = bytes.TrimRight(b, " \t\r\n")
+	if len(obj) > 0 {
+		add = "," + add
+	}
+	return append(b[:len(b)-1:len(b)-1], add...)
 }
 
 // Elapsed is the time since the session started.
