@@ -316,45 +316,69 @@ var (
 	ImageNetStd  = [3]float32{0.229, 0.224, 0.225}
 )
 
-// Augment is the usual ImageNet pipeline, as torchvision transforms:
-// training images get RandomResizedCrop(Size, scale=Scale, ratio 3/4..4/3,
-// bicubic) and a random horizontal flip; evaluation images are resized so
-// their shorter side is Size/CropPct, then centre-cropped to Size. Both end
-// as normalised float32 CHW RGB.
+// Augment is the usual ImageNet pipeline, as torchvision and timm
+// transforms: training images get a RandomResizedCrop(Size, scale=Scale,
+// ratio 3/4..4/3, bicubic) and a random horizontal flip, then optionally
+// RandAugment on the 8-bit image and random erasing on the normalised one
+// (timm's create_transform order); evaluation images are resized so their
+// shorter side is Size/CropPct, then centre-cropped to Size. Both end as
+// normalised float32 CHW RGB.
 type Augment struct {
-	Size    int
-	Scale   [2]float64 // RandomResizedCrop's area range, e.g. {0.2, 1} for MAE pre-training
-	Flip    bool       // random horizontal flip while training
-	CropPct float64    // evaluation crop fraction (default 0.875, i.e. 224 from 256)
-	Mean    [3]float32
-	Std     [3]float32
+	Size        int
+	Scale       [2]float64 // RandomResizedCrop's area range, e.g. {0.2, 1} for MAE pre-training
+	Flip        bool       // random horizontal flip while training
+	CropPct     float64    // evaluation crop fraction (default 0.875, i.e. 224 from 256)
+	Mean        [3]float32
+	Std         [3]float32
+	Crop        CropMode       // how the training crop is drawn
+	RandAugment *RandAugment   // after the crop and flip (nil: none)
+	Erasing     *RandomErasing // after normalising (nil: none)
 }
+
+// CropMode is how RandomResizedCrop draws its box.
+type CropMode int
+
+const (
+	// RetryCrop is torchvision's and timm's RandomResizedCrop.get_params:
+	// up to ten draws of area and aspect ratio until the box fits, then a
+	// centre crop clamped to the ratio range. MAE pre-trains
+	// (torchvision) and fine-tunes (timm) with it.
+	RetryCrop CropMode = iota
+	// ClampedCrop is MAE's util/crop.RandomResizedCrop, which
+	// main_linprobe.py uses: one draw of area and aspect ratio, each side
+	// clamped to the image ("for matching TF/TPU implementation", after
+	// BYOL's TF code), so boxes are more often the whole side and may
+	// leave the ratio range.
+	ClampedCrop
+)
 
 // Train applies the training transform with rng.
 func (a Augment) Train(img image.Image, rng *rand.Rand) []float32 {
-	r := randomResizedCrop(img.Bounds(), a.Scale, [2]float64{3.0 / 4, 4.0 / 3}, rng)
+	ratio := [2]float64{3.0 / 4, 4.0 / 3}
+	var r image.Rectangle
+	if a.Crop == ClampedCrop {
+		r = clampedCrop(img.Bounds(), a.Scale, ratio, [4]float64{rng.Float64(), rng.Float64(), rng.Float64(), rng.Float64()})
+	} else {
+		r = randomResizedCrop(img.Bounds(), a.Scale, ratio, rng)
+	}
 	dst := resize(img, r, a.Size, a.Size)
 	if a.Flip && rng.Float64() < 0.5 {
 		hflip(dst)
 	}
-	return a.normalise(dst)
+	if a.RandAugment != nil {
+		dst = a.RandAugment.Apply(dst, rng)
+	}
+	out := a.normalise(dst)
+	if a.Erasing != nil {
+		a.Erasing.Apply(out, 3, a.Size, a.Size, rng)
+	}
+	return out
 }
 
 // Eval applies the evaluation transform.
 func (a Augment) Eval(img image.Image) []float32 {
-	pct := a.CropPct
-	if pct == 0 {
-		pct = 0.875
-	}
 	b := img.Bounds()
-	short := int(math.Floor(float64(a.Size) / pct))
-	w, h := short, short
-	if b.Dx() < b.Dy() {
-		h = int(float64(short) * float64(b.Dy()) / float64(b.Dx()))
-	} else {
-		w = int(float64(short) * float64(b.Dx()) / float64(b.Dy()))
-	}
-	x0, y0 := int(math.Round(float64(w-a.Size)/2)), int(math.Round(float64(h-a.Size)/2))
+	w, h, x0, y0 := a.evalGeometry(b)
 	// Resize to w x h but compute only the centre crop: the scaler clips
 	// its output to the destination's bounds, so the pixels are those of
 	// the full resize, without its w x h image in memory.
@@ -363,9 +387,30 @@ func (a Augment) Eval(img image.Image) []float32 {
 	return a.normalise(crop)
 }
 
-// randomResizedCrop picks a crop as torchvision's RandomResizedCrop.get_params:
-// ten tries at a random area and log-uniform aspect ratio, then a centre
-// crop clamped to the ratio range.
+// evalGeometry is torchvision's Resize(int(Size/CropPct)) then
+// CenterCrop(Size) for an image of bounds b: the resized w x h (the long
+// side truncated, as torchvision) and the crop's origin, which
+// torchvision's center_crop places at int(round((h - Size) / 2.0)), half
+// to even: 500 x 375 resizes to 341 x 256 and crops from x = 58, not 59.
+func (a Augment) evalGeometry(b image.Rectangle) (w, h, x0, y0 int) {
+	pct := a.CropPct
+	if pct == 0 {
+		pct = 0.875
+	}
+	short := int(math.Floor(float64(a.Size) / pct))
+	w, h = short, short
+	if b.Dx() < b.Dy() {
+		h = int(float64(short) * float64(b.Dy()) / float64(b.Dx()))
+	} else {
+		w = int(float64(short) * float64(b.Dx()) / float64(b.Dy()))
+	}
+	return w, h, int(math.RoundToEven(float64(w-a.Size) / 2)), int(math.RoundToEven(float64(h-a.Size) / 2))
+}
+
+// randomResizedCrop picks a crop as torchvision's RandomResizedCrop.get_params
+// (RetryCrop): ten tries at a random area and log-uniform aspect ratio,
+// then a centre crop clamped to the ratio range. Sides are rounded half to
+// even, as Python's round.
 func randomResizedCrop(b image.Rectangle, scale, ratio [2]float64, rng *rand.Rand) image.Rectangle {
 	W, H := b.Dx(), b.Dy()
 	area := float64(W * H)
@@ -373,8 +418,8 @@ func randomResizedCrop(b image.Rectangle, scale, ratio [2]float64, rng *rand.Ran
 	for range 10 {
 		target := area * (scale[0] + rng.Float64()*(scale[1]-scale[0]))
 		ar := math.Exp(lr0 + rng.Float64()*(lr1-lr0))
-		w := int(math.Round(math.Sqrt(target * ar)))
-		h := int(math.Round(math.Sqrt(target / ar)))
+		w := int(math.RoundToEven(math.Sqrt(target * ar)))
+		h := int(math.RoundToEven(math.Sqrt(target / ar)))
 		if w > 0 && h > 0 && w <= W && h <= H {
 			y := rng.IntN(H - h + 1)
 			x := rng.IntN(W - w + 1)
@@ -383,12 +428,31 @@ func randomResizedCrop(b image.Rectangle, scale, ratio [2]float64, rng *rand.Ran
 	}
 	w, h := W, H
 	if r := float64(W) / float64(H); r < ratio[0] {
-		h = int(math.Round(float64(w) / ratio[0]))
+		h = int(math.RoundToEven(float64(w) / ratio[0]))
 	} else if r > ratio[1] {
-		w = int(math.Round(float64(h) * ratio[1]))
+		w = int(math.RoundToEven(float64(h) * ratio[1]))
 	}
 	x, y := (W-w)/2, (H-h)/2
 	return image.Rect(b.Min.X+x, b.Min.Y+y, b.Min.X+x+w, b.Min.Y+y+h)
+}
+
+// clampedCrop is MAE's util/crop.RandomResizedCrop.get_params (ClampedCrop)
+// for the uniform draws u: area = W*H * uniform(scale), aspect =
+// exp(uniform(log ratio)), sides rounded half to even and clamped to the
+// image, then the top row i = randint(0, H-h+1) and left column j =
+// randint(0, W-w+1), in that order; uniform(a, b) is a + (b-a)*u and
+// randint(0, n) is int(u*n). torch draws these in float32; float64 here.
+// A side is at least 1 pixel (torch would fail on an empty crop).
+func clampedCrop(b image.Rectangle, scale, ratio [2]float64, u [4]float64) image.Rectangle {
+	W, H := b.Dx(), b.Dy()
+	target := float64(W*H) * (scale[0] + float64((scale[1]-scale[0])*u[0]))
+	lr0, lr1 := math.Log(ratio[0]), math.Log(ratio[1])
+	ar := math.Exp(lr0 + float64((lr1-lr0)*u[1]))
+	w := max(1, min(W, int(math.RoundToEven(math.Sqrt(target*ar)))))
+	h := max(1, min(H, int(math.RoundToEven(math.Sqrt(target/ar)))))
+	i := int(u[2] * float64(H-h+1))
+	j := int(u[3] * float64(W-w+1))
+	return image.Rect(b.Min.X+j, b.Min.Y+i, b.Min.X+j+w, b.Min.Y+i+h)
 }
 
 // resize scales the src rectangle of img to w x h with a bicubic

@@ -98,3 +98,69 @@ func TestRandomResizedCropStaysInsideAndFlipMirrors(t *testing.T) {
 	require.Equal(t, color.RGBA{255, 0, 0, 255}, img.RGBAAt(2, 0))
 	require.Equal(t, color.RGBA{0, 0, 0, 255}, img.RGBAAt(0, 0))
 }
+
+// The evaluation crop is torchvision's Resize then CenterCrop, whose
+// origin is int(round((h - size) / 2.0)) with Python's round, half to
+// even: a 500 x 375 photo resizes to 341 x 256 and is cropped from x = 58
+// (58.5 rounds down), where rounding half up would give 59.
+func TestEvalCentreCropRoundsHalfToEven(t *testing.T) {
+	a := Augment{Size: 224}
+	w, h, x0, y0 := a.evalGeometry(image.Rect(0, 0, 500, 375))
+	require.Equal(t, [4]int{341, 256, 58, 16}, [4]int{w, h, x0, y0})
+	w, h, x0, y0 = a.evalGeometry(image.Rect(0, 0, 375, 500))
+	require.Equal(t, [4]int{256, 341, 16, 58}, [4]int{w, h, x0, y0})
+
+	// The pixels: a 35 x 30 image at size 16 resizes to 21 x 18, and the
+	// crop starts at x = round(2.5) = 2, y = 1.
+	rng := rand.New(rand.NewPCG(7, 7))
+	img := image.NewRGBA(image.Rect(0, 0, 35, 30))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(rng.IntN(256))
+	}
+	a = Augment{Size: 16, Mean: ImageNetMean, Std: ImageNetStd}
+	full := resize(img, img.Bounds(), 21, 18)
+	crop := image.NewRGBA(image.Rect(0, 0, 16, 16))
+	for y := range 16 {
+		for x := range 16 {
+			crop.SetRGBA(x, y, full.RGBAAt(2+x, 1+y))
+		}
+	}
+	require.Equal(t, a.normalise(crop), a.Eval(img))
+}
+
+// Augment.Train runs RandAugment after the crop and flip and random
+// erasing on the normalised result, drawing from the same generator.
+func TestTrainRunsRandAugmentAndErasing(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	img := image.NewRGBA(image.Rect(0, 0, 40, 30))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(rng.IntN(256))
+	}
+	ra, err := ParseRandAugment("rand-m9-mstd0.5-inc1", ImageNetMean, Bicubic)
+	require.NoError(t, err)
+	ra.Prob = 1
+	re, err := NewRandomErasing(1, "const", 1)
+	require.NoError(t, err)
+	for _, crop := range []CropMode{RetryCrop, ClampedCrop} {
+		a := Augment{Size: 16, Scale: [2]float64{0.08, 1}, Flip: true, Mean: ImageNetMean, Std: ImageNetStd, Crop: crop, RandAugment: ra, Erasing: re}
+		got := a.Train(img, rand.New(rand.NewPCG(1, 2)))
+
+		// The same steps by hand, from the same seed.
+		r := rand.New(rand.NewPCG(1, 2))
+		var box image.Rectangle
+		if crop == ClampedCrop {
+			box = clampedCrop(img.Bounds(), a.Scale, [2]float64{3.0 / 4, 4.0 / 3}, [4]float64{r.Float64(), r.Float64(), r.Float64(), r.Float64()})
+		} else {
+			box = randomResizedCrop(img.Bounds(), a.Scale, [2]float64{3.0 / 4, 4.0 / 3}, r)
+		}
+		dst := resize(img, box, 16, 16)
+		if r.Float64() < 0.5 {
+			hflip(dst)
+		}
+		want := a.normalise(ra.Apply(dst, r))
+		boxes := re.Apply(want, 3, 16, 16, r)
+		require.Len(t, boxes, 1)
+		require.Equal(t, want, got, "crop mode %d", crop)
+		require.Equal(t, float32(0), got[boxes[0].Min.Y*16+boxes[0].Min.X], "const erasing writes zeros")
+	}
+}

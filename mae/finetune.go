@@ -30,14 +30,34 @@ type FinetuneConfig struct {
 	SwitchProb float64     `toml:"switch_prob"` // chance of cutmix rather than mixup when both are on (0.5)
 	Optim      OptimConfig `toml:"optim"`
 	Data       DataConfig  `toml:"data"`
+
+	// RandAugment is timm's RandAugment spec (--aa), run on the 8-bit
+	// image after the crop and flip: "rand-m9-mstd0.5-inc1" is 2 ops of
+	// the increasing set, each with chance 0.5, at magnitude N(9, 0.5)
+	// clipped to [0, 10]. "" turns it off.
+	RandAugment string `toml:"rand_augment"`
+	// Reprob is random erasing's chance per image (--reprob 0.25), run on
+	// the normalised image; 0 turns it off. Remode is what fills the box
+	// ("pixel": per-pixel normal noise, "rand", "const") and Recount the
+	// most boxes per image (1).
+	Reprob  float64 `toml:"reprob"`
+	Remode  string  `toml:"remode"`
+	Recount int     `toml:"recount"`
 }
 
-// DefaultFinetune is main_finetune.py's recipe for ViT-B.
+// DefaultFinetune is main_finetune.py's recipe for ViT-B, its augmentation
+// included: RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25 "pixel".
 func DefaultFinetune() *FinetuneConfig {
 	return &FinetuneConfig{Base: train.Base{Task: "mae.finetune", Trainer: train.DefaultTrainer()}, Model: ViTBase16(), DropPath: 0.1, GlobalPool: true,
 		LayerDecay: 0.65, Smoothing: 0.1, Mixup: 0.8, Cutmix: 1.0, MixupProb: 1, SwitchProb: 0.5,
+		RandAugment: "rand-m9-mstd0.5-inc1", Reprob: 0.25, Remode: "pixel", Recount: 1,
 		Optim: OptimConfig{BLR: 5e-4, MinLR: 1e-6, WeightDecay: 0.05, Betas: [2]float64{0.9, 0.999}, WarmupEpochs: 5},
-		Data:  DataConfig{Kind: "fashion_mnist", Batch: 64, Scale: [2]float64{0.08, 1}, Flip: true}}
+		Data:  DataConfig{Kind: "fashion_mnist", Batch: 64, Scale: [2]float64{0.08, 1}, Flip: true, Crop: "retry"}}
+}
+
+// extras are the training transform's RandAugment and random erasing.
+func (c *FinetuneConfig) extras() trainExtras {
+	return trainExtras{randAugment: c.RandAugment, reprob: c.Reprob, remode: c.Remode, recount: c.Recount}
 }
 
 // Validate checks the task's sections, naming the key.
@@ -56,6 +76,17 @@ func (c *FinetuneConfig) Validate() error {
 		return config.Field("mixup", "mixup and cutmix alphas must not be negative")
 	case c.MixupProb < 0 || c.MixupProb > 1 || c.SwitchProb < 0 || c.SwitchProb > 1:
 		return config.Field("mixup_prob", "mixup_prob and switch_prob must be in [0, 1]")
+	case c.Reprob < 0 || c.Reprob > 1:
+		return config.Field("reprob", "must be in [0, 1], got %v", c.Reprob)
+	case c.Remode != "pixel" && c.Remode != "rand" && c.Remode != "const":
+		return config.Field("remode", `must be "pixel", "rand" or "const", got %q`, c.Remode)
+	case c.Recount < 1:
+		return config.Field("recount", "must be at least 1, got %d", c.Recount)
+	}
+	if c.RandAugment != "" {
+		if _, err := data.ParseRandAugment(c.RandAugment, data.ImageNetMean, data.Bicubic); err != nil {
+			return config.Field("rand_augment", "%v", err)
+		}
 	}
 	if err := c.Optim.validate(); err != nil {
 		return err
@@ -66,7 +97,7 @@ func (c *FinetuneConfig) Validate() error {
 // FinetuneTask is "mae.finetune".
 var FinetuneTask = train.TaskSpec[*FinetuneConfig, *ClassifyResult]{
 	Name:    "mae.finetune",
-	Doc:     "MAE fine-tuning (or training from scratch) of a ViT classifier: layer-wise lr decay, drop path, label smoothing, mixup/cutmix",
+	Doc:     "MAE fine-tuning (or training from scratch) of a ViT classifier: layer-wise lr decay, drop path, label smoothing, mixup/cutmix, RandAugment, random erasing",
 	Default: DefaultFinetune,
 	Run:     Finetune,
 	Eval: func(c *FinetuneConfig, checkpoint string, w io.Writer) error {
@@ -74,7 +105,7 @@ var FinetuneTask = train.TaskSpec[*FinetuneConfig, *ClassifyResult]{
 		if err != nil {
 			return err
 		}
-		test, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
+		test, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans, trainExtras{})
 		if err != nil {
 			return err
 		}
@@ -125,11 +156,12 @@ func classify(vit *torchmods.ViT, set *imageSet, dev gotch.Device) (acc, loss fl
 // Finetune trains the ViT classifier, from a pretrained checkpoint or from
 // scratch, with main_finetune.py's recipe: AdamW over layer-wise-decayed
 // parameter groups (no decay on 1-D parameters, cls_token and pos_embed),
-// the per-iteration schedule, drop path, and mixup/cutmix with smoothed
-// soft targets (or label-smoothed cross-entropy when mixing is off).
+// the per-iteration schedule, drop path, RandAugment and random erasing in
+// the training transform, and mixup/cutmix with smoothed soft targets (or
+// label-smoothed cross-entropy when mixing is off).
 func Finetune(s *train.Session, c *FinetuneConfig) (*ClassifyResult, error) {
 	w := s.W
-	trainSet, testSet, err := openSplits(c.Data, c.Model)
+	trainSet, testSet, err := openSplits(c.Data, c.Model, c.extras())
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +199,8 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*ClassifyResult, error) {
 	}
 	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
-	fmt.Fprintf(w, "mae finetune: %d train images, %d steps (%.1f epochs), lr %.3g\n", trainSet.n, steps, float64(steps)/float64(perEpoch), lr)
+	fmt.Fprintf(w, "mae finetune: %d train images, %d steps (%.1f epochs), lr %.3g, RandAugment %q, random erasing %g\n",
+		trainSet.n, steps, float64(steps)/float64(perEpoch), lr, c.RandAugment, c.Reprob)
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched,
 		Loss: func(int64, int) (*ts.Tensor, error) {
 			b, err := loader.Next()

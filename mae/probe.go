@@ -37,11 +37,12 @@ type LinprobeConfig struct {
 	CacheFeatures bool `toml:"cache_features"`
 }
 
-// DefaultLinprobe is main_linprobe.py's recipe for ViT-B.
+// DefaultLinprobe is main_linprobe.py's recipe for ViT-B, with its
+// training crop: MAE's util/crop.RandomResizedCrop (data.crop "clamped").
 func DefaultLinprobe() *LinprobeConfig {
 	return &LinprobeConfig{Base: train.Base{Task: "mae.linprobe", Trainer: train.DefaultTrainer()}, Model: ViTBase16(),
 		Optim: OptimConfig{BLR: 0.1, Betas: [2]float64{0.9, 0.999}, WarmupEpochs: 10},
-		Data:  DataConfig{Kind: "fashion_mnist", Batch: 256, Scale: [2]float64{0.08, 1}, Flip: true}}
+		Data:  DataConfig{Kind: "fashion_mnist", Batch: 256, Scale: [2]float64{0.08, 1}, Flip: true, Crop: "clamped"}}
 }
 
 // Validate checks the task's sections, naming the key.
@@ -92,7 +93,7 @@ var LinprobeTask = train.TaskSpec[*LinprobeConfig, *ClassifyResult]{
 // Linprobe trains the probe head on the frozen encoder and reports test accuracy.
 func Linprobe(s *train.Session, c *LinprobeConfig) (*ClassifyResult, error) {
 	w := s.W
-	trainSet, testSet, err := openSplits(c.Data, c.Model)
+	trainSet, testSet, err := openSplits(c.Data, c.Model, trainExtras{})
 	if err != nil {
 		return nil, err
 	}

@@ -270,7 +270,7 @@ func LoadForReconstruction(store *torchmods.Store, checkpoint string, o *Options
 // FashionMNISTBatch returns n test images from first on, normalised as the
 // Fashion-MNIST configs train on them: [n, 1, 28, 28].
 func FashionMNISTBatch(dir string, first, n int, dev gotch.Device) (*ts.Tensor, error) {
-	set, err := openImages(DataConfig{Kind: "fashion_mnist", Dir: dir}, "test", 28, 1)
+	set, err := openImages(DataConfig{Kind: "fashion_mnist", Dir: dir}, "test", 28, 1, trainExtras{})
 	if err != nil {
 		return nil, err
 	}

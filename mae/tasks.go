@@ -77,7 +77,7 @@ type PretrainConfig struct {
 func DefaultPretrain() *PretrainConfig {
 	return &PretrainConfig{Base: train.Base{Task: "mae.pretrain", Trainer: train.DefaultTrainer()}, Model: ViTBase16(), MaskRatio: 0.75,
 		Optim: OptimConfig{BLR: 1.5e-4, WeightDecay: 0.05, Betas: [2]float64{0.9, 0.95}, WarmupEpochs: 40},
-		Data:  DataConfig{Kind: "fashion_mnist", Batch: 64, Scale: [2]float64{0.2, 1}, Flip: true}}
+		Data:  DataConfig{Kind: "fashion_mnist", Batch: 64, Scale: [2]float64{0.2, 1}, Flip: true, Crop: "retry"}}
 }
 
 // Validate checks the task's sections, naming the key.
@@ -128,7 +128,7 @@ var PretrainTask = train.TaskSpec[*PretrainConfig, *PretrainResult]{
 		if _, err := LoadInto(store, checkpoint, c.Model, true, w); err != nil {
 			return err
 		}
-		test, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans)
+		test, err := openImages(c.Data, "test", c.Model.ImgSize, c.Model.InChans, trainExtras{})
 		if err != nil {
 			return err
 		}
@@ -144,7 +144,7 @@ var PretrainTask = train.TaskSpec[*PretrainConfig, *PretrainResult]{
 // Pretrain runs main_pretrain.py's loop: AdamW (no decay on biases and 1-D
 // parameters), the per-iteration schedule, random masking each step.
 func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
-	trainSet, testSet, err := openSplits(c.Data, c.Model)
+	trainSet, testSet, err := openSplits(c.Data, c.Model, trainExtras{})
 	if err != nil {
 		return nil, err
 	}
