@@ -159,3 +159,36 @@ func TestFreezeAndLRScale(t *testing.T) {
 	assert.NotEqual(t, b0, b.Weight.Float64Values(), "trained")
 	assert.Equal(t, c0, c.Weight.Float64Values(), "lr scale 0")
 }
+
+// TestOptimizerStepLeavesNoTemporaries: an optimizer step frees each
+// parameter's temporaries before the next parameter's, so the caller's step
+// scope holds nothing new after it (before, AdamW left four tensors of each
+// parameter's size there until the step ended: 1.8 GB for ViT-B MAE).
+func TestOptimizerStepLeavesNoTemporaries(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		make func(*torchmods.Store) Optimizer
+	}{
+		{"adamw", func(s *torchmods.Store) Optimizer { return NewAdamW(s, 0.9, 0.999, 1e-8, 0.1) }},
+		{"sgd nesterov", func(s *torchmods.Store) Optimizer { return NewSGD(s, 0.9, 0, 0.1, true) }},
+		{"lars", func(s *torchmods.Store) Optimizer { return NewLARS(s, 0.9, 0.05, 0.001) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			store := torchmods.NewStore(gotch.CPU)
+			defer store.Drop()
+			lin := torchmods.NewLinear(store.Root(), torchmods.LinearOptions{In: 8, Out: 4})
+			opt := c.make(store)
+			x := ts.MustOnes([]int64{2, 8}, gotch.Float, gotch.CPU)
+			defer x.MustDrop()
+			for step := 0; step < 2; step++ { // the first step makes momentum buffers
+				sc := ts.NewScope()
+				loss := lin.Forward(x).MustSum(gotch.Float, false)
+				require.NoError(t, loss.Backward())
+				before := sc.Len()
+				require.NoError(t, opt.Step(0.01))
+				assert.Equal(t, before, sc.Len(), "step %d: tensors the optimizer left in the step's scope", step)
+				sc.Close()
+			}
+		})
+	}
+}

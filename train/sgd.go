@@ -62,45 +62,52 @@ func (s *SGD) Step(lr float64) error {
 	return torchmods.Try(func() {
 		ts.NoGrad(func() {
 			for i, p := range s.params {
-				grad := p.Tensor.MustGrad(false)
-				if !grad.MustDefined() {
-					continue
-				}
-				d := grad.MustShallowClone()
-				multiDim := len(p.Tensor.MustSize()) > 1
-				switch {
-				case s.LARS && multiDim:
-					d = d.MustAdd(p.Tensor.MustMulScalar(ts.FloatScalar(s.WeightDecay), false), true)
-					pn := p.Tensor.MustNorm(false).Float64Values()[0]
-					un := d.MustNorm(false).Float64Values()[0]
-					if pn > 0 && un > 0 {
-						d = d.MustMulScalar(ts.FloatScalar(s.Trust*pn/un), true)
+				// Each parameter's temporaries are freed before the next
+				// parameter's, not at the end of the caller's step scope
+				// (the momentum buffers are persistent, so they stay).
+				func() {
+					sc := ts.NewScope()
+					defer sc.Close() // on a panic too, so the scopes stay nested
+					grad := p.Tensor.MustGrad(false)
+					if !grad.MustDefined() {
+						return
 					}
-				case !s.LARS && s.decay[i] && s.WeightDecay != 0:
-					d = d.MustAdd(p.Tensor.MustMulScalar(ts.FloatScalar(s.WeightDecay), false), true)
-				}
-				if s.Momentum != 0 {
-					if s.buf[i] == nil {
-						// PyTorch's SGD starts the buffer at the first update itself;
-						// MAE's LARS starts from zeros, mu = 0*momentum + dp: the same.
-						s.buf[i] = d.MustZerosLike(false)
-						s.buf[i].Copy_(d)
-						ts.Persist(s.buf[i])
-					} else if s.LARS {
-						s.buf[i].MustMulScalar_(ts.FloatScalar(s.Momentum))
-						s.buf[i].MustAdd_(d)
-					} else {
-						s.buf[i].MustMulScalar_(ts.FloatScalar(s.Momentum))
-						s.buf[i].MustAdd_(d.MustMulScalar(ts.FloatScalar(1-s.Dampening), false))
+					d := grad.MustShallowClone()
+					multiDim := len(p.Tensor.MustSize()) > 1
+					switch {
+					case s.LARS && multiDim:
+						d = d.MustAdd(p.Tensor.MustMulScalar(ts.FloatScalar(s.WeightDecay), false), true)
+						pn := p.Tensor.MustNorm(false).Float64Values()[0]
+						un := d.MustNorm(false).Float64Values()[0]
+						if pn > 0 && un > 0 {
+							d = d.MustMulScalar(ts.FloatScalar(s.Trust*pn/un), true)
+						}
+					case !s.LARS && s.decay[i] && s.WeightDecay != 0:
+						d = d.MustAdd(p.Tensor.MustMulScalar(ts.FloatScalar(s.WeightDecay), false), true)
 					}
-					if s.Nesterov {
-						d = d.MustAdd(s.buf[i].MustMulScalar(ts.FloatScalar(s.Momentum), false), true)
-					} else {
-						d = s.buf[i].MustShallowClone()
+					if s.Momentum != 0 {
+						if s.buf[i] == nil {
+							// PyTorch's SGD starts the buffer at the first update itself;
+							// MAE's LARS starts from zeros, mu = 0*momentum + dp: the same.
+							s.buf[i] = d.MustZerosLike(false)
+							s.buf[i].Copy_(d)
+							ts.Persist(s.buf[i])
+						} else if s.LARS {
+							s.buf[i].MustMulScalar_(ts.FloatScalar(s.Momentum))
+							s.buf[i].MustAdd_(d)
+						} else {
+							s.buf[i].MustMulScalar_(ts.FloatScalar(s.Momentum))
+							s.buf[i].MustAdd_(d.MustMulScalar(ts.FloatScalar(1-s.Dampening), false))
+						}
+						if s.Nesterov {
+							d = d.MustAdd(s.buf[i].MustMulScalar(ts.FloatScalar(s.Momentum), false), true)
+						} else {
+							d = s.buf[i].MustShallowClone()
+						}
 					}
-				}
-				p.Tensor.MustSub_(d.MustMulScalar(ts.FloatScalar(lr*scaleOf(s.LRScale, p.Name)), true))
-				grad.MustZero_()
+					p.Tensor.MustSub_(d.MustMulScalar(ts.FloatScalar(lr*scaleOf(s.LRScale, p.Name)), true))
+					grad.MustZero_()
+				}()
 			}
 		})
 	})
