@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Batch names one batch: its example indices, where it falls in the run,
@@ -115,12 +117,24 @@ func (l *Loader[B]) Order(epoch int64) []int {
 	return order
 }
 
+// waited is the time the loaders' Next calls of this process have spent
+// blocked on a batch that was not made yet: the training loop reports its
+// share of the wall time, which says whether a run is compute-bound or
+// waiting on decoding and augmentation.
+var waited atomic.Int64
+
+// Waited is the total time Next has spent waiting for batches in this
+// process, over all loaders.
+func Waited() time.Duration { return time.Duration(waited.Load()) }
+
 // Next returns the next batch, starting the workers on first use.
 func (l *Loader[B]) Next() (B, error) {
 	if l.queue == nil {
 		l.start()
 	}
+	t := time.Now()
 	r := <-<-l.queue
+	waited.Add(int64(time.Since(t)))
 	if r.err != nil {
 		return r.b, fmt.Errorf("data loader, epoch %d batch %d: %w", l.next.Epoch, l.next.Index, r.err)
 	}

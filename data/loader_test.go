@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -107,4 +109,21 @@ func TestSequential(t *testing.T) {
 	var got [][]int
 	require.NoError(t, Sequential(5, 2, func(idx []int) error { got = append(got, slices.Clone(idx)); return nil }))
 	require.Equal(t, [][]int{{0, 1}, {2, 3}, {4}}, got)
+}
+
+// TestLoaderCountsWaiting: a batch that takes 30 ms to make keeps the
+// first Next waiting at least that long, and Waited says so (a lower bound
+// that holds however loaded the machine is).
+func TestLoaderCountsWaiting(t *testing.T) {
+	l, err := NewLoader(LoaderOptions{N: 4, Batch: 2, Workers: 1, Seed: 1}, func(b Batch) (int, error) {
+		time.Sleep(30 * time.Millisecond)
+		return len(b.Indices), nil
+	})
+	require.NoError(t, err)
+	defer l.Close()
+	before := Waited()
+	n, err := l.Next()
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	assert.GreaterOrEqual(t, Waited()-before, 30*time.Millisecond)
 }

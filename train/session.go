@@ -13,6 +13,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/config"
 	"github.com/reprolab/repro/internal/tensorboard"
 	"github.com/reprolab/repro/torchmods"
@@ -308,6 +309,9 @@ func (s *Session) Train(p Plan) error {
 		return StepResult{Loss: loss, LR: lr}, nil
 	}}
 	started := time.Now()
+	// The time the data loaders made this loop wait since the last row,
+	// against the wall time: 0 when the step never waits for a batch.
+	lastRow, lastWaited := started, data.Waited()
 	row := func(step int64, r StepResult) map[string]any {
 		return map[string]any{"step": step + 1, "epoch": float64(step+1) / float64(max(p.PerEpoch, 1)), "lr": r.LR}
 	}
@@ -315,6 +319,9 @@ func (s *Session) Train(p Plan) error {
 		m := row(step, r)
 		m["loss"] = lossSum / float64(max(lossN, 1))
 		m["steps_per_s"] = float64(step+1-start) / time.Since(started).Seconds()
+		now, w := time.Now(), data.Waited()
+		m["data_wait_share"] = min(float64(w-lastWaited)/float64(max(now.Sub(lastRow), 1)), 1)
+		lastRow, lastWaited = now, w
 		if s.scaler != nil {
 			// The scale the next step uses, and the optimizer steps
 			// skipped so far in the run (resumes included).
