@@ -89,40 +89,57 @@ def mae_step():
     return run
 
 
-def bert_step():
-    """bench/gobench's bert_mlm: BERT's embeddings, post-norm GELU layers (nn.TransformerEncoderLayer,
-    no dropout, the same maths as HF's BertLayer) and MLM head tied to the word embeddings; the loss
-    on every 7th position, projected there only; AdamW."""
-    V, H, L, A, I, B, S, steps = 30522, 256, 4, 4, 1024, 16, 128, 2
+def bert_sizes(cuda_steps):
+    """bench/gobench's benchBert: (vocab, hidden, layers, heads, ffn, batch, seq, steps)."""
     if dev.type == "cuda":
-        H, L, A, I, B, S, steps = 768, 12, 12, 3072, 32, 128, 20
+        return 30522, 768, 12, 12, 3072, 32, 128, cuda_steps
+    return 30522, 256, 4, 4, 1024, 16, 128, 2
 
-    class Bert(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.word, self.pos, self.typ = nn.Embedding(V, H), nn.Embedding(512, H), nn.Embedding(2, H)
-            self.norm = nn.LayerNorm(H, eps=1e-12)
-            self.layers = nn.ModuleList([nn.TransformerEncoderLayer(H, A, I, dropout=0.0, activation="gelu", batch_first=True,
-                                                                    layer_norm_eps=1e-12) for _ in range(L)])
-            self.dense, self.hnorm = nn.Linear(H, H), nn.LayerNorm(H, eps=1e-12)
-            self.bias = nn.Parameter(torch.zeros(V))
 
-        def forward(self, ids, pos):
-            x = self.word(ids) + self.typ(torch.zeros_like(ids)) + self.pos(torch.arange(ids.shape[1], device=ids.device))[None]
-            x = self.norm(x)
-            for layer in self.layers:
-                x = layer(x)
-            h = x.reshape(-1, H).index_select(0, pos)
-            h = self.hnorm(nn.functional.gelu(self.dense(h)))
-            return nn.functional.linear(h, self.word.weight, self.bias)
+class Bert(nn.Module):
+    """BERT's embeddings, post-norm GELU layers (nn.TransformerEncoderLayer, no dropout, the same
+    maths as HF's BertLayer), the MLM head tied to the word embeddings and, with nsp, the pooler
+    and the next-sentence head; HF's initialisation, as torchmods': N(0, 0.02), zero biases."""
 
-    model = Bert().to(dev)
-    with torch.no_grad():  # HF's BERT initialisation, as torchmods': N(0, 0.02) weights, zero biases
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                m.weight.normal_(0, 0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                m.bias.zero_()
+    def __init__(self, V, H, L, A, I, nsp=False):
+        super().__init__()
+        self.H = H
+        self.word, self.pos, self.typ = nn.Embedding(V, H), nn.Embedding(512, H), nn.Embedding(2, H)
+        self.norm = nn.LayerNorm(H, eps=1e-12)
+        self.layers = nn.ModuleList([nn.TransformerEncoderLayer(H, A, I, dropout=0.0, activation="gelu", batch_first=True,
+                                                                layer_norm_eps=1e-12) for _ in range(L)])
+        self.dense, self.hnorm = nn.Linear(H, H), nn.LayerNorm(H, eps=1e-12)
+        self.bias = nn.Parameter(torch.zeros(V))
+        if nsp:
+            self.pooler, self.seq_rel = nn.Linear(H, H), nn.Linear(H, 2)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Embedding)):
+                    m.weight.normal_(0, 0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    m.bias.zero_()
+
+    def encode(self, ids, types):
+        x = self.word(ids) + self.typ(types) + self.pos(torch.arange(ids.shape[1], device=ids.device))[None]
+        x = self.norm(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def mlm_logits(self, x, at):
+        """The vocabulary logits at the flat positions at only."""
+        h = self.hnorm(nn.functional.gelu(self.dense(x.reshape(-1, self.H).index_select(0, at))))
+        return nn.functional.linear(h, self.word.weight, self.bias)
+
+    def nsp_logits(self, x):
+        return self.seq_rel(torch.tanh(self.pooler(x[:, 0])))
+
+
+def bert_step():
+    """bench/gobench's bert_mlm: one masked-LM step, the loss on every 7th position, projected
+    there only; AdamW."""
+    V, H, L, A, I, B, S, steps = bert_sizes(20)
+    model = Bert(V, H, L, A, I).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     ids = torch.randint(V, (B, S), device=dev)
     pos = torch.arange(0, B * S, 7, device=dev)
@@ -131,7 +148,7 @@ def bert_step():
     def run():
         start = time.perf_counter()
         for i in range(steps):
-            loss = nn.functional.cross_entropy(model(ids, pos), labels)
+            loss = nn.functional.cross_entropy(model.mlm_logits(model.encode(ids, torch.zeros_like(ids)), pos), labels)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -144,49 +161,25 @@ def bert_step():
 
 def meta_step(second):
     """bench/gobench's metapt_first and metapt_second: one meta step with k = 1 on BERT with both
-    pre-training heads (bert_mlm's sizes, no dropout): an inner SGD step (lr 1e-3) on batch 1's MLM
-    loss with torch.autograd.grad (create_graph in second order), the MLM + NSP loss on batch 2 at
-    the fast weights through functional_call, backward, AdamW."""
+    pre-training heads: an inner SGD step (lr 1e-3) on batch 1's MLM loss with
+    torch.autograd.grad (create_graph in second order), the MLM + NSP loss on batch 2 at the fast
+    weights through functional_call, backward, AdamW."""
     from torch.nn.utils.stateless import functional_call  # torch.func.functional_call from 2.0
-    V, H, L, A, I, B, S, steps = 30522, 256, 4, 4, 1024, 16, 128, 2
-    if dev.type == "cuda":
-        H, L, A, I, B, S, steps = 768, 12, 12, 3072, 32, 128, 10
+    V, H, L, A, I, B, S, steps = bert_sizes(10)
 
-    class BertForPreTraining(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.word, self.pos, self.typ = nn.Embedding(V, H), nn.Embedding(512, H), nn.Embedding(2, H)
-            self.norm = nn.LayerNorm(H, eps=1e-12)
-            self.layers = nn.ModuleList([nn.TransformerEncoderLayer(H, A, I, dropout=0.0, activation="gelu", batch_first=True,
-                                                                    layer_norm_eps=1e-12) for _ in range(L)])
-            self.pooler = nn.Linear(H, H)
-            self.dense, self.hnorm = nn.Linear(H, H), nn.LayerNorm(H, eps=1e-12)
-            self.bias = nn.Parameter(torch.zeros(V))
-            self.seq_rel = nn.Linear(H, 2)
-
+    class Pretraining(Bert):
         def forward(self, ids, types, labels, nsp, objectives):
-            x = self.word(ids) + self.typ(types) + self.pos(torch.arange(ids.shape[1], device=ids.device))[None]
-            x = self.norm(x)
-            for layer in self.layers:
-                x = layer(x)
+            x = self.encode(ids, types)
             total = 0
             if "mlm" in objectives:
                 flat = labels.reshape(-1)
                 at = flat.ne(-100).nonzero().reshape(-1)
-                h = self.hnorm(nn.functional.gelu(self.dense(x.reshape(-1, H).index_select(0, at))))
-                total = total + nn.functional.cross_entropy(nn.functional.linear(h, self.word.weight, self.bias), flat.index_select(0, at))
+                total = total + nn.functional.cross_entropy(self.mlm_logits(x, at), flat.index_select(0, at))
             if "nsp" in objectives:
-                pooled = torch.tanh(self.pooler(x[:, 0]))
-                total = total + nn.functional.cross_entropy(self.seq_rel(pooled), nsp)
+                total = total + nn.functional.cross_entropy(self.nsp_logits(x), nsp)
             return total
 
-    model = BertForPreTraining().to(dev)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                m.weight.normal_(0, 0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                m.bias.zero_()
+    model = Pretraining(V, H, L, A, I, nsp=True).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     def batch():

@@ -215,29 +215,15 @@ func maeStep(dev gotch.Device, check *float64) func() float64 {
 		batch, steps = 64, 10
 	}
 	x := ts.MustRandn([]int64{batch, 3, 224, 224}, gotch.Float, dev)
-	return func() float64 {
-		start := time.Now()
-		for i := 0; i < steps; i++ {
-			s := ts.NewScope()
-			// The forward pass in its own scope, closed before backward,
-			// as train.Session runs every task's step.
-			fwd := ts.NewScope()
-			loss := m.Forward(x, 0.75, nil, true).Loss
-			fwd.Keep(loss)
-			fwd.Close()
-			if err := loss.Backward(); err != nil {
-				panic(err)
-			}
-			if err := opt.Step(1e-4); err != nil {
-				panic(err)
-			}
-			if i == steps-1 {
-				*check = sync(loss)
-			}
-			s.Close()
-		}
-		return time.Since(start).Seconds() / float64(steps)
-	}
+	return timedSteps(steps, check, opt, func() *ts.Tensor {
+		// The forward pass in its own scope, closed before backward,
+		// as train.Session runs every task's step.
+		fwd := ts.NewScope()
+		defer fwd.Close()
+		loss := m.Forward(x, 0.75, nil, true).Loss
+		fwd.Keep(loss)
+		return loss
+	})
 }
 
 // maeEncoderStep: forward and backward through the encoder of the
@@ -278,14 +264,7 @@ func maeEncoderStep(dev gotch.Device, check *float64, ratio float64) func() floa
 // (12 x 768), batch 32 x 128. The loss covers every 7th position (about
 // 15%), projected to the vocabulary at those positions only; AdamW step.
 func bertStep(dev gotch.Device, check *float64) func() float64 {
-	cfg := torchmods.BertConfig{VocabSize: 30522, HiddenSize: 256, NumHiddenLayers: 4, NumAttentionHeads: 4, IntermediateSize: 1024,
-		HiddenAct: "gelu", MaxPositionEmbeddings: 512, TypeVocabSize: 2, LayerNormEps: 1e-12}
-	batch, steps := int64(16), 2
-	if dev.IsCuda() {
-		cfg = torchmods.BertBase()
-		cfg.HiddenDropout, cfg.AttentionDropout = 0, 0
-		batch, steps = 32, 20
-	}
+	cfg, batch, steps := benchBert(dev, 20)
 	const seq = 128
 	store := torchmods.NewStore(dev)
 	m := torchmods.NewBertForMaskedLM(store.Root(), cfg)
@@ -297,25 +276,10 @@ func bertStep(dev gotch.Device, check *float64) func() float64 {
 	}
 	posT := ts.MustOfSlice(pos).MustTo(dev, true)
 	labels := ids.MustView([]int64{-1}, false).MustIndexSelect(0, posT, false)
-	return func() float64 {
-		start := time.Now()
-		for i := 0; i < steps; i++ {
-			s := ts.NewScope()
-			h := m.Bert.Forward(ids, nil, nil, true).MustView([]int64{-1, cfg.HiddenSize}, true).MustIndexSelect(0, posT, true)
-			loss := torchmods.CrossEntropy(m.Logits(h), labels, torchmods.CEOptions{})
-			if err := loss.Backward(); err != nil {
-				panic(err)
-			}
-			if err := opt.Step(1e-4); err != nil {
-				panic(err)
-			}
-			if i == steps-1 {
-				*check = sync(loss)
-			}
-			s.Close()
-		}
-		return time.Since(start).Seconds() / float64(steps)
-	}
+	return timedSteps(steps, check, opt, func() *ts.Tensor {
+		h := m.Bert.Forward(ids, nil, nil, true).MustView([]int64{-1, cfg.HiddenSize}, true).MustIndexSelect(0, posT, true)
+		return torchmods.CrossEntropy(m.Logits(h), labels, torchmods.CEOptions{})
+	})
 }
 
 // metaStep: one meta step of metapt with k = 1 (the paper's meta-learning
@@ -328,14 +292,7 @@ func bertStep(dev gotch.Device, check *float64) func() float64 {
 // 7th position is masked, NSP labels alternate. bench/torch_bench.py's
 // twin uses torch.autograd.grad and functional_call.
 func metaStep(dev gotch.Device, check *float64, order metapt.Order) func() float64 {
-	cfg := torchmods.BertConfig{VocabSize: 30522, HiddenSize: 256, NumHiddenLayers: 4, NumAttentionHeads: 4, IntermediateSize: 1024,
-		HiddenAct: "gelu", MaxPositionEmbeddings: 512, TypeVocabSize: 2, LayerNormEps: 1e-12}
-	batch, steps := int64(16), 2
-	if dev.IsCuda() {
-		cfg = torchmods.BertBase()
-		cfg.HiddenDropout, cfg.AttentionDropout = 0, 0
-		batch, steps = 32, 10
-	}
+	cfg, batch, steps := benchBert(dev, 10)
 	const seq = 128
 	store := torchmods.NewStore(dev)
 	m := metapt.Model{BertForPreTraining: torchmods.NewBertForPreTraining(store.Root(), cfg)}
@@ -363,25 +320,49 @@ func metaStep(dev gotch.Device, check *float64, order metapt.Order) func() float
 			NSP: torchmods.FromSlice(nsp, []int64{batch}, dev)}
 	}
 	b1, b2 := makeBatch(), makeBatch()
+	return timedSteps(steps, check, opt, func() *ts.Tensor {
+		loss, _, err := metapt.MetaLoss(store,
+			[]metapt.LossFn{func() (*ts.Tensor, error) { return m.Loss(b1, []string{"mlm"}, true), nil }},
+			func() (*ts.Tensor, error) { return m.Loss(b2, metapt.Objectives, true), nil },
+			1e-3, order)
+		if err != nil {
+			panic(err)
+		}
+		return loss
+	})
+}
+
+// benchBert is the BERT of bert_mlm and the metapt workloads, without
+// dropout: on CPU 4 layers of width 256 (4 heads, feed-forward 1024) with
+// bert-base-uncased's vocabulary and batch 16, 2 steps a repetition; on
+// CUDA BERT-base, batch 32, cudaSteps steps.
+func benchBert(dev gotch.Device, cudaSteps int) (torchmods.BertConfig, int64, int) {
+	if dev.IsCuda() {
+		cfg := torchmods.BertBase()
+		cfg.HiddenDropout, cfg.AttentionDropout = 0, 0
+		return cfg, 32, cudaSteps
+	}
+	return torchmods.BertConfig{VocabSize: 30522, HiddenSize: 256, NumHiddenLayers: 4, NumAttentionHeads: 4, IntermediateSize: 1024,
+		HiddenAct: "gelu", MaxPositionEmbeddings: 512, TypeVocabSize: 2, LayerNormEps: 1e-12}, 16, 2
+}
+
+// timedSteps is one timed repetition of a repro training step: loss() in
+// the step's scope, backward, an optimizer step at lr 1e-4, the scope
+// closed; it returns seconds per step and reads the last loss back.
+func timedSteps(steps int, check *float64, opt interface{ Step(float64) error }, loss func() *ts.Tensor) func() float64 {
 	return func() float64 {
 		start := time.Now()
 		for i := 0; i < steps; i++ {
 			s := ts.NewScope()
-			loss, _, err := metapt.MetaLoss(store,
-				[]metapt.LossFn{func() (*ts.Tensor, error) { return m.Loss(b1, []string{"mlm"}, true), nil }},
-				func() (*ts.Tensor, error) { return m.Loss(b2, metapt.Objectives, true), nil },
-				1e-3, order)
-			if err != nil {
-				panic(err)
-			}
-			if err := loss.Backward(); err != nil {
+			l := loss()
+			if err := l.Backward(); err != nil {
 				panic(err)
 			}
 			if err := opt.Step(1e-4); err != nil {
 				panic(err)
 			}
 			if i == steps-1 {
-				*check = sync(loss)
+				*check = sync(l)
 			}
 			s.Close()
 		}
