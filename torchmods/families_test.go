@@ -82,8 +82,8 @@ func TestOpenHFErrors(t *testing.T) {
 		_, err := OpenHF(d, store, &bytes.Buffer{})
 		return err
 	}
-	err = open(folder("llama", `{"model_type": "llama"}`))
-	assert.ErrorContains(t, err, `model_type "llama" is not supported; supported: bert (BertForMaskedLM)`)
+	err = open(folder("gpt2", `{"model_type": "gpt2"}`))
+	assert.ErrorContains(t, err, `model_type "gpt2" is not supported; supported: bert (BertForMaskedLM); llama (LlamaForCausalLM); mistral (MistralForCausalLM)`)
 	assert.ErrorContains(t, open(folder("noconfig", "")), "no config.json")
 	assert.ErrorContains(t, open(folder("cls", `{"model_type": "bert", "architectures": ["BertForSequenceClassification"]}`)),
 		"repro builds BertForMaskedLM only")

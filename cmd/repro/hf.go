@@ -36,10 +36,13 @@ pass in eval mode, without gradients. DIR may also be hf:ORG/NAME[@REV], from th
 Hugging Face cache.
 
 The tensors of IN are forward's arguments under HF's names (input_ids,
-attention_mask, token_type_ids, labels; pixel_values, noise); OUT gets what it
+attention_mask, token_type_ids, labels; pixel_values, noise; for llama and
+mistral input_ids, attention_mask, position_ids, labels); OUT gets what it
 returns under HF's output names (logits, loss, mask, ids_restore). Arguments not
-given take HF's defaults. So a model's outputs here can be compared with
-transformers' on the same inputs.
+given take HF's defaults (a Llama without position_ids counts positions from 0
+whatever the padding, as HF's forward does; pass position_ids for a left-padded
+batch). So a model's outputs here can be compared with transformers' on the same
+inputs. Parameters are float32, as from_pretrained gives them without torch_dtype.
 
 Supported: ` + strings.Join(torchmods.SupportedFamilies(), "; ") + ".",
 		Flags: func(fs *flag.FlagSet) {

@@ -15,15 +15,19 @@ import (
 )
 
 // `repro hf run` on the HF folders the fixture scripts write
-// (torchmods/testdata/gen_hf_bert.py, mae/testdata/gen_hf_vitmae.py): the
+// (torchmods/testdata/gen_hf_bert.py, mae/testdata/gen_hf_vitmae.py,
+// torchmods/testdata/gen_llama.py): the
 // outputs, under HF's names, match the scripts' reference outputs.
 func TestHFRunMatchesFixtures(t *testing.T) {
 	s := ts.NewScope()
 	defer s.Close()
 	for dir, outputs := range map[string][]string{
-		"../../torchmods/testdata/hf_bert_mlm": {"logits", "loss"},
-		"../../mae/testdata/hf_vitmae_grey":    {"ids_restore", "logits", "loss", "mask"},
-		"../../mae/testdata/hf_vitmae_rgb":     {"ids_restore", "logits", "loss", "mask"},
+		"../../torchmods/testdata/hf_bert_mlm":        {"logits", "loss"},
+		"../../mae/testdata/hf_vitmae_grey":           {"ids_restore", "logits", "loss", "mask"},
+		"../../mae/testdata/hf_vitmae_rgb":            {"ids_restore", "logits", "loss", "mask"},
+		"../../torchmods/testdata/llama_gqa":          {"logits", "loss"},
+		"../../torchmods/testdata/llama_tied_sharded": {"logits", "loss"},
+		"../../torchmods/testdata/llama_mistral":      {"logits", "loss"},
 	} {
 		out := filepath.Join(t.TempDir(), "out.safetensors")
 		stdout, stderr, code := runRepro(t, "hf", "run", dir, "-inputs", filepath.Join(dir, "inputs.safetensors"), "-out", out)
@@ -52,12 +56,12 @@ func TestHFRunMatchesFixtures(t *testing.T) {
 // named, a bad file is named; none crashes.
 func TestHFRunErrors(t *testing.T) {
 	dir := t.TempDir()
-	llama := filepath.Join(dir, "llama")
-	require.NoError(t, os.MkdirAll(llama, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(llama, "config.json"), []byte(`{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}`), 0o644))
+	gpt2 := filepath.Join(dir, "gpt2")
+	require.NoError(t, os.MkdirAll(gpt2, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(gpt2, "config.json"), []byte(`{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}`), 0o644))
 	w, err := os.ReadFile("../../torchmods/testdata/hf_bert_mlm/model.safetensors")
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(llama, "model.safetensors"), w, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(gpt2, "model.safetensors"), w, 0o644))
 	bertIn := "../../torchmods/testdata/hf_bert_mlm/inputs.safetensors"
 	out := filepath.Join(dir, "out.safetensors")
 
@@ -66,8 +70,8 @@ func TestHFRunErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{llama, "-inputs", bertIn, "-out", out}, 1,
-			`model_type "llama" is not supported; supported: bert (BertForMaskedLM); vit_mae (ViTMAEForPreTraining)`},
+		{[]string{gpt2, "-inputs", bertIn, "-out", out}, 1,
+			`model_type "gpt2" is not supported; supported: bert (BertForMaskedLM); llama (LlamaForCausalLM); mistral (MistralForCausalLM); vit_mae (ViTMAEForPreTraining)`},
 		{[]string{"../../mae/testdata/hf_vitmae_grey", "-inputs", bertIn, "-out", out}, 1,
 			`ViTMAEForPreTraining needs input "pixel_values" (inputs: pixel_values, noise)`},
 		{[]string{"../../torchmods/testdata/hf_bert_mlm", "-inputs", "../../torchmods/testdata/hf_bert_mlm/config.json", "-out", out}, 1,
