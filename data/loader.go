@@ -34,6 +34,30 @@ type LoaderOptions struct {
 	Seed     uint64 // seeds the permutations and the batches' generators
 	Workers  int    // goroutines making batches (default GOMAXPROCS, at most 4)
 	Prefetch int    // batches made ahead of the consumer (default 2*Workers)
+	// Rank and Ranks shard every epoch across the processes of a
+	// data-parallel run, as torch's DistributedSampler (drop_last=False)
+	// does: each epoch's permutation, the same on every rank (same Seed),
+	// is padded to a multiple of Ranks by repeating its first examples,
+	// and rank r takes its positions r, r+Ranks, r+2*Ranks, ...; batches
+	// are then cut from that shard. So batch i of every rank together is
+	// the global batch i of a single loader with batch Batch*Ranks, and
+	// every rank has the same number of batches per epoch. Batch is per
+	// rank. Ranks 0 takes the process default (SetShard, which train sets
+	// for a data-parallel run); Ranks 1 never shards.
+	Rank, Ranks int
+}
+
+// shardRank and shardRanks are the process default for LoaderOptions'
+// Rank and Ranks.
+var shardRank, shardRanks atomic.Int64
+
+// SetShard sets the shard that loaders made afterwards take when their
+// options leave Ranks 0: train calls it when a data-parallel session
+// starts (and SetShard(0, 1) when it ends), so every task's training
+// loader reads its rank's shard without naming it.
+func SetShard(rank, ranks int) {
+	shardRank.Store(int64(rank))
+	shardRanks.Store(int64(ranks))
 }
 
 // LoaderState is a Loader's position, for checkpoints: the next batch to
@@ -70,7 +94,20 @@ func NewLoader[B any](opt LoaderOptions, make func(Batch) (B, error)) (*Loader[B
 		return nil, fmt.Errorf("data loader: the dataset is empty")
 	case opt.Batch <= 0:
 		return nil, fmt.Errorf("data loader: batch size must be positive, got %d", opt.Batch)
-	case opt.DropLast && opt.Batch > opt.N:
+	}
+	if opt.Ranks == 0 {
+		opt.Rank, opt.Ranks = int(shardRank.Load()), int(shardRanks.Load())
+	}
+	switch {
+	case opt.Ranks <= 1:
+		opt.Rank, opt.Ranks = 0, 1
+	case opt.Rank < 0 || opt.Rank >= opt.Ranks:
+		return nil, fmt.Errorf("data loader: rank %d is not one of %d ranks", opt.Rank, opt.Ranks)
+	}
+	if n := shardLen(opt); opt.DropLast && opt.Batch > n {
+		if opt.Ranks > 1 {
+			return nil, fmt.Errorf("data loader: batch size %d per rank is larger than each of %d ranks' share of the dataset (%d of %d examples), and drop_last leaves no batch", opt.Batch, opt.Ranks, n, opt.N)
+		}
 		return nil, fmt.Errorf("data loader: batch size %d is larger than the dataset's %d examples, and drop_last leaves no batch", opt.Batch, opt.N)
 	}
 	if opt.Workers <= 0 {
@@ -82,13 +119,27 @@ func NewLoader[B any](opt LoaderOptions, make func(Batch) (B, error)) (*Loader[B
 	return &Loader[B]{opt: opt, make: make}, nil
 }
 
-// PerEpoch is the number of batches in an epoch.
-func (l *Loader[B]) PerEpoch() int64 {
-	if l.opt.DropLast {
-		return int64(l.opt.N / l.opt.Batch)
+// shardLen is the number of examples a rank reads per epoch: the dataset's
+// size, or with Ranks > 1 that size rounded up to a multiple of Ranks,
+// divided by Ranks.
+func shardLen(opt LoaderOptions) int {
+	if opt.Ranks <= 1 {
+		return opt.N
 	}
-	return int64((l.opt.N + l.opt.Batch - 1) / l.opt.Batch)
+	return (opt.N + opt.Ranks - 1) / opt.Ranks
 }
+
+// PerEpoch is the number of batches in an epoch (of this rank's shard).
+func (l *Loader[B]) PerEpoch() int64 {
+	n := shardLen(l.opt)
+	if l.opt.DropLast {
+		return int64(n / l.opt.Batch)
+	}
+	return int64((n + l.opt.Batch - 1) / l.opt.Batch)
+}
+
+// Shard is the loader's rank and number of ranks (0 and 1 unsharded).
+func (l *Loader[B]) Shard() (rank, ranks int) { return l.opt.Rank, l.opt.Ranks }
 
 // State is the position of the next batch Next returns.
 func (l *Loader[B]) State() LoaderState { return l.next }
@@ -104,7 +155,8 @@ func (l *Loader[B]) Restore(s LoaderState) error {
 	return nil
 }
 
-// Order is epoch e's permutation of the dataset (the identity without Shuffle).
+// Order is epoch e's permutation of the whole dataset (the identity
+// without Shuffle), the same on every rank.
 func (l *Loader[B]) Order(epoch int64) []int {
 	order := make([]int, l.opt.N)
 	for i := range order {
@@ -115,6 +167,29 @@ func (l *Loader[B]) Order(epoch int64) []int {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	}
 	return order
+}
+
+// ShardOrder is the examples this rank reads in epoch e, in order: Order
+// itself unsharded, else its positions Rank, Rank+Ranks, ... after padding
+// it to a multiple of Ranks with its own beginning (DistributedSampler).
+func (l *Loader[B]) ShardOrder(epoch int64) []int {
+	order := l.Order(epoch)
+	if l.opt.Ranks <= 1 {
+		return order
+	}
+	n := shardLen(l.opt)
+	out := make([]int, n)
+	for i := range out {
+		out[i] = order[(l.opt.Rank+i*l.opt.Ranks)%len(order)]
+	}
+	return out
+}
+
+// batchSeed is the seed of rank's batch generators: the loader's seed on
+// rank 0 (so a single process and rank 0 augment alike), another stream on
+// every other rank, as each of PyTorch's workers seeds with seed + rank.
+func (l *Loader[B]) batchSeed() uint64 {
+	return l.opt.Seed + uint64(l.opt.Rank)*0xbf58476d1ce4e5b9
 }
 
 // waited is the time the loaders' Next calls of this process have spent
@@ -164,11 +239,12 @@ func (l *Loader[B]) start() {
 	go func(pos LoaderState, queue chan chan result[B], stop chan struct{}) {
 		defer l.wg.Done()
 		defer close(jobs)
-		order := l.Order(pos.Epoch)
+		order := l.ShardOrder(pos.Epoch)
+		seed := l.batchSeed()
 		for {
 			lo := int(pos.Index) * l.opt.Batch
-			hi := min(lo+l.opt.Batch, l.opt.N)
-			b := Batch{Indices: order[lo:hi], Epoch: pos.Epoch, Index: pos.Index, seed: l.opt.Seed}
+			hi := min(lo+l.opt.Batch, len(order))
+			b := Batch{Indices: order[lo:hi], Epoch: pos.Epoch, Index: pos.Index, seed: seed}
 			out := make(chan result[B], 1)
 			select {
 			case queue <- out:
@@ -183,7 +259,7 @@ func (l *Loader[B]) start() {
 			pos.Index++
 			if pos.Index == l.PerEpoch() {
 				pos = LoaderState{Epoch: pos.Epoch + 1}
-				order = l.Order(pos.Epoch)
+				order = l.ShardOrder(pos.Epoch)
 			}
 		}
 	}(l.next, l.queue, l.stop)

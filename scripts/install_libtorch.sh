@@ -32,7 +32,9 @@ if [ -z "${LIBTORCH:-}" ]; then
   esac
   # libopenblas0-pthread: without it Debian's libtorch falls back to reference BLAS, measured 26x
   # slower on a 1024->4096 MLP train step (5.7 s against 0.22 s).
-  pkgs=(g++ libtorch-dev libopenblas0-pthread dataset-fashion-mnist wordnet-base)
+  # libgloo-dev: gloo's headers, which ProcessGroupGloo.hpp includes and libtorch-dev lacks; package
+  # dist compiles its c10d shim against them (distributed training on the CPU).
+  pkgs=(g++ libtorch-dev libgloo-dev libopenblas0-pthread dataset-fashion-mnist wordnet-base)
   if [ "${REPRO_DEV:-}" = 1 ]; then pkgs+=(python3-torch); fi
   missing=()
   for p in "${pkgs[@]}"; do
@@ -75,4 +77,7 @@ fi
 args=()
 if [ -n "${LIBTORCH:-}" ]; then args=(-libtorch "$LIBTORCH"); fi
 go run ./internal/cmd/gotchprep "${args[@]}" "${src[@]}" || die "preparing third_party/gotch failed (see above)"
+# dist/zz_libtorch_generated.go: cgo flags for package dist's c10d shim and which backends (Gloo,
+# NCCL) the prepared libtorch has; about 10 s when the libtorch or the shim changed, else instant.
+go run ./dist/internal/prepare || die "preparing package dist (c10d) failed (see above)"
 say "done. The first 'go build' compiles gotch's C++ wrappers: about 2 min on 2 cores, once per Go build cache."

@@ -36,11 +36,34 @@ type checkpointState struct {
 	Step      int64                      `json:"step"`
 	OptimStep int64                      `json:"optim_step"`
 	Task      map[string]json.RawMessage `json:"task"`
+	// WorldSize is the number of ranks of a data-parallel run that wrote
+	// it; absent (0) for a single process.
+	WorldSize int `json:"world_size,omitempty"`
 }
 
 // SaveCheckpoint writes the checkpoint of step (the number of steps done)
 // and keeps the newest keep checkpoints.
 func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt Optimizer, task map[string]State, keep int64) error {
+	return saveCheckpoint(run, step, store, opt, task, keep, 1)
+}
+
+// checkpointWorldSize is the number of ranks of the run that wrote the
+// (verified) checkpoint ck.
+func checkpointWorldSize(ck string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(ck, "state.json"))
+	if err != nil {
+		return 0, err
+	}
+	var st checkpointState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return 0, fmt.Errorf("%s: %w", filepath.Join(ck, "state.json"), err)
+	}
+	return max(st.WorldSize, 1), nil
+}
+
+// saveCheckpoint is SaveCheckpoint for a run of world ranks (recorded when
+// more than one).
+func saveCheckpoint(run string, step int64, store *torchmods.Store, opt Optimizer, task map[string]State, keep int64, world int) error {
 	dir := filepath.Join(run, "checkpoints")
 	final := filepath.Join(dir, fmt.Sprintf("%s%08d", checkpointPrefix, step))
 	tmp := final + ".tmp"
@@ -65,6 +88,9 @@ func SaveCheckpoint(run string, step int64, store *torchmods.Store, opt Optimize
 		return err
 	}
 	st := checkpointState{Step: step, OptimStep: opt.Steps(), Task: map[string]json.RawMessage{}}
+	if world > 1 {
+		st.WorldSize = world
+	}
 	var stNames []string
 	var stTensors []*ts.Tensor
 	for _, name := range sortedKeys(task) {

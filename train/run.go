@@ -19,6 +19,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/reprolab/repro/dist"
 	"github.com/reprolab/repro/internal/config"
 )
 
@@ -48,6 +49,10 @@ type RunOptions struct {
 	// Signals stops the run gracefully on SIGINT and SIGTERM (the CLI's
 	// choice; a library caller keeps its own signal handling).
 	Signals bool
+	// Group makes the run one rank of a data-parallel run over it (the
+	// caller closes it). Without one, a process launched with torchrun's
+	// environment and WORLD_SIZE > 1 joins that group (distributed.go).
+	Group *dist.Group
 }
 
 // configFile is the run's provenance: the resolved config it started with.

@@ -14,6 +14,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/data"
+	"github.com/reprolab/repro/dist"
 	"github.com/reprolab/repro/internal/config"
 	"github.com/reprolab/repro/internal/tensorboard"
 	"github.com/reprolab/repro/torchmods"
@@ -38,6 +39,10 @@ type Session struct {
 	stop    atomic.Bool         // set by a signal: checkpoint after this step and stop
 	signals bool                // Train stops gracefully on SIGINT and SIGTERM
 	scaler  *GradScaler         // loss scaling under fp16, nil otherwise (tests set one on an fp32 session)
+
+	group      *dist.Group   // the data-parallel group, nil for a single process (distributed.go)
+	stopAgreed bool          // some rank asked to stop at this step (syncStep)
+	commTime   time.Duration // spent averaging gradients, since the last metrics row
 }
 
 // NewSession seeds libtorch, picks the device, creates the run directory
@@ -49,14 +54,39 @@ func NewSession(cfg TrainerConfig, out string, resume bool, w io.Writer) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	s, err := newSession(cfg, out, resume, w, lock)
+	s, err := newSession(cfg, out, resume, w, lock, nil)
 	if err != nil {
 		lock.Unlock()
 	}
 	return s, err
 }
 
-func newSession(cfg TrainerConfig, out string, resume bool, w io.Writer, lock *RunDirLock) (*Session, error) {
+// NewDistSession is NewSession for one rank of a data-parallel run over g
+// (see distributed.go): rank 0 takes the run directory and writes it; the
+// other ranks write nothing there and only read checkpoints from it when
+// resuming. Every rank calls it with the same out. The caller closes g
+// after the session.
+func NewDistSession(cfg TrainerConfig, out string, resume bool, w io.Writer, g *dist.Group) (*Session, error) {
+	if g == nil || g.Rank() != 0 {
+		if g == nil {
+			return NewSession(cfg, out, resume, w)
+		}
+		return newSession(cfg, out, resume, w, nil, g)
+	}
+	lock, err := TryLockRunDir(out)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSession(cfg, out, resume, w, lock, g)
+	if err != nil {
+		lock.Unlock()
+	}
+	return s, err
+}
+
+// newSession makes the session; with a group, ranks other than 0 get no
+// lock and open no file.
+func newSession(cfg TrainerConfig, out string, resume bool, w io.Writer, lock *RunDirLock, g *dist.Group) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -65,6 +95,17 @@ func newSession(cfg TrainerConfig, out string, resume bool, w io.Writer, lock *R
 		return nil, err
 	}
 	ts.ManualSeed(cfg.Seed)
+	if g != nil && g.Rank() != 0 {
+		data.SetShard(g.Rank(), g.Size())
+		s := &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, start: time.Now(), unlock: func() {}, group: g}
+		if cfg.Precision == "fp16" {
+			s.scaler = NewGradScaler()
+		}
+		return s, nil
+	}
+	if g != nil {
+		data.SetShard(g.Rank(), g.Size())
+	}
 	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
 	if resume {
 		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
@@ -80,7 +121,7 @@ func newSession(cfg TrainerConfig, out string, resume bool, w io.Writer, lock *R
 			return nil, err
 		}
 	}
-	s := &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, metrics: metrics, start: time.Now(), unlock: lock.Unlock, tb: tb}
+	s := &Session{Cfg: cfg, Out: out, Device: dev, Store: torchmods.NewStore(dev), W: w, resume: resume, metrics: metrics, start: time.Now(), unlock: lock.Unlock, tb: tb, group: g}
 	if cfg.Precision == "fp16" {
 		s.scaler = NewGradScaler()
 	}
@@ -102,7 +143,12 @@ func DeviceOf(cfg TrainerConfig) (gotch.Device, error) {
 // run directory.
 func (s *Session) Close() {
 	s.Store.Drop()
-	s.metrics.Close()
+	if s.group != nil {
+		data.SetShard(0, 1)
+	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
 	if s.tb != nil {
 		s.tb.Close()
 	}
@@ -277,6 +323,9 @@ func (s *Session) Train(p Plan) error {
 	if err != nil {
 		return err
 	}
+	if err := s.syncStart(); err != nil {
+		return err
+	}
 	if s.signals {
 		defer stopOnSignals(&s.stop, s.W)()
 	}
@@ -291,6 +340,13 @@ func (s *Session) Train(p Plan) error {
 		loss, err := s.Backward(func(micro int) (*ts.Tensor, error) { return p.Loss(step, micro) })
 		if err != nil {
 			return StepResult{}, err
+		}
+		if s.group != nil {
+			// Once per optimizer step, after the last micro-batch:
+			// gradients and loss averaged over the ranks.
+			if loss, err = s.syncStep(loss); err != nil {
+				return StepResult{}, err
+			}
 		}
 		// The schedule advances every step, skipped or not: MAE sets the
 		// learning rate from the iteration number alone.
@@ -322,6 +378,12 @@ func (s *Session) Train(p Plan) error {
 		now, w := time.Now(), data.Waited()
 		m["data_wait_share"] = min(float64(w-lastWaited)/float64(max(now.Sub(lastRow), 1)), 1)
 		lastRow, lastWaited = now, w
+		if s.group != nil {
+			// Seconds per step spent averaging gradients (and the loss)
+			// since the last row.
+			m["allreduce_s"] = s.commTime.Seconds() / float64(max(lossN, 1))
+			s.commTime = 0
+		}
 		if s.scaler != nil {
 			// The scale the next step uses, and the optimizer steps
 			// skipped so far in the run (resumes included).
@@ -337,6 +399,9 @@ func (s *Session) Train(p Plan) error {
 			every = p.Steps // at the end only
 		}
 		loop.Add(Hook{Name: "eval", Every: every, Fn: func(step int64, r StepResult) error {
+			if !s.Main() {
+				return nil // rank 0 evaluates the (identical) model
+			}
 			sc := ts.NewScope()
 			defer sc.Close()
 			var metrics map[string]float64
@@ -353,22 +418,34 @@ func (s *Session) Train(p Plan) error {
 			return s.Log(m)
 		}})
 	}
-	loop.Add(ProgressHook(s.W, s.Cfg.LogEvery, p.Steps))
+	if s.Main() {
+		loop.Add(ProgressHook(s.W, s.Cfg.LogEvery, p.Steps))
+	}
 	saved := int64(-1)
-	loop.Add(Hook{Name: "checkpoint", Every: s.Cfg.CheckpointEvery, Fn: func(step int64, r StepResult) error {
+	save := func(step int64) error {
 		saved = step + 1
-		return SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, state, s.Cfg.KeepCheckpoints)
-	}})
+		if !s.Main() {
+			return nil
+		}
+		return saveCheckpoint(s.Out, step+1, s.Store, p.Opt, state, s.Cfg.KeepCheckpoints, s.WorldSize())
+	}
+	loop.Add(Hook{Name: "checkpoint", Every: s.Cfg.CheckpointEvery, Fn: func(step int64, r StepResult) error { return save(step) }})
 	loop.Stop = func(step int64) error {
-		if !s.stop.Load() {
+		stop := s.stop.Load()
+		if s.group != nil {
+			stop = s.stopAgreed // every rank stops after the same step
+		}
+		if !stop {
 			return nil
 		}
 		if saved != step+1 {
-			if err := SaveCheckpoint(s.Out, step+1, s.Store, p.Opt, state, s.Cfg.KeepCheckpoints); err != nil {
+			if err := save(step); err != nil {
 				return err
 			}
 		}
-		fmt.Fprintf(s.W, "stopped after step %d of %d with a checkpoint; continue with: repro train -resume %s CONFIG\n", step+1, p.Steps, s.Out)
+		if s.Main() {
+			fmt.Fprintf(s.W, "stopped after step %d of %d with a checkpoint; continue with: repro train -resume %s CONFIG\n", step+1, p.Steps, s.Out)
+		}
 		return ErrStopped
 	}
 	if err := loop.Run(start); err != nil {
@@ -457,9 +534,17 @@ func (s *Session) restore(opt Optimizer, state map[string]State) (int64, error) 
 		if i < len(all)-1 {
 			fmt.Fprintf(s.W, "falling back to %s, the newest checkpoint that verifies\n", ck)
 		}
+		if world, err := checkpointWorldSize(ck); err != nil {
+			return 0, err
+		} else if world != s.WorldSize() {
+			return 0, fmt.Errorf("checkpoint %s was written by a run of %d rank(s), and this run has %d: resume with the same number of ranks (the data shards and the global batch depend on it)", ck, world, s.WorldSize())
+		}
 		step, err := LoadCheckpoint(ck, s.Store, opt, state)
 		if err != nil {
 			return 0, err
+		}
+		if !s.Main() {
+			return step, nil
 		}
 		dropped, err := truncateMetrics(filepath.Join(s.Out, "metrics.jsonl"), step)
 		if err != nil {
@@ -475,8 +560,12 @@ func (s *Session) restore(opt Optimizer, state map[string]State) (int64, error) 
 }
 
 // Log appends one row to metrics.jsonl and, with trainer.tensorboard, its
-// numbers (but the step) as TensorBoard scalars at the row's step.
+// numbers (but the step) as TensorBoard scalars at the row's step. On
+// ranks other than 0 of a data-parallel run it writes nothing.
 func (s *Session) Log(row map[string]any) error {
+	if s.metrics == nil {
+		return nil // a rank other than 0 of a data-parallel run
+	}
 	if err := json.NewEncoder(s.metrics).Encode(row); err != nil {
 		return err
 	}
@@ -495,11 +584,15 @@ func (s *Session) Log(row map[string]any) error {
 	return s.tb.Flush()
 }
 
-// WriteResults writes v as the run's results.json. Under fp16, when v is a
+// WriteResults writes v as the run's results.json (rank 0 only, in a
+// data-parallel run). Under fp16, when v is a
 // JSON object without those keys, it also records "skipped_steps" and
 // "loss_scale" (the scaler's at the end), after v's own keys, so that a
 // run's summary says how many updates the loss scaling dropped.
 func (s *Session) WriteResults(v any) error {
+	if !s.Main() {
+		return nil
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

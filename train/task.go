@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -135,20 +134,35 @@ func (t TaskSpec[C, R]) StartWith(c C, o RunOptions) (R, error) {
 	if err := t.check(c); err != nil {
 		return zero, err
 	}
-	if o.Resume {
-		if st, err := os.Stat(o.Out); err != nil || !st.IsDir() {
-			return zero, fmt.Errorf("-resume %s: no such run directory", o.Out)
-		}
-	}
-	lock, err := TryLockRunDir(o.Out)
+	// A data-parallel run (RunOptions.Group, or torchrun's environment):
+	// rank 0 takes the run directory and tells the others (distributed.go).
+	g, own, err := groupFor(o)
 	if err != nil {
 		return zero, err
 	}
-	if err := prepareRunDir(c, o); err != nil {
-		lock.Unlock()
-		return zero, err
+	if own {
+		defer g.Close()
 	}
-	s, err := newSession(c.Common().Trainer, o.Out, o.Resume, o.W, lock)
+	var lock *RunDirLock
+	if g != nil {
+		if lock, err = startRanks(g, c, &o); err != nil {
+			return zero, err
+		}
+	} else {
+		if o.Resume {
+			if err := checkResumeDir(o.Out); err != nil {
+				return zero, err
+			}
+		}
+		if lock, err = TryLockRunDir(o.Out); err != nil {
+			return zero, err
+		}
+		if err := prepareRunDir(c, o); err != nil {
+			lock.Unlock()
+			return zero, err
+		}
+	}
+	s, err := newSession(c.Common().Trainer, o.Out, o.Resume, o.W, lock, g)
 	if err != nil {
 		lock.Unlock()
 		return zero, err
@@ -165,7 +179,16 @@ func (t TaskSpec[C, R]) StartWith(c C, o RunOptions) (R, error) {
 	if err != nil {
 		return zero, err
 	}
-	return res, s.WriteResults(res)
+	if err := s.WriteResults(res); err != nil {
+		return zero, err
+	}
+	if g != nil {
+		// Rank 0's store outlives every rank's last collective.
+		if err := g.Barrier(); err != nil {
+			return zero, err
+		}
+	}
+	return res, nil
 }
 
 func (t TaskSpec[C, R]) start(c Config, o RunOptions) error {

@@ -15,6 +15,8 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/libtch"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/reprolab/repro/dist"
 )
 
 // Manifest is what scripts/install_libtorch.sh recorded when it prepared
@@ -47,6 +49,9 @@ type Info struct {
 	BLAS           string   `json:"blas"`
 	BLASPath       string   `json:"blas_path,omitempty"`
 	Check          string   `json:"check"`
+	// Distributed is what package dist's c10d build has: "gloo", "nccl",
+	// and why the others are missing.
+	Distributed []string `json:"distributed"`
 }
 
 // HasOp says whether the prepared gotch has op (an atg_* wrapper) working,
@@ -77,6 +82,20 @@ func Collect() (*Info, error) {
 		return nil, err
 	}
 	info := &Info{Go: runtime.Version(), Manifest: m}
+	gloo, nccl, missing := dist.Backends()
+	for _, b := range []struct {
+		name string
+		has  bool
+	}{{"gloo", gloo}, {"nccl", nccl}} {
+		if b.has {
+			info.Distributed = append(info.Distributed, b.name)
+		} else if why := missing[b.name]; why != "" {
+			info.Distributed = append(info.Distributed, "no "+b.name+": "+why)
+		}
+	}
+	if why := missing["c10d"]; why != "" {
+		info.Distributed = append(info.Distributed, "no c10d: "+why)
+	}
 	cu := gotch.CUDA // not gotch.NewCuda(), which exits the process when there is no GPU
 	info.CUDAAvailable = cu.IsAvailable()
 	if info.CUDAAvailable {
@@ -214,6 +233,7 @@ func (info *Info) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "blas      %s\n", info.BLAS)
 	}
+	fmt.Fprintf(w, "dist      %s\n", strings.Join(info.Distributed, "; "))
 	fmt.Fprintf(w, "go        %s\n", info.Go)
 	fmt.Fprintf(w, "check     %s\n", info.Check)
 }
