@@ -170,7 +170,7 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 	}
 	lr := c.Optim.LR
 	if lr == 0 {
-		lr = c.Optim.BLR * float64(int64(c.Data.Batch)*c.Trainer.Accumulate) / 256
+		lr = c.Optim.BLR * float64(int64(c.Data.Batch)*c.Trainer.Accumulate*int64(s.WorldSize())) / 256 // per-rank batch x accumulation x ranks, as main_finetune.py
 	}
 	sched := mae.Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(w, "image.classify (%s recipe): %d training and %d evaluation images, %d classes, %d steps (%.2f epochs), lr %.3g\n",

@@ -197,7 +197,7 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*ClassifyResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
+	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(w, "mae finetune: %d train images, %d steps (%.1f epochs), lr %.3g, RandAugment %q, random erasing %g\n",
 		trainSet.n, steps, float64(steps)/float64(perEpoch), lr, c.RandAugment, c.Reprob)

@@ -145,7 +145,7 @@ func Linprobe(s *train.Session, c *LinprobeConfig) (*ClassifyResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
+	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	evaluate := func() (float64, float64) {
 		var correct, lossSum float64

@@ -168,7 +168,7 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 		p.NoDecay = false
 	}
 	opt := train.NewAdamW(s.Store, c.Optim.Betas[0], c.Optim.Betas[1], 1e-8, c.Optim.WeightDecay)
-	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate)
+	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(s.W, "mae pretrain: %d train images, %d steps (%.1f epochs), lr %.3g, %d of %d patches visible\n",
 		trainSet.n, steps, float64(steps)/float64(perEpoch), lr, KeepCount(c.Model.NumPatches(), c.MaskRatio), c.Model.NumPatches())
