@@ -1,10 +1,20 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/reprolab/repro/internal/cli"
@@ -26,17 +36,23 @@ func trainCommand() *cli.Command {
 	var sets multiFlag
 	var out, resume, device, allow string
 	var overwrite bool
+	var nproc int
 	return &cli.Command{
 		Name:  "train",
 		Short: "run the experiment a TOML config describes",
-		Usage: "[-set section.key=value]... [-device cpu|cuda] [-out DIR [-overwrite] | -resume DIR [-allow-change KEYS]] CONFIG",
+		Usage: "[-set section.key=value]... [-device cpu|cuda] [-nproc N] [-out DIR [-overwrite] | -resume DIR [-allow-change KEYS]] CONFIG",
 		Long: `train runs the config's task, writing the resolved config (config.toml),
 metrics.jsonl, checkpoints and results.json to the run directory (default
 runs/<config>-<time>). The directory is locked while the run lives; a directory
 that is not empty is refused unless -resume continues it or -overwrite moves its
 contents aside. A resume must use the run's config: -allow-change lets named keys
 differ (for example trainer.max_steps), and records the change. Ctrl-C (SIGINT) or
-SIGTERM finishes the step, writes a checkpoint and exits; a second one exits at once.`,
+SIGTERM finishes the step, writes a checkpoint and exits; a second one exits at once.
+
+-nproc N runs N data-parallel ranks on this machine, as torchrun --standalone
+--nproc-per-node N does (see dist/doc.go): data.batch is per rank, rank 0 writes
+the run directory and prints, the others' output goes to stderr prefixed with
+[rank R], and a signal reaches every rank once.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.Var(&sets, "set", "override a config key, e.g. -set trainer.epochs=3 (repeatable)")
 			fs.StringVar(&out, "out", "", "run directory")
@@ -44,6 +60,7 @@ SIGTERM finishes the step, writes a checkpoint and exits; a second one exits at 
 			fs.StringVar(&device, "device", "", "cpu or cuda (same as -set trainer.device=...)")
 			fs.BoolVar(&overwrite, "overwrite", false, "start afresh in a directory that is not empty, moving its contents into DIR/replaced-<time>/")
 			fs.StringVar(&allow, "allow-change", "", "comma-separated config keys a resume may change, e.g. trainer.max_steps")
+			fs.IntVar(&nproc, "nproc", 1, "data-parallel ranks to start on this machine")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 1 {
@@ -74,6 +91,27 @@ SIGTERM finishes the step, writes a checkpoint and exits; a second one exits at 
 				if k = strings.TrimSpace(k); k != "" {
 					allowed = append(allowed, k)
 				}
+			}
+			if nproc > 1 {
+				if os.Getenv("WORLD_SIZE") != "" {
+					return cli.Usagef("-nproc starts ranks itself; this process already is one (WORLD_SIZE is set)")
+				}
+				child := []string{"train", "-out", out}
+				if resume != "" {
+					child = []string{"train", "-resume", out}
+				}
+				for _, x := range sets {
+					child = append(child, "-set", x)
+				}
+				if overwrite {
+					child = append(child, "-overwrite")
+				}
+				if allow != "" {
+					child = append(child, "-allow-change", allow)
+				}
+				return launchRanks(env, nproc, append(child, args[0]))
+			} else if nproc < 1 {
+				return cli.Usagef("-nproc must be at least 1, got %d", nproc)
 			}
 			fmt.Fprintf(env.Stdout, "%s: task %s, run directory %s\n", args[0], task.TaskName(), out)
 			return train.Run(task, cfg, train.RunOptions{Out: out, Resume: resume != "", W: env.Stdout, Overwrite: overwrite, AllowChange: allowed, Signals: true})
@@ -143,4 +181,83 @@ func configCommand() *cli.Command {
 			},
 		}},
 	}
+}
+
+// launchRanks runs this program n times with args, as torchrun's
+// standalone mode runs n workers: RANK, LOCAL_RANK, WORLD_SIZE and
+// LOCAL_WORLD_SIZE for each, MASTER_ADDR 127.0.0.1 and a free
+// MASTER_PORT. Each rank runs in its own process group, so a Ctrl-C at the
+// terminal reaches it once, forwarded from here as SIGTERM (a second one
+// too: the ranks then exit at once), not twice. Rank 0 prints to stdout;
+// the others' lines go to stderr prefixed with [rank R]. It returns the
+// first failing rank's error.
+func launchRanks(env *cli.Env, n int, args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("-nproc: finding a free port for the rendezvous: %w", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	fmt.Fprintf(env.Stderr, "repro train: starting %d ranks (MASTER_ADDR 127.0.0.1, MASTER_PORT %d)\n", n, port)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	cmds := make([]*exec.Cmd, n)
+	var copying sync.WaitGroup
+	for r := range n {
+		c := exec.Command(exe, args...)
+		c.Env = append(os.Environ(), "RANK="+strconv.Itoa(r), "LOCAL_RANK="+strconv.Itoa(r), "WORLD_SIZE="+strconv.Itoa(n),
+			"LOCAL_WORLD_SIZE="+strconv.Itoa(n), "MASTER_ADDR=127.0.0.1", "MASTER_PORT="+strconv.Itoa(port))
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if r == 0 {
+			c.Stdout, c.Stderr = env.Stdout, env.Stderr
+		} else {
+			pr, pw := io.Pipe()
+			c.Stdout, c.Stderr = pw, pw
+			copying.Add(1)
+			go func(r int) {
+				defer copying.Done()
+				sc := bufio.NewScanner(pr)
+				sc.Buffer(make([]byte, 64<<10), 1<<20)
+				for sc.Scan() {
+					fmt.Fprintf(env.Stderr, "[rank %d] %s\n", r, sc.Text())
+				}
+				io.Copy(io.Discard, pr) // a line over 1 MiB: drain, so the rank never blocks
+			}(r)
+			defer pw.Close()
+		}
+		if err := c.Start(); err != nil {
+			for _, p := range cmds[:r] {
+				p.Process.Kill()
+			}
+			return fmt.Errorf("-nproc: starting rank %d: %w", r, err)
+		}
+		cmds[r] = c
+	}
+	go func() {
+		for range sigs {
+			for _, c := range cmds {
+				c.Process.Signal(syscall.SIGTERM)
+			}
+		}
+	}()
+	var first error
+	for r, c := range cmds {
+		if err := c.Wait(); err != nil && first == nil {
+			first = fmt.Errorf("rank %d: %w", r, err)
+		}
+		if w, ok := c.Stdout.(*io.PipeWriter); ok {
+			w.Close()
+		}
+	}
+	copying.Wait()
+	var ee *exec.ExitError
+	if errors.As(first, &ee) {
+		return fmt.Errorf("%w (the ranks' own messages are above)", first)
+	}
+	return first
 }
