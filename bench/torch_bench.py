@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 p = argparse.ArgumentParser()
-p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second"])
+p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
 args = p.parse_args()
@@ -210,8 +210,45 @@ def meta_step(second):
     return run
 
 
+def llama_step():
+    """bench/gobench's llama_lm: one causal-LM step of the transcription of HF's LlamaForCausalLM
+    that torchmods' parity tests use (torchmods/testdata/gen_llama.py), AdamW."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "torchmods", "testdata"))
+    from gen_llama import Config, ForCausalLM
+    d = dict(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+             num_key_value_heads=4, head_dim=32, rms_norm_eps=1e-6, rope_theta=10000.0)
+    B, S, steps = 8, 128, 2
+    if dev.type == "cuda":
+        d.update(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, head_dim=64)
+        B, S, steps = 4, 512, 10
+    model = ForCausalLM(Config(d)).to(dev)
+    with torch.no_grad():  # HF's _init_weights: N(0, 0.02)
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.normal_(0, 0.02)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    ids = torch.randint(d["vocab_size"], (B, S), device=dev)
+
+    def run():
+        start = time.perf_counter()
+        for i in range(steps):
+            loss = model(ids, labels=ids)[1]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i == steps - 1:
+                check[0] = sync(loss)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
 if args.workload == "bert_mlm":
     run = bert_step()
+elif args.workload == "llama_lm":
+    run = llama_step()
 elif args.workload in ("metapt_first", "metapt_second"):
     run = meta_step(args.workload == "metapt_second")
 elif args.workload == "mae_vitb":

@@ -35,7 +35,7 @@ type result struct {
 }
 
 func main() {
-	workload := flag.String("workload", "smallop", "smallop | mlp | encoder | mae_vitb | bert_mlm | mae_fm_encoder | metapt_first | metapt_second")
+	workload := flag.String("workload", "smallop", "smallop | mlp | encoder | mae_vitb | bert_mlm | mae_fm_encoder | metapt_first | metapt_second | llama_lm")
 	device := flag.String("device", "cpu", "cpu | cuda")
 	reps := flag.Int("reps", 7, "timed repetitions; the median is reported")
 	mask := flag.Float64("mask", 0.75, "mae_fm_encoder: the mask ratio (0 runs every patch through the encoder)")
@@ -66,6 +66,8 @@ func main() {
 		iter = metaStep(dev, &check, metapt.FirstOrder)
 	case "metapt_second":
 		iter = metaStep(dev, &check, metapt.SecondOrder)
+	case "llama_lm":
+		iter = llamaStep(dev, &check)
 	default:
 		fmt.Fprintf(os.Stderr, "gobench: unknown workload %q\n", *workload)
 		os.Exit(2)
@@ -215,15 +217,7 @@ func maeStep(dev gotch.Device, check *float64) func() float64 {
 		batch, steps = 64, 10
 	}
 	x := ts.MustRandn([]int64{batch, 3, 224, 224}, gotch.Float, dev)
-	return timedSteps(steps, check, opt, func() *ts.Tensor {
-		// The forward pass in its own scope, closed before backward,
-		// as train.Session runs every task's step.
-		fwd := ts.NewScope()
-		defer fwd.Close()
-		loss := m.Forward(x, 0.75, nil, true).Loss
-		fwd.Keep(loss)
-		return loss
-	})
+	return timedSteps(steps, check, opt, func() *ts.Tensor { return m.Forward(x, 0.75, nil, true).Loss })
 }
 
 // maeEncoderStep: forward and backward through the encoder of the
@@ -332,6 +326,32 @@ func metaStep(dev gotch.Device, check *float64, order metapt.Order) func() float
 	})
 }
 
+// llamaStep: one causal-LM step of torchmods' Llama (the decoder ICAE
+// compresses into), grouped-query attention, no padding, AdamW. On CPU 4
+// layers of width 256 (8 heads, 4 key/value heads, SwiGLU 688) with
+// Llama 2's vocabulary (32,000), batch 8 x 128; on CUDA TinyLlama-1.1B's
+// shape (22 layers of width 2048, 32 heads, 4 key/value heads, SwiGLU
+// 5632), batch 4 x 512, 10 steps. bench/torch_bench.py runs the
+// transcription of HF's LlamaForCausalLM that the parity tests use
+// (torchmods/testdata/gen_llama.py).
+func llamaStep(dev gotch.Device, check *float64) func() float64 {
+	cfg := torchmods.LlamaConfig{ModelType: "llama", VocabSize: 32000, HiddenSize: 256, IntermediateSize: 688, NumHiddenLayers: 4,
+		NumAttentionHeads: 8, NumKeyValueHeads: 4, HeadDim: 32, RMSNormEps: 1e-6, Rope: torchmods.LlamaRope{Type: "default", Theta: 10000},
+		InitializerRange: 0.02, BOSTokenID: -1, PadTokenID: -1}
+	batch, seq, steps := int64(8), int64(128), 2
+	if dev.IsCuda() {
+		cfg.HiddenSize, cfg.IntermediateSize, cfg.NumHiddenLayers, cfg.NumAttentionHeads, cfg.HeadDim = 2048, 5632, 22, 32, 64
+		batch, seq, steps = 4, 512, 10
+	}
+	store := torchmods.NewStore(dev)
+	m := torchmods.NewLlamaForCausalLM(store.Root(), cfg, torchmods.LlamaBuild{})
+	opt := train.NewAdamW(store, 0.9, 0.999, 1e-8, 0.01)
+	ids := ts.MustRandint(cfg.VocabSize, []int64{batch, seq}, gotch.Int64, dev)
+	return timedSteps(steps, check, opt, func() *ts.Tensor {
+		return torchmods.LlamaLoss(m.Forward(torchmods.LlamaInput{IDs: ids}, true), ids)
+	})
+}
+
 // benchBert is the BERT of bert_mlm and the metapt workloads, without
 // dropout: on CPU 4 layers of width 256 (4 heads, feed-forward 1024) with
 // bert-base-uncased's vocabulary and batch 16, 2 steps a repetition; on
@@ -346,15 +366,20 @@ func benchBert(dev gotch.Device, cudaSteps int) (torchmods.BertConfig, int64, in
 		HiddenAct: "gelu", MaxPositionEmbeddings: 512, TypeVocabSize: 2, LayerNormEps: 1e-12}, 16, 2
 }
 
-// timedSteps is one timed repetition of a repro training step: loss() in
-// the step's scope, backward, an optimizer step at lr 1e-4, the scope
-// closed; it returns seconds per step and reads the last loss back.
+// timedSteps is one timed repetition of a repro training step as
+// train.Session runs one: loss() in a forward scope of its own, closed
+// before backward (so autograd alone keeps what backward needs), backward,
+// an optimizer step at lr 1e-4, the step's scope closed; it returns seconds
+// per step and reads the last loss back.
 func timedSteps(steps int, check *float64, opt interface{ Step(float64) error }, loss func() *ts.Tensor) func() float64 {
 	return func() float64 {
 		start := time.Now()
 		for i := 0; i < steps; i++ {
 			s := ts.NewScope()
+			fwd := ts.NewScope()
 			l := loss()
+			fwd.Keep(l)
+			fwd.Close()
 			if err := l.Backward(); err != nil {
 				panic(err)
 			}
