@@ -8,6 +8,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/reprolab/repro/template"
+	"github.com/reprolab/repro/train"
 )
 
 func writeFile(t *testing.T, name, text string) string {
@@ -229,10 +232,41 @@ func TestTomlValueIsWhatSetTakes(t *testing.T) {
 func TestDiffConfigsNamesTheKeys(t *testing.T) {
 	a := []byte("task = \"x\"\n[trainer]\nseed = 0\nmax_steps = 60\n[optim]\nlr = 0.1\n")
 	b := []byte("task = \"x\"\n[trainer]\nseed = 0\nmax_steps = 61\n[optim]\nlr = 0.1\nwarmup = 5\n")
-	d, err := DiffConfigs(a, b)
+	d, err := DiffConfigs(a, b, nil)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"optim.warmup: not in the saved config, now 5", "trainer.max_steps: saved 60, now 61"}, d)
-	d, err = DiffConfigs(a, a)
+	d, err = DiffConfigs(a, a, nil)
 	require.NoError(t, err)
 	assert.Empty(t, d)
+
+	// A key the task added later, absent from the saved config and now at
+	// the value its absence stands for, leaves the experiment the same; at
+	// another value, or where the saved config has the key, it does not.
+	same := func(key string, inSaved bool, now any) bool { return key == "optim.warmup" && !inSaved && now == int64(5) }
+	d, err = DiffConfigs(a, b, same)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"trainer.max_steps: saved 60, now 61"}, d)
+	c := []byte("task = \"x\"\n[trainer]\nseed = 0\nmax_steps = 60\n[optim]\nlr = 0.1\nwarmup = 6\n")
+	d, err = DiffConfigs(a, c, same)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"optim.warmup: not in the saved config, now 6"}, d)
+	d, err = DiffConfigs(c, b, same)
+	require.NoError(t, err)
+	assert.Contains(t, d, "optim.warmup: saved 6, now 5")
+}
+
+// TestSameExperimentKeys: logging and checkpointing keys never make a run
+// another experiment; a task's added keys do only at another value than
+// their absence stood for.
+func TestSameExperimentKeys(t *testing.T) {
+	if _, err := train.Lookup(template.Task.Name); err != nil {
+		train.Register(template.Task)
+	}
+	same := sameExperiment([]byte("task = \"template.spirals\"\n"))
+	require.NotNil(t, same)
+	assert.True(t, same("trainer.checkpoint_every", true, int64(10)))
+	assert.True(t, same("trainer.tensorboard", false, true), "runs before event files are the same runs")
+	assert.False(t, same("trainer.max_steps", true, int64(10)))
+	assert.False(t, same("trainer.max_steps", false, int64(10)), "a key nobody declared added")
+	assert.Nil(t, sameExperiment([]byte("task = \"no.such\"\n")))
 }

@@ -106,7 +106,7 @@ func Inspect(dir string, resolved []byte) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	diff, err := DiffConfigs(saved, resolved)
+	diff, err := DiffConfigs(saved, resolved, sameExperiment(resolved))
 	if err != nil {
 		return State{}, fmt.Errorf("%s: %w", filepath.Join(dir, "config.toml"), err)
 	}
@@ -134,9 +134,39 @@ func resultsOK(dir string) bool {
 	return err == nil && json.Valid(b)
 }
 
+// sameExperiment is the differences between a run's saved config and the
+// resolved one that leave its numbers as they are: keys that only change
+// logging and checkpointing, and keys the run's task added after the run
+// was made, absent from the saved config, whose value now is what their
+// absence stood for (train.StandsForAbsent). Nil when the resolved config
+// names no known task.
+func sameExperiment(resolved []byte) func(key string, inSaved bool, now any) bool {
+	var head struct {
+		Task string `toml:"task"`
+	}
+	if _, err := toml.Decode(string(resolved), &head); err != nil {
+		return nil
+	}
+	task, err := train.Lookup(head.Task)
+	if err != nil {
+		return nil
+	}
+	return func(key string, inSaved bool, now any) bool {
+		return outputOnlyKeys[key] || (!inSaved && train.StandsForAbsent(task, key, now))
+	}
+}
+
+// outputOnlyKeys change what a run writes on the way (logs, checkpoints,
+// event files), never its numbers.
+var outputOnlyKeys = map[string]bool{
+	"trainer.log_every": true, "trainer.checkpoint_every": true, "trainer.keep_checkpoints": true,
+	"trainer.tensorboard": true,
+}
+
 // DiffConfigs compares two TOML configs key by key and lists the keys that
-// differ, as "key: saved X, now Y".
-func DiffConfigs(saved, now []byte) ([]string, error) {
+// differ, as "key: saved X, now Y", except those same says leave the
+// experiment the same (nil: none).
+func DiffConfigs(saved, now []byte, same func(key string, inSaved bool, now any) bool) ([]string, error) {
 	var a, b map[string]any
 	if _, err := toml.Decode(string(saved), &a); err != nil {
 		return nil, err
@@ -162,6 +192,9 @@ func DiffConfigs(saved, now []byte) ([]string, error) {
 	for k := range keys {
 		va, oka := fa[k]
 		vb, okb := fb[k]
+		if okb && same != nil && (!oka || !reflect.DeepEqual(va, vb)) && same(k, oka, vb) {
+			continue
+		}
 		switch {
 		case !oka:
 			out = append(out, fmt.Sprintf("%s: not in the saved config, now %s", k, show(vb)))

@@ -100,6 +100,9 @@ var FinetuneTask = train.TaskSpec[*FinetuneConfig, *ClassifyResult]{
 	Doc:     "MAE fine-tuning (or training from scratch) of a ViT classifier: layer-wise lr decay, drop path, label smoothing, mixup/cutmix, RandAugment, random erasing",
 	Default: DefaultFinetune,
 	Run:     Finetune,
+	// Keys added after the first runs, with what their absence meant: the
+	// ten-try crop, and neither RandAugment nor random erasing.
+	Added: map[string]any{"data.crop": "retry", "rand_augment": "", "reprob": 0.0, "remode": "pixel", "recount": 1},
 	Eval: func(c *FinetuneConfig, checkpoint string, w io.Writer) error {
 		dev, err := train.DeviceOf(c.Trainer)
 		if err != nil {

@@ -88,6 +88,9 @@ var LinprobeTask = train.TaskSpec[*LinprobeConfig, *ClassifyResult]{
 	Doc:     "MAE linear probe: BatchNorm + linear head on the frozen encoder's cls token, LARS",
 	Default: DefaultLinprobe,
 	Run:     Linprobe,
+	// The probe took the ten-try crop before data.crop existed (its
+	// default is now MAE's clamped crop, so such runs differ).
+	Added: map[string]any{"data.crop": "retry"},
 }
 
 // Linprobe trains the probe head on the frozen encoder and reports test accuracy.

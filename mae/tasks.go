@@ -114,6 +114,7 @@ var PretrainTask = train.TaskSpec[*PretrainConfig, *PretrainResult]{
 	Doc:     "MAE pre-training: mask 75% of patches, encode the rest, reconstruct the pixels",
 	Default: DefaultPretrain,
 	Run:     Pretrain,
+	Added:   map[string]any{"data.crop": "retry"}, // the ten-try crop, before the key existed
 	Eval: func(c *PretrainConfig, checkpoint string, w io.Writer) error {
 		dev, err := train.DeviceOf(c.Trainer)
 		if err != nil {

@@ -105,6 +105,9 @@ var PretrainTask = train.TaskSpec[*PretrainConfig, *PretrainResult]{
 			Masking: MaskingConfig{Mode: "constant", Ratio: 0.15, Warmup: LinWarmDecayWarmup}, Optim: OptimConfig{LR: 1e-4, Warmup: 10000, WeightDecay: 0.01, Clip: 1}}
 	},
 	Run: Pretrain,
+	// Keys added after the first runs, with what their absence meant: a
+	// document per sequence, and no whole-word baseline.
+	Added: map[string]any{"data.packing": "", "masking.only_wwm": false},
 }
 
 // FinetuneTask is "mlm.finetune".
@@ -115,7 +118,8 @@ var FinetuneTask = train.TaskSpec[*FinetuneConfig, *FinetuneResult]{
 		return &FinetuneConfig{Base: train.Base{Task: "mlm.finetune", Trainer: train.DefaultTrainer()}, Model: torchmods.BertBase(),
 			Optim: OptimConfig{LR: 1e-4, WeightDecay: 0.01, Clip: 1}}
 	},
-	Run: Finetune,
+	Run:   Finetune,
+	Added: map[string]any{"data.packing": ""}, // a gloss per sequence, before the key existed
 }
 
 // PretrainResult is what a pre-training run reports.

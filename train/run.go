@@ -138,10 +138,13 @@ func checkResumeConfig(cfg Config, o RunOptions) error {
 	for _, k := range o.AllowChange {
 		allowed[k] = true
 	}
+	task, _ := Lookup(cfg.Common().Task)
 	var refused, changed []string
 	for _, d := range diff {
+		inSaved := d.Old != nil // TOML has no null: nil is a key the saved config lacks
 		switch {
 		case resumeSafeKeys[d.Key]:
+		case !inSaved && StandsForAbsent(task, d.Key, d.New):
 		case allowed[d.Key]:
 			changed = append(changed, d.Key)
 		default:

@@ -58,6 +58,14 @@ type TaskSpec[C Config, R any] struct {
 	// NoResume marks a task that cannot continue an interrupted run:
 	// -resume is refused instead of silently starting over.
 	NoResume bool
+	// Added lists the config keys added to the task after runs were made
+	// with it (dotted, as in config.toml: "data.crop"), each with the
+	// value that a saved config lacking the key stands for: what the code
+	// did before the key existed, which need not be the key's default
+	// now. A run directory whose config.toml lacks such a key, while the
+	// current config has exactly that value, holds the same experiment:
+	// repro exp counts it done and -resume accepts it (StandsForAbsent).
+	Added map[string]any
 }
 
 // Task is a registered task, whatever its config type; only TaskSpec makes one.
@@ -65,6 +73,7 @@ type Task interface {
 	TaskName() string
 	TaskDoc() string
 	TaskIgnores() []string
+	TaskAdded() map[string]any
 	newConfig() Config
 	check(c Config) error
 	start(c Config, o RunOptions) error
@@ -80,6 +89,53 @@ func (t TaskSpec[C, R]) TaskDoc() string { return t.Doc }
 
 // TaskIgnores lists the [trainer] keys the task does not honour.
 func (t TaskSpec[C, R]) TaskIgnores() []string { return t.Ignores }
+
+// TaskAdded is the task's Added keys with the [trainer] keys added since
+// runs were first made (trainerAdded).
+func (t TaskSpec[C, R]) TaskAdded() map[string]any {
+	out := map[string]any{}
+	for k, v := range trainerAdded {
+		out[k] = v
+	}
+	for k, v := range t.Added {
+		out[k] = v
+	}
+	return out
+}
+
+// trainerAdded are the [trainer] keys added after runs were made, with
+// the value their absence stands for (see TaskSpec.Added).
+var trainerAdded = map[string]any{
+	"trainer.tensorboard": true, // event files beside metrics.jsonl; logging only
+}
+
+// StandsForAbsent says whether a saved config that lacks key is the same
+// experiment as one that sets it to now: key was added to task t later
+// (TaskSpec.Added) and now is the value its absence stands for.
+func StandsForAbsent(t Task, key string, now any) bool {
+	if t == nil {
+		return false
+	}
+	v, ok := t.TaskAdded()[key]
+	return ok && sameTOMLValue(v, now)
+}
+
+// sameTOMLValue compares a Go value with one decoded from TOML, where
+// every integer is an int64 and every float a float64.
+func sameTOMLValue(a, b any) bool {
+	norm := func(x any) any {
+		switch v := x.(type) {
+		case int:
+			return int64(v)
+		case int32:
+			return int64(v)
+		case float32:
+			return float64(v)
+		}
+		return x
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
+}
 
 func (t TaskSpec[C, R]) newConfig() Config { return t.Default() }
 func (t TaskSpec[C, R]) hasEval() bool     { return t.Eval != nil }

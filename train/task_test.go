@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -169,4 +170,18 @@ func TestFloat64sRefusesAnotherLength(t *testing.T) {
 	v := make([]float64, 2)
 	require.NoError(t, Float64s(v).LoadState(json.RawMessage(`[1,2]`), nil))
 	require.Equal(t, []float64{1, 2}, v)
+}
+
+// TestStandsForAbsent: a key a task declares added later matches a saved
+// config without it only at the value its absence stood for; the
+// [trainer] keys added later count for every task.
+func TestStandsForAbsent(t *testing.T) {
+	task := TaskSpec[*toyConfig, int]{Name: "toy.added", Added: map[string]any{"data.crop": "retry", "n": 3}}
+	assert.True(t, StandsForAbsent(task, "data.crop", "retry"))
+	assert.False(t, StandsForAbsent(task, "data.crop", "clamped"))
+	assert.True(t, StandsForAbsent(task, "n", int64(3)), "TOML's int64 against a Go int")
+	assert.False(t, StandsForAbsent(task, "n", 3.0))
+	assert.True(t, StandsForAbsent(task, "trainer.tensorboard", true))
+	assert.False(t, StandsForAbsent(task, "other", int64(1)))
+	assert.False(t, StandsForAbsent(nil, "data.crop", "retry"))
 }
