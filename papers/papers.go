@@ -8,6 +8,7 @@ package papers
 import (
 	"github.com/reprolab/repro/basics"
 	"github.com/reprolab/repro/causal"
+	"github.com/reprolab/repro/icae"
 	"github.com/reprolab/repro/imageclf"
 	"github.com/reprolab/repro/mae"
 	"github.com/reprolab/repro/metapt"
@@ -26,6 +27,7 @@ func Tasks() []train.Task {
 		mlm.PretrainTask, mlm.FinetuneTask, // Yang et al., ACL 2023
 		causal.FitTask, causal.SweepTask, // Chen et al., NeurIPS 2021
 		metapt.PretrainTask, metapt.MultitaskTask, // Lv et al., 2020
+		icae.LMTask, icae.PretrainTask, icae.FinetuneTask, // Ge et al., ICLR 2024
 		textclf.Task,  // fine-tuning BERT-family checkpoints on your texts (HF's run_glue.py)
 		imageclf.Task, // fine-tuning ViT checkpoints on your images (MAE's main_finetune.py)
 	}

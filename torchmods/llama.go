@@ -241,6 +241,17 @@ type LlamaInput struct {
 	// Cache, if not nil, supplies the keys and values of earlier
 	// positions and receives this call's (past_key_values).
 	Cache *LlamaCache
+	// Embeds, if not nil, are the input embeddings [B, L, hidden] (HF's
+	// inputs_embeds), used instead of looking IDs up; IDs is then unused
+	// and may be nil. They are cast to the compute dtype.
+	Embeds *ts.Tensor
+	// Adapt, if not nil, adds to the attention projections' outputs for
+	// this call: proj(x) + Adapt(layer, name, x, train), name one of
+	// "q_proj", "k_proj", "v_proj", "o_proj", x the projection's input; a
+	// nil result adds nothing. It is how adapters such as LoRA
+	// (LoRALinear.Delta) act without changing the model, per call, as
+	// PEFT's disable_adapter() switches them off.
+	Adapt func(layer int, name string, x *ts.Tensor, train bool) *ts.Tensor
 }
 
 // LlamaPositionIDs are the position ids of a left-padded batch as HF's
@@ -274,11 +285,20 @@ func (m *LlamaForCausalLM) Logits(hidden *ts.Tensor) *ts.Tensor {
 // states [B, L, hidden]. Shapes that do not fit panic with an error naming
 // the input.
 func (m *LlamaForCausalLM) Hidden(in LlamaInput, train bool) *ts.Tensor {
-	s := in.IDs.MustSize()
-	if len(s) != 2 {
-		panic(fmt.Errorf("%s: input_ids of shape %v, want [batch, length]", m.Cfg.ModelType, s))
+	var b, l int64
+	if in.Embeds != nil {
+		s := in.Embeds.MustSize()
+		if len(s) != 3 || s[2] != m.Cfg.HiddenSize {
+			panic(fmt.Errorf("%s: inputs_embeds of shape %v, want [batch, length, %d]", m.Cfg.ModelType, s, m.Cfg.HiddenSize))
+		}
+		b, l = s[0], s[1]
+	} else {
+		s := in.IDs.MustSize()
+		if len(s) != 2 {
+			panic(fmt.Errorf("%s: input_ids of shape %v, want [batch, length]", m.Cfg.ModelType, s))
+		}
+		b, l = s[0], s[1]
 	}
-	b, l := s[0], s[1]
 	past := in.Cache.Len()
 	if in.Cache != nil && len(in.Cache.Layers) != len(m.Layers) {
 		panic(fmt.Errorf("%s: a cache of %d layers for a model of %d", m.Cfg.ModelType, len(in.Cache.Layers), len(m.Layers)))
@@ -288,7 +308,12 @@ func (m *LlamaForCausalLM) Hidden(in LlamaInput, train bool) *ts.Tensor {
 			panic(fmt.Errorf("%s: attention_mask of shape %v, want [%d, %d] (batch, cached + new positions)", m.Cfg.ModelType, ms, b, past+l))
 		}
 	}
-	dev := in.IDs.MustDevice()
+	var dev gotch.Device
+	if in.Embeds != nil {
+		dev = in.Embeds.MustDevice()
+	} else {
+		dev = in.IDs.MustDevice()
+	}
 	pos := in.Positions
 	if pos == nil {
 		pos = ts.MustArangeStart(ts.IntScalar(past), ts.IntScalar(past+l), gotch.Int64, dev).MustUnsqueeze(0, true)
@@ -296,7 +321,12 @@ func (m *LlamaForCausalLM) Hidden(in LlamaInput, train bool) *ts.Tensor {
 		panic(fmt.Errorf("%s: position_ids of shape %v, want [%d, %d]", m.Cfg.ModelType, ps, b, l))
 	}
 	dt := m.ComputeDType()
-	x := m.Embed.Forward(in.IDs)
+	var x *ts.Tensor
+	if in.Embeds != nil {
+		x = in.Embeds.MustShallowClone() // a handle of its own: the layers below free the stream's
+	} else {
+		x = m.Embed.Forward(in.IDs)
+	}
 	if x.DType() != dt {
 		x = x.MustTotype(dt, true)
 	}
@@ -307,7 +337,11 @@ func (m *LlamaForCausalLM) Hidden(in LlamaInput, train bool) *ts.Tensor {
 		if in.Cache != nil {
 			cache = &in.Cache.Layers[i]
 		}
-		a := layer.Attn.Forward(layer.InputNorm.Forward(x), cos, sin, mask, cache, train)
+		var adapt func(string, *ts.Tensor) *ts.Tensor
+		if in.Adapt != nil {
+			adapt = func(name string, h *ts.Tensor) *ts.Tensor { return in.Adapt(i, name, h, train) }
+		}
+		a := layer.Attn.forward(layer.InputNorm.Forward(x), cos, sin, mask, cache, train, adapt)
 		x = x.MustAdd(a, true)
 		x = x.MustAdd(layer.mlp(layer.PostAttentionNorm.Forward(x)), true)
 	}
@@ -385,14 +419,29 @@ func lin(l *Linear, x *ts.Tensor) *ts.Tensor {
 // [B, 1, L, HeadDim] and the additive mask [B or 1, 1, L, past+L]; with a
 // cache, earlier keys and values come from it and this call's are added.
 func (a *LlamaAttention) Forward(x, cos, sin, mask *ts.Tensor, cache *KVCache, train bool) *ts.Tensor {
+	return a.forward(x, cos, sin, mask, cache, train, nil)
+}
+
+// forward is Forward with adapt (nil: none) adding to the projections'
+// outputs, adapt(name, input).
+func (a *LlamaAttention) forward(x, cos, sin, mask *ts.Tensor, cache *KVCache, train bool, adapt func(string, *ts.Tensor) *ts.Tensor) *ts.Tensor {
 	s := x.MustSize()
 	b, l := s[0], s[1]
 	heads := func(t *ts.Tensor, n int64) *ts.Tensor { // [B, L, n*hd] -> [B, n, L, hd]
 		return t.MustView([]int64{b, l, n, a.HeadDim}, true).MustTranspose(1, 2, true)
 	}
-	q := rotateHalfApply(heads(lin(a.Q, x), a.Heads), cos, sin)
-	k := rotateHalfApply(heads(lin(a.K, x), a.KVHeads), cos, sin)
-	v := heads(lin(a.V, x), a.KVHeads)
+	proj := func(name string, p *Linear, x *ts.Tensor) *ts.Tensor {
+		y := lin(p, x)
+		if adapt != nil {
+			if d := adapt(name, x); d != nil {
+				y = y.MustAdd(d, true)
+			}
+		}
+		return y
+	}
+	q := rotateHalfApply(heads(proj("q_proj", a.Q, x), a.Heads), cos, sin)
+	k := rotateHalfApply(heads(proj("k_proj", a.K, x), a.KVHeads), cos, sin)
+	v := heads(proj("v_proj", a.V, x), a.KVHeads)
 	if cache != nil {
 		k, v = cache.append(k, v) // the cache's tensors: not deleted below
 	}
@@ -414,7 +463,7 @@ func (a *LlamaAttention) Forward(x, cos, sin, mask *ts.Tensor, cache *KVCache, t
 		o = Dropout(w, a.Dropout, train).MustMatmul(v, true)
 	}
 	o = o.MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{b, l, a.Heads * a.HeadDim}, true)
-	return lin(a.O, o)
+	return proj("o_proj", a.O, o)
 }
 
 // rotateHalfApply is apply_rotary_pos_emb for one of q and k:

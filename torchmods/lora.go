@@ -59,6 +59,18 @@ func (l *LoRALinear) Forward(x *ts.Tensor, train bool) *ts.Tensor {
 	return y.MustAdd(u.MustMulScalar(ts.FloatScalar(l.scale()), true), true)
 }
 
+// Delta is the update alone, dropout(x) Aᵀ Bᵀ · alpha/r, in x's dtype
+// (A and B converted for the call when they are stored in another): what
+// LlamaInput.Adapt adds to a frozen projection's output. It ignores Merge.
+func (l *LoRALinear) Delta(x *ts.Tensor, train bool) *ts.Tensor {
+	a, b := l.A, l.B
+	if a.DType() != x.DType() {
+		a, b = a.MustTotype(x.DType(), false), b.MustTotype(x.DType(), false)
+	}
+	u := Dropout(x, l.Drop, train).MustMatmul(a.MustT(false), false).MustMatmul(b.MustT(false), false)
+	return u.MustMulScalar(ts.FloatScalar(l.scale()), true)
+}
+
 // Merge folds B·A·alpha/r into the base weight, for inference at base cost.
 func (l *LoRALinear) Merge() { l.fold(1) }
 
