@@ -290,16 +290,20 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 				try(r)
 			}
 		}
-		// Wait for a child to end, a held run's retry, or cancellation.
+		// Wait for a child to end, a held run's retry, or cancellation. A
+		// held run's retry only wakes the loop when a slot is free to try
+		// it in: with every slot busy its retry time stays in the past, and
+		// waking for it would spin until a child ends.
 		var next time.Time
 		pending := nRunning > 0
+		canTry := nRunning < jobs && !stopping
 		for _, r := range e.Runs {
 			switch phases[r] {
 			case waiting:
 				pending = pending || ready(r)
 			case held:
 				pending = true
-				if next.IsZero() || retry[r].Before(next) {
+				if canTry && (next.IsZero() || retry[r].Before(next)) {
 					next = retry[r]
 				}
 			}
