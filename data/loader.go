@@ -129,6 +129,19 @@ func shardLen(opt LoaderOptions) int {
 	return (opt.N + opt.Ranks - 1) / opt.Ranks
 }
 
+// NewSliceLoader is a Loader over items already in memory: each batch is
+// the items its indices pick, in order (o.N is set to len(items)).
+func NewSliceLoader[T any](items []T, o LoaderOptions) (*Loader[[]T], error) {
+	o.N = len(items)
+	return NewLoader(o, func(b Batch) ([]T, error) {
+		out := make([]T, len(b.Indices))
+		for i, k := range b.Indices {
+			out[i] = items[k]
+		}
+		return out, nil
+	})
+}
+
 // PerEpoch is the number of batches in an epoch (of this rank's shard).
 func (l *Loader[B]) PerEpoch() int64 {
 	n := shardLen(l.opt)

@@ -127,3 +127,17 @@ func TestLoaderCountsWaiting(t *testing.T) {
 	assert.Equal(t, 2, n)
 	assert.GreaterOrEqual(t, Waited()-before, 30*time.Millisecond)
 }
+
+// TestSliceLoaderPicksItems: a slice loader's batches are the items its
+// indices name, so it is NewLoader over the slice.
+func TestSliceLoaderPicksItems(t *testing.T) {
+	items := []string{"a", "b", "c", "d", "e"}
+	l, err := NewSliceLoader(items, LoaderOptions{Batch: 2, Shuffle: true, Seed: 7, Workers: 1})
+	require.NoError(t, err)
+	defer l.Close()
+	order := l.Order(0)
+	first, err := l.Next()
+	require.NoError(t, err)
+	assert.Equal(t, []string{items[order[0]], items[order[1]]}, first)
+	assert.Equal(t, int64(3), l.PerEpoch())
+}

@@ -200,14 +200,7 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 		}
 	}
 	trainSet, evalSet := sets[0], sets[1]
-	loader, err := data.NewLoader(data.LoaderOptions{N: len(trainSet), Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)},
-		func(b data.Batch) ([]Sample, error) {
-			out := make([]Sample, len(b.Indices))
-			for i, k := range b.Indices {
-				out[i] = trainSet[k]
-			}
-			return out, nil
-		})
+	loader, err := data.NewSliceLoader(trainSet, data.LoaderOptions{Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)})
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}

@@ -115,14 +115,7 @@ func RunLM(s *train.Session, c *LMConfig) (*LMResult, error) {
 	for _, p := range s.Store.Params() {
 		params += int64(p.Tensor.Numel())
 	}
-	loader, err := data.NewLoader(data.LoaderOptions{N: len(trainSeqs), Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)},
-		func(b data.Batch) ([][]int64, error) {
-			out := make([][]int64, len(b.Indices))
-			for i, k := range b.Indices {
-				out[i] = trainSeqs[k]
-			}
-			return out, nil
-		})
+	loader, err := data.NewSliceLoader(trainSeqs, data.LoaderOptions{Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)})
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
