@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -181,7 +182,10 @@ func TestTrainingStepsKeepMemoryFlat(t *testing.T) {
 }
 
 func checkFlat(t *testing.T, step func()) {
-	baseLive := ts.LiveTensors()
+	// Other tests of the package may leave unscoped tensors to the
+	// finalizer; collect them first, or the GC below would free them
+	// mid-loop and the count would drop under the baseline.
+	baseLive := settledLive()
 	var warm int64
 	for i := 0; i < 2000; i++ {
 		func() {
@@ -482,4 +486,20 @@ func TestConcurrentForwardPasses(t *testing.T) {
 		require.NoError(t, x.Drop())
 	}
 	assert.Equal(t, before, ts.LiveTensors())
+}
+
+// settledLive collects garbage until the live-tensor count stops moving:
+// finalizers run on their own goroutine after a GC, so one GC is not enough.
+func settledLive() int64 {
+	prev := int64(-1)
+	for i := 0; i < 100; i++ {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+		n := ts.LiveTensors()
+		if n == prev {
+			return n
+		}
+		prev = n
+	}
+	return prev
 }
