@@ -34,9 +34,12 @@ func TestMAEEndToEnd(t *testing.T) {
 	t.Logf("masked-patch loss %.4f, patch-mean baseline %.4f", pr["test_masked_loss"], pr["patch_mean_baseline"])
 	assert.Less(t, pr["test_masked_loss"], pr["patch_mean_baseline"], out)
 
+	// The probe here runs 200 steps, so it takes the paper's absolute lr (6.4), which learns in
+	// that budget; the config follows main_linprobe.py's rule, lr = blr x batch / 256 = 0.1,
+	// which is meant for its 90 epochs.
 	probe := filepath.Join(dir, "probe")
 	out, stderr, code = runRepro(t, append([]string{"train", "-out", probe, "-set", "pretrained=\"" + pre + "\""},
-		append(tiny("-set", "trainer.max_steps=200", "-set", "optim.warmup_epochs=1"), "../../configs/mae/fmnist_linprobe.toml")...)...)
+		append(tiny("-set", "trainer.max_steps=200", "-set", "optim.warmup_epochs=1", "-set", "optim.lr=6.4"), "../../configs/mae/fmnist_linprobe.toml")...)...)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "loaded 30 tensors")
 	var lp map[string]any
