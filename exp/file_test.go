@@ -242,7 +242,9 @@ func TestDiffConfigsNamesTheKeys(t *testing.T) {
 	// A key the task added later, absent from the saved config and now at
 	// the value its absence stands for, leaves the experiment the same; at
 	// another value, or where the saved config has the key, it does not.
-	same := func(key string, inSaved bool, now any) bool { return key == "optim.warmup" && !inSaved && now == int64(5) }
+	same := func(key string, inSaved bool, now any) bool {
+		return key == "optim.warmup" && !inSaved && now == int64(5)
+	}
 	d, err = DiffConfigs(a, b, same)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"trainer.max_steps: saved 60, now 61"}, d)
