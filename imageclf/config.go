@@ -121,18 +121,8 @@ func (c *Config) Validate() error {
 	default:
 		return config.Field("recipe", `must be "mae" or "simple", got %q`, c.Recipe)
 	}
-	o := c.Optim
-	switch {
-	case o.BLR <= 0 && o.LR <= 0:
-		return config.Field("optim.blr", "must be positive (or set optim.lr), got %v", o.BLR)
-	case o.LR < 0 || o.MinLR < 0:
-		return config.Field("optim.min_lr", "learning rates must not be negative")
-	case o.WeightDecay < 0:
-		return config.Field("optim.weight_decay", "must not be negative, got %v", o.WeightDecay)
-	case o.Betas[0] < 0 || o.Betas[0] >= 1 || o.Betas[1] < 0 || o.Betas[1] >= 1:
-		return config.Field("optim.betas", "must be in [0, 1), got %v", o.Betas)
-	case o.WarmupEpochs < 0:
-		return config.Field("optim.warmup_epochs", "must not be negative, got %v", o.WarmupEpochs)
+	if err := c.Optim.Validate(); err != nil {
+		return err
 	}
 	m := c.Model
 	if m.ImgSize < 0 || m.Patch < 0 || m.InChans < 0 || m.Dim < 0 || m.Depth < 0 || m.Heads < 0 || m.MLPRatio < 0 || m.Eps < 0 {

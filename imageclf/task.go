@@ -168,10 +168,7 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	lr := c.Optim.LR
-	if lr == 0 {
-		lr = c.Optim.BLR * float64(int64(c.Data.Batch)*c.Trainer.Accumulate*int64(s.WorldSize())) / 256 // per-rank batch x accumulation x ranks, as main_finetune.py
-	}
+	lr := c.Optim.AbsLR(int64(c.Data.Batch) * c.Trainer.Accumulate * int64(s.WorldSize())) // per-rank batch x accumulation x ranks, as main_finetune.py
 	sched := mae.Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(w, "image.classify (%s recipe): %d training and %d evaluation images, %d classes, %d steps (%.2f epochs), lr %.3g\n",
 		c.Recipe, trainSet.Len(), evalSet.Len(), len(classes), steps, float64(steps)/float64(perEpoch), lr)

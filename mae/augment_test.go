@@ -46,7 +46,7 @@ func TestConfigsFollowTheOfficialScripts(t *testing.T) {
 	lp := DefaultLinprobe()
 	require.NoError(t, config.Load(filepath.Join("..", "configs", "mae", "fmnist_linprobe.toml"), lp, nil))
 	assert.Zero(t, lp.Optim.LR, "lr is derived from blr")
-	assert.InDelta(t, 0.1, lp.Optim.absLR(lp.Data.Batch*lp.Trainer.Accumulate), 1e-12)
+	assert.InDelta(t, 0.1, lp.Optim.AbsLR(lp.Data.Batch*lp.Trainer.Accumulate), 1e-12)
 
 	// main_finetune.py's and main_linprobe.py's defaults.
 	assert.Equal(t, "rand-m9-mstd0.5-inc1", DefaultFinetune().RandAugment)

@@ -88,7 +88,7 @@ func (c *FinetuneConfig) Validate() error {
 			return config.Field("rand_augment", "%v", err)
 		}
 	}
-	if err := c.Optim.validate(); err != nil {
+	if err := c.Optim.Validate(); err != nil {
 		return err
 	}
 	return c.Data.validate()
@@ -200,7 +200,7 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*ClassifyResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
+	lr := c.Optim.AbsLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(w, "mae finetune: %d train images, %d steps (%.1f epochs), lr %.3g, RandAugment %q, random erasing %g\n",
 		trainSet.n, steps, float64(steps)/float64(perEpoch), lr, c.RandAugment, c.Reprob)

@@ -50,7 +50,7 @@ func (c *LinprobeConfig) Validate() error {
 	if err := c.Model.Validate(); err != nil {
 		return config.Field("model", "%v", err)
 	}
-	if err := c.Optim.validate(); err != nil {
+	if err := c.Optim.Validate(); err != nil {
 		return err
 	}
 	if c.CacheFeatures && (c.Data.Kind != "fashion_mnist" || c.Data.Flip) {
@@ -148,7 +148,7 @@ func Linprobe(s *train.Session, c *LinprobeConfig) (*ClassifyResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
+	lr := c.Optim.AbsLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	evaluate := func() (float64, float64) {
 		var correct, lossSum float64

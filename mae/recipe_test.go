@@ -23,8 +23,8 @@ func TestScheduleMatchesOfficialFormula(t *testing.T) {
 	want := minLR + (lr-minLR)*0.5*(1+math.Cos(math.Pi*(33.3-5)/95))
 	assert.InDelta(t, want, s(333), 1e-15)
 	// lr = blr * effective batch / 256
-	assert.InDelta(t, 2.4e-3, OptimConfig{BLR: 1.5e-4}.absLR(4096), 1e-15)
-	assert.Equal(t, 0.5, OptimConfig{BLR: 1.5e-4, LR: 0.5}.absLR(4096))
+	assert.InDelta(t, 2.4e-3, OptimConfig{BLR: 1.5e-4}.AbsLR(4096), 1e-15)
+	assert.Equal(t, 0.5, OptimConfig{BLR: 1.5e-4, LR: 0.5}.AbsLR(4096))
 }
 
 func TestBetaSamplerMoments(t *testing.T) {

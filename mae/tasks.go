@@ -26,7 +26,8 @@ type OptimConfig struct {
 	WarmupEpochs float64    `toml:"warmup_epochs"` // linear warm-up length in epochs
 }
 
-func (o OptimConfig) validate() error {
+// Validate checks the keys under [optim], naming the one at fault.
+func (o OptimConfig) Validate() error {
 	switch {
 	case o.BLR <= 0 && o.LR <= 0:
 		return config.Field("optim.blr", "must be positive (or set optim.lr), got %v", o.BLR)
@@ -42,8 +43,8 @@ func (o OptimConfig) validate() error {
 	return nil
 }
 
-// absLR is the learning rate for an effective batch (micro-batch x accumulation).
-func (o OptimConfig) absLR(effBatch int64) float64 {
+// AbsLR is the learning rate for an effective batch (micro-batch x accumulation).
+func (o OptimConfig) AbsLR(effBatch int64) float64 {
 	if o.LR > 0 {
 		return o.LR
 	}
@@ -91,7 +92,7 @@ func (c *PretrainConfig) Validate() error {
 	if KeepCount(c.Model.NumPatches(), c.MaskRatio) == c.Model.NumPatches() {
 		return config.Field("mask_ratio", "%v removes no patch of %d", c.MaskRatio, c.Model.NumPatches())
 	}
-	if err := c.Optim.validate(); err != nil {
+	if err := c.Optim.Validate(); err != nil {
 		return err
 	}
 	return c.Data.validate()
@@ -169,7 +170,7 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 		p.NoDecay = false
 	}
 	opt := train.NewAdamW(s.Store, c.Optim.Betas[0], c.Optim.Betas[1], 1e-8, c.Optim.WeightDecay)
-	lr := c.Optim.absLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
+	lr := c.Optim.AbsLR(c.Data.Batch * c.Trainer.Accumulate * int64(s.WorldSize())) // main_*.py: eff_batch_size = batch_size * accum_iter * world_size
 	sched := Schedule(lr, c.Optim.MinLR, c.Optim.WarmupEpochs, float64(steps)/float64(perEpoch), perEpoch)
 	fmt.Fprintf(s.W, "mae pretrain: %d train images, %d steps (%.1f epochs), lr %.3g, %d of %d patches visible\n",
 		trainSet.n, steps, float64(steps)/float64(perEpoch), lr, KeepCount(c.Model.NumPatches(), c.MaskRatio), c.Model.NumPatches())
