@@ -160,17 +160,8 @@ func (b *bertMLMHF) HFConfig() map[string]any { return b.m.Bert.Cfg.HFConfig() }
 func (b *bertMLMHF) Forward(in map[string]*ts.Tensor) (map[string]*ts.Tensor, error) {
 	c := b.m.Bert.Cfg
 	ids := in["input_ids"]
-	s := ids.MustSize()
-	if len(s) != 2 {
-		return nil, fmt.Errorf("input_ids has shape %v, want [batch, length]", s)
-	}
-	if err := idsIn("input_ids", ids, c.VocabSize); err != nil {
+	if err := checkTokenInputs(in, c.VocabSize, "attention_mask", "token_type_ids", "labels"); err != nil {
 		return nil, err
-	}
-	for _, n := range []string{"attention_mask", "token_type_ids", "labels"} {
-		if x, ok := in[n]; ok && !equalShape(x.MustSize(), s) {
-			return nil, fmt.Errorf("%s has shape %v, input_ids %v", n, x.MustSize(), s)
-		}
 	}
 	if tt, ok := in["token_type_ids"]; ok {
 		if err := idsIn("token_type_ids", tt, c.TypeVocabSize); err != nil {
@@ -186,6 +177,26 @@ func (b *bertMLMHF) Forward(in map[string]*ts.Tensor) (map[string]*ts.Tensor, er
 }
 
 // idsIn checks that every id is in [0, n).
+// checkTokenInputs checks HF-style inputs before they reach libtorch:
+// input_ids is [batch, length] with ids below vocab, and each of the named
+// inputs present has its shape.
+func checkTokenInputs(in map[string]*ts.Tensor, vocab int64, sameShape ...string) error {
+	ids := in["input_ids"]
+	s := ids.MustSize()
+	if len(s) != 2 {
+		return fmt.Errorf("input_ids has shape %v, want [batch, length]", s)
+	}
+	if err := idsIn("input_ids", ids, vocab); err != nil {
+		return err
+	}
+	for _, n := range sameShape {
+		if x, ok := in[n]; ok && !equalShape(x.MustSize(), s) {
+			return fmt.Errorf("%s has shape %v, input_ids %v", n, x.MustSize(), s)
+		}
+	}
+	return nil
+}
+
 func idsIn(name string, x *ts.Tensor, n int64) error {
 	if x.Numel() == 0 {
 		return nil

@@ -103,17 +103,8 @@ func (l *llamaHF) HFConfig() map[string]any { return l.m.Cfg.HFConfig() }
 func (l *llamaHF) Forward(in map[string]*ts.Tensor) (map[string]*ts.Tensor, error) {
 	c := l.m.Cfg
 	ids := in["input_ids"]
-	s := ids.MustSize()
-	if len(s) != 2 {
-		return nil, fmt.Errorf("input_ids has shape %v, want [batch, length]", s)
-	}
-	if err := idsIn("input_ids", ids, c.VocabSize); err != nil {
+	if err := checkTokenInputs(in, c.VocabSize, "attention_mask", "position_ids", "labels"); err != nil {
 		return nil, err
-	}
-	for _, n := range []string{"attention_mask", "position_ids", "labels"} {
-		if x, ok := in[n]; ok && !equalShape(x.MustSize(), s) {
-			return nil, fmt.Errorf("%s has shape %v, input_ids %v", n, x.MustSize(), s)
-		}
 	}
 	if labels, ok := in["labels"]; ok {
 		bad := labels.MustNe(ts.IntScalar(-100), false).MustLogicalAnd(labels.MustLt(ts.IntScalar(0), false).
