@@ -42,13 +42,26 @@ func (o OptimConfig) validate() error {
 	return nil
 }
 
-// plan makes the optimizer and schedule for a run of steps.
-func (o OptimConfig) plan(s *train.Session, steps int64) (*train.AdamW, train.Schedule, error) {
+// runPlan is what every icae task derives from its loader and [optim]:
+// the run's length, the optimizer and the schedule.
+type runPlan struct {
+	perEpoch, steps int64
+	opt             *train.AdamW
+	sched           train.Schedule
+}
+
+// plan sizes the run from batchesPerEpoch ([trainer]'s epochs or
+// max_steps) and makes the optimizer and schedule for it.
+func (o OptimConfig) plan(s *train.Session, batchesPerEpoch int64) (runPlan, error) {
+	perEpoch, steps, err := s.Steps(batchesPerEpoch)
+	if err != nil {
+		return runPlan{}, err
+	}
 	sched, err := train.WarmupSchedule(o.LR, min(o.Warmup, steps), steps, o.Decay)
 	if err != nil {
-		return nil, nil, err
+		return runPlan{}, err
 	}
-	return train.NewAdamW(s.Store, o.Beta1, o.Beta2, o.Eps, o.WeightDecay), sched, nil
+	return runPlan{perEpoch, steps, train.NewAdamW(s.Store, o.Beta1, o.Beta2, o.Eps, o.WeightDecay), sched}, nil
 }
 
 func defaultOptim(lr float64, warmup int64) OptimConfig {

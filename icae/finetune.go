@@ -205,14 +205,11 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	defer loader.Close()
-	perEpoch, steps, err := s.Steps(loader.PerEpoch())
+	rp, err := c.Optim.plan(s, loader.PerEpoch())
 	if err != nil {
 		return nil, err
 	}
-	opt, sched, err := c.Optim.plan(s, steps)
-	if err != nil {
-		return nil, err
-	}
+	perEpoch, steps, opt, sched := rp.perEpoch, rp.steps, rp.opt, rp.sched
 	fmt.Fprintf(s.W, "icae.finetune: %d training and %d eval examples, format %s, LoRA %s, %d trainable parameters; %d steps\n",
 		len(trainSet), len(evalSet), c.Format.Format, loraSummary(c.LoRA), se.trainable(s), steps)
 	var res *FinetuneResult

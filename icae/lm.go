@@ -120,14 +120,11 @@ func RunLM(s *train.Session, c *LMConfig) (*LMResult, error) {
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	defer loader.Close()
-	perEpoch, steps, err := s.Steps(loader.PerEpoch())
+	rp, err := c.Optim.plan(s, loader.PerEpoch())
 	if err != nil {
 		return nil, err
 	}
-	opt, sched, err := c.Optim.plan(s, steps)
-	if err != nil {
-		return nil, err
-	}
+	perEpoch, steps, opt, sched := rp.perEpoch, rp.steps, rp.opt, rp.sched
 	fmt.Fprintf(s.W, "icae.lm: %s; %d parameters; %d training and %d held-out sequences of %d tokens (%d and %d documents); %d steps\n",
 		lc.Summary(), params, len(trainSeqs), len(heldSeqs), c.Data.DocLen, st.Docs[0], st.Docs[1], steps)
 	var last map[string]float64

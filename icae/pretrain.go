@@ -220,14 +220,11 @@ func Pretrain(s *train.Session, c *Config) (*Result, error) {
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	defer loader.Close()
-	perEpoch, steps, err := s.Steps(loader.PerEpoch())
+	rp, err := c.Optim.plan(s, loader.PerEpoch())
 	if err != nil {
 		return nil, err
 	}
-	opt, sched, err := c.Optim.plan(s, steps)
-	if err != nil {
-		return nil, err
-	}
+	perEpoch, steps, opt, sched := rp.perEpoch, rp.steps, rp.opt, rp.sched
 	res := &Result{Steps: steps, Trainable: se.trainable(s), LLMParams: se.llm, Samples: len(set.Contexts)}
 	what := fmt.Sprintf("%d training texts of %d tokens", len(texts), c.Data.DocLen)
 	if c.Data.DocLen == 0 {
