@@ -25,6 +25,24 @@ def sync(x):
     return x.reshape(-1)[0].item()  # a device-to-host copy waits for the device
 
 
+def timed_steps(steps, opt, loss_fn):
+    """bench/gobench's timedSteps: a repetition of steps training steps (loss_fn's loss, backward,
+    opt's step), seconds per step; the last loss is read back."""
+
+    def run():
+        start = time.perf_counter()
+        for i in range(steps):
+            loss = loss_fn()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i == steps - 1:
+                check[0] = sync(loss)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
 def small_op():
     a = torch.ones(16, device=dev)
     b = torch.ones(16, device=dev)
@@ -49,18 +67,7 @@ def train_step(model, in_shape, out_shape):
     y = torch.randn(out_shape, device=dev)
     steps = 50 if dev.type == "cuda" else 5
 
-    def run():
-        start = time.perf_counter()
-        for i in range(steps):
-            loss = nn.functional.mse_loss(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i == steps - 1:
-                check[0] = sync(loss)
-        return (time.perf_counter() - start) / steps
-
-    return run
+    return timed_steps(steps, opt, lambda: nn.functional.mse_loss(model(x), y))
 
 
 def mae_step():
@@ -74,19 +81,7 @@ def mae_step():
     batch, steps = (64, 10) if dev.type == "cuda" else (4, 2)
     x = torch.randn(batch, 3, 224, 224, device=dev)
 
-    def run():
-        start = time.perf_counter()
-        for i in range(steps):
-            noise = torch.rand(batch, 196, device=dev)
-            loss = model(x, 0.75, noise)[0]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i == steps - 1:
-                check[0] = sync(loss)
-        return (time.perf_counter() - start) / steps
-
-    return run
+    return timed_steps(steps, opt, lambda: model(x, 0.75, torch.rand(batch, 196, device=dev))[0])
 
 
 def bert_sizes(cuda_steps):
@@ -145,18 +140,7 @@ def bert_step():
     pos = torch.arange(0, B * S, 7, device=dev)
     labels = ids.reshape(-1).index_select(0, pos)
 
-    def run():
-        start = time.perf_counter()
-        for i in range(steps):
-            loss = nn.functional.cross_entropy(model.mlm_logits(model.encode(ids, torch.zeros_like(ids)), pos), labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i == steps - 1:
-                check[0] = sync(loss)
-        return (time.perf_counter() - start) / steps
-
-    return run
+    return timed_steps(steps, opt, lambda: nn.functional.cross_entropy(model.mlm_logits(model.encode(ids, torch.zeros_like(ids)), pos), labels))
 
 
 def meta_step(second):
@@ -192,22 +176,14 @@ def meta_step(second):
     b1, b2 = batch(), batch()
     names = [n for n, _ in model.named_parameters()]
 
-    def run():
-        start = time.perf_counter()
-        for i in range(steps):
-            params = [p for _, p in model.named_parameters()]
-            inner = model(*b1, ("mlm",))
-            grads = torch.autograd.grad(inner, params, create_graph=second, allow_unused=True)
-            fast = {n: p if g is None else p - 1e-3 * g for n, p, g in zip(names, params, grads)}
-            loss = functional_call(model, fast, (*b2, ("mlm", "nsp")))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i == steps - 1:
-                check[0] = sync(loss)
-        return (time.perf_counter() - start) / steps
+    def meta_loss():
+        params = [p for _, p in model.named_parameters()]
+        inner = model(*b1, ("mlm",))
+        grads = torch.autograd.grad(inner, params, create_graph=second, allow_unused=True)
+        fast = {n: p if g is None else p - 1e-3 * g for n, p, g in zip(names, params, grads)}
+        return functional_call(model, fast, (*b2, ("mlm", "nsp")))
 
-    return run
+    return timed_steps(steps, opt, meta_loss)
 
 
 def llama_step():
@@ -231,18 +207,7 @@ def llama_step():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     ids = torch.randint(d["vocab_size"], (B, S), device=dev)
 
-    def run():
-        start = time.perf_counter()
-        for i in range(steps):
-            loss = model(ids, labels=ids)[1]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i == steps - 1:
-                check[0] = sync(loss)
-        return (time.perf_counter() - start) / steps
-
-    return run
+    return timed_steps(steps, opt, lambda: model(ids, labels=ids)[1])
 
 
 if args.workload == "bert_mlm":
