@@ -24,6 +24,13 @@ type BertConfig struct {
 	LayerNormEps          float64 `json:"layer_norm_eps" toml:"layer_norm_eps"`
 	InitializerRange      float64 `json:"initializer_range" toml:"initializer_range"`
 	PadTokenID            int64   `json:"pad_token_id" toml:"pad_token_id"`
+	// RelPosBins > 0 adds UniLMv2's learned relative position bias
+	// (bert.rel_pos_bias.weight): the key-minus-query position difference
+	// falls into one of RelPosBins buckets, logarithmic beyond a short exact
+	// range and saturating at MaxRelPos (RelativePositionBucket), and each
+	// bucket has a bias per head. The names are s2s-ft's config keys.
+	RelPosBins int64 `json:"rel_pos_bins,omitempty" toml:"rel_pos_bins,omitempty"`
+	MaxRelPos  int64 `json:"max_rel_pos,omitempty" toml:"max_rel_pos,omitempty"`
 }
 
 // BertBase is bert-base-uncased's configuration.
@@ -60,6 +67,17 @@ func (c BertConfig) Validate() error {
 	case c.HiddenAct != "gelu" && c.HiddenAct != "gelu_new" && c.HiddenAct != "gelu_pytorch_tanh" && c.HiddenAct != "relu":
 		return fmt.Errorf("bert: hidden_act %q is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)", c.HiddenAct)
 	}
+	return c.relPosErr()
+}
+
+func (c BertConfig) relPosErr() error {
+	switch {
+	case c.RelPosBins < 0 || c.RelPosBins > 0 && c.RelPosBins < 4:
+		return fmt.Errorf("bert: rel_pos_bins %d: 0 (no relative position bias) or at least 4", c.RelPosBins)
+	case c.RelPosBins > 0 && c.MaxRelPos <= c.RelPosBins/4:
+		// The logarithmic buckets divide by log(max_rel_pos / exact range).
+		return fmt.Errorf("bert: max_rel_pos %d must exceed the exact range of the buckets, rel_pos_bins/4 = %d", c.MaxRelPos, c.RelPosBins/4)
+	}
 	return nil
 }
 
@@ -92,7 +110,13 @@ type Bert struct {
 	EmbNorm                   *LayerNorm
 	Layers                    []*BertLayer
 	Pooler                    *Linear // nil without pooling
-	Cfg                       BertConfig
+	// RelPosBias is rel_pos_bias.weight [heads, rel_pos_bins], nil when
+	// Cfg.RelPosBins is 0. It is a Linear, as UniLMv2's bias-free
+	// nn.Linear, for its name, layout and initialisation; ForwardInput
+	// looks the buckets up in its transpose, which equals the official
+	// product with one-hot buckets without the [B, L, L, bins] tensor.
+	RelPosBias *Linear
+	Cfg        BertConfig
 }
 
 // NewBert registers a BertModel under p (p = root.Sub("bert") for HF's
@@ -104,6 +128,9 @@ func NewBert(p Path, c BertConfig, pooler bool) *Bert {
 	}
 	if c.InitializerRange == 0 {
 		c.InitializerRange = 0.02
+	}
+	if err := c.relPosErr(); err != nil {
+		panic(err)
 	}
 	b := &Bert{Cfg: c}
 	e := p.Sub("embeddings")
@@ -135,6 +162,12 @@ func NewBert(p Path, c BertConfig, pooler bool) *Bert {
 		b.Pooler = NewLinear(p.Sub("pooler.dense"), LinearOptions{In: c.HiddenSize, Out: c.HiddenSize})
 		linears = append(linears, b.Pooler)
 	}
+	if c.RelPosBins > 0 {
+		// Last, so that the other parameters draw the same initial values
+		// as in a model without it.
+		b.RelPosBias = NewLinear(p.Sub("rel_pos_bias"), LinearOptions{In: c.RelPosBins, Out: c.NumAttentionHeads, NoBias: true})
+		linears = append(linears, b.RelPosBias)
+	}
 	BertInit(c.InitializerRange, []*Embedding{b.Word, b.Position, b.TokenType}, linears...)
 	return b
 }
@@ -162,31 +195,111 @@ func BertInit(std float64, embeddings []*Embedding, linears ...*Linear) {
 // mask (nil for none; else [B, L], nonzero = a real token, as HF's
 // attention_mask) and returns the hidden states [B, L, H].
 func (b *Bert) Forward(ids, typeIDs, mask *ts.Tensor, train bool) *ts.Tensor {
+	return b.ForwardInput(BertInput{IDs: ids, TypeIDs: typeIDs, Mask: mask}, train)
+}
+
+// BertInput is what ForwardInput takes beyond Forward's ids, types and
+// padding mask: the explicit positions and per-example attention patterns
+// of UniLM's sequence-to-sequence and pseudo-masked inputs, where target
+// and [MASK] tokens share positions and each token sees only part of the
+// sequence.
+type BertInput struct {
+	IDs     *ts.Tensor // [B, L] token ids
+	TypeIDs *ts.Tensor // [B, L]; nil for zeros
+	// Positions are int64 [B, L] (or [1, L]) position ids, in
+	// [0, max_position_embeddings); nil for 0..L-1. The relative position
+	// bias, if any, is computed from them too.
+	Positions *ts.Tensor
+	// Mask is nil (attend everywhere); [B, L], nonzero = a real token
+	// (HF's attention_mask: keys that are zero are not attended); or
+	// [B, L, L] (or [1, L, L]), nonzero at (i, j) = query i may attend key
+	// j (UniLM's convention). A 3-D mask is applied as UniLM does, adding
+	// -10000 to the scores of forbidden keys, so that a row that allows no
+	// key averages over all of them instead of making NaNs.
+	Mask *ts.Tensor
+}
+
+// ForwardInput runs the encoder and returns the hidden states [B, L, H].
+func (b *Bert) ForwardInput(in BertInput, train bool) *ts.Tensor {
+	ids := in.IDs
 	s := ids.MustSize()
 	if len(s) != 2 {
 		panic(fmt.Errorf("bert: input ids of shape %v, want [batch, length]", s))
 	}
-	if s[1] > b.Cfg.MaxPositionEmbeddings {
-		panic(fmt.Errorf("bert: sequence of %d tokens, longer than max_position_embeddings %d", s[1], b.Cfg.MaxPositionEmbeddings))
-	}
 	dev := ids.MustDevice()
-	pos := ts.MustArange(ts.IntScalar(s[1]), gotch.Int64, dev).MustUnsqueeze(0, true)
+	pos := in.Positions
+	if pos == nil {
+		if s[1] > b.Cfg.MaxPositionEmbeddings {
+			panic(fmt.Errorf("bert: sequence of %d tokens, longer than max_position_embeddings %d", s[1], b.Cfg.MaxPositionEmbeddings))
+		}
+		pos = ts.MustArange(ts.IntScalar(s[1]), gotch.Int64, dev).MustUnsqueeze(0, true)
+	} else {
+		b.checkPositions(pos, s)
+	}
+	typeIDs := in.TypeIDs
 	if typeIDs == nil {
 		typeIDs = ids.MustZerosLike(false)
 	}
 	x := b.Word.Forward(ids).MustAdd(b.TokenType.Forward(typeIDs), true).MustAdd(b.Position.Forward(pos), true)
 	x = Dropout(b.EmbNorm.Forward(x), b.Cfg.HiddenDropout, train)
-	var keyMask *ts.Tensor // [B, 1, 1, L], true = padding (not attended)
-	if mask != nil {
-		keyMask = mask.MustEq(ts.IntScalar(0), false).MustView([]int64{s[0], 1, 1, s[1]}, true)
+	mask := attentionMask(in.Mask, s, x.DType())
+	var bias *ts.Tensor // [B or 1, heads, L, L]
+	if b.RelPosBias != nil {
+		v := ts.MustEmbedding(b.RelPosBias.Weight.MustT(false), b.relPosBuckets(pos), -1, false, false) // [B, L, L, heads]
+		bias = v.MustPermute([]int64{0, 3, 1, 2}, true)
 	}
 	for _, l := range b.Layers {
-		a := l.Attn.Forward(AttentionInput{Query: x, Mask: keyMask}, train)
+		a := l.Attn.Forward(AttentionInput{Query: x, Mask: mask, Bias: bias}, train)
 		x = l.AttnNorm.Forward(Dropout(a, l.HiddenDrop, train).MustAdd(x, true))
 		h := l.Output.Forward(l.Act.Apply(l.Intermediate.Forward(x)))
 		x = l.OutNorm.Forward(Dropout(h, l.HiddenDrop, train).MustAdd(x, true))
 	}
 	return x
+}
+
+// checkPositions refuses position ids the embedding table does not have,
+// naming the limit, rather than letting libtorch fail with "index out of
+// range".
+func (b *Bert) checkPositions(pos *ts.Tensor, ids []int64) {
+	p := pos.MustSize()
+	if len(p) != 2 || (p[0] != ids[0] && p[0] != 1) || p[1] != ids[1] {
+		panic(fmt.Errorf("bert: position ids of shape %v for input ids %v, want [batch, length]", p, ids))
+	}
+	if pos.DType() != gotch.Int64 {
+		panic(fmt.Errorf("bert: position ids of dtype %v, want int64", pos.DType()))
+	}
+	if pos.Numel() == 0 {
+		return
+	}
+	lo, hi := pos.MustMin(false).Int64Values()[0], pos.MustMax(false).Int64Values()[0]
+	if lo < 0 || hi >= b.Cfg.MaxPositionEmbeddings {
+		panic(fmt.Errorf("bert: position ids in [%d, %d], outside [0, max_position_embeddings %d)", lo, hi, b.Cfg.MaxPositionEmbeddings))
+	}
+}
+
+// attentionMask turns BertInput.Mask into Attention's: a key padding mask
+// [B, L] into bool [B, 1, 1, L] (true = not attended), a 2-D mask
+// [B, L, L] into UniLM's additive (1 - mask) * -10000 [B, 1, L, L].
+func attentionMask(m *ts.Tensor, ids []int64, dtype gotch.DType) *ts.Tensor {
+	if m == nil {
+		return nil
+	}
+	s := m.MustSize()
+	switch {
+	case len(s) == 2 && (s[0] == ids[0] || s[0] == 1) && s[1] == ids[1]:
+		return m.MustEq(ts.IntScalar(0), false).MustView([]int64{s[0], 1, 1, s[1]}, true)
+	case len(s) == 3 && (s[0] == ids[0] || s[0] == 1) && s[1] == ids[1] && s[2] == ids[1]:
+		forbidden := m.MustEq(ts.IntScalar(0), false).MustTotype(dtype, true)
+		return forbidden.MustMulScalar(ts.FloatScalar(-10000), true).MustUnsqueeze(1, true)
+	}
+	panic(fmt.Errorf("bert: attention mask of shape %v for input ids %v, want [batch, length] or [batch, length, length]", s, ids))
+}
+
+// relPosBuckets are the buckets [B, L, L] of pos[j] - pos[i] (key minus
+// query) for position ids pos [B, L], as UniLMv2's BertModel computes them.
+func (b *Bert) relPosBuckets(pos *ts.Tensor) *ts.Tensor {
+	rel := pos.MustUnsqueeze(-2, false).MustSub(pos.MustUnsqueeze(-1, false), true)
+	return RelativePositionBucket(rel, true, b.Cfg.RelPosBins, b.Cfg.MaxRelPos)
 }
 
 // Pool is BertPooler: tanh(dense(first token)).
@@ -224,6 +337,11 @@ func (m *BertForMaskedLM) Logits(hidden *ts.Tensor) *ts.Tensor {
 // Forward is hidden states then logits.
 func (m *BertForMaskedLM) Forward(ids, typeIDs, mask *ts.Tensor, train bool) *ts.Tensor {
 	return m.Logits(m.Bert.Forward(ids, typeIDs, mask, train))
+}
+
+// ForwardInput is Bert.ForwardInput then logits.
+func (m *BertForMaskedLM) ForwardInput(in BertInput, train bool) *ts.Tensor {
+	return m.Logits(m.Bert.ForwardInput(in, train))
 }
 
 // BertForSequenceClassification is HF's: bert.* with its pooler, dropout

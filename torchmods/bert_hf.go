@@ -87,6 +87,8 @@ func BertConfigFromHF(c *HFConfig) (BertConfig, error) {
 		{"num_hidden_layers", &out.NumHiddenLayers, d.NumHiddenLayers}, {"num_attention_heads", &out.NumAttentionHeads, d.NumAttentionHeads},
 		{"intermediate_size", &out.IntermediateSize, d.IntermediateSize}, {"max_position_embeddings", &out.MaxPositionEmbeddings, d.MaxPositionEmbeddings},
 		{"type_vocab_size", &out.TypeVocabSize, d.TypeVocabSize}, {"pad_token_id", &out.PadTokenID, 0},
+		// UniLMv2 (s2s-ft's BertForSeq2SeqConfig, whose defaults are 0).
+		{"rel_pos_bins", &out.RelPosBins, 0}, {"max_rel_pos", &out.MaxRelPos, 0},
 	}
 	for _, k := range ints {
 		if *k.dst, err = c.Int(k.key, k.def); err != nil {
@@ -126,7 +128,9 @@ func BertConfigFromHF(c *HFConfig) (BertConfig, error) {
 }
 
 // HFConfig is the config.json content of the model (without model_type
-// and architectures), in transformers 4.x spelling.
+// and architectures), in transformers 4.x spelling, with UniLMv2's
+// rel_pos_bins and max_rel_pos when the model has the relative position
+// bias (transformers' BertModel ignores them, and the bias).
 func (c BertConfig) HFConfig() map[string]any {
 	eps, init := c.LayerNormEps, c.InitializerRange
 	if eps == 0 {
@@ -135,7 +139,7 @@ func (c BertConfig) HFConfig() map[string]any {
 	if init == 0 {
 		init = 0.02
 	}
-	return map[string]any{
+	m := map[string]any{
 		"vocab_size": c.VocabSize, "hidden_size": c.HiddenSize, "num_hidden_layers": c.NumHiddenLayers,
 		"num_attention_heads": c.NumAttentionHeads, "intermediate_size": c.IntermediateSize, "hidden_act": c.HiddenAct,
 		"hidden_dropout_prob": c.HiddenDropout, "attention_probs_dropout_prob": c.AttentionDropout,
@@ -143,6 +147,10 @@ func (c BertConfig) HFConfig() map[string]any {
 		"initializer_range": init, "layer_norm_eps": eps, "pad_token_id": c.PadTokenID,
 		"position_embedding_type": "absolute",
 	}
+	if c.RelPosBins > 0 {
+		m["rel_pos_bins"], m["max_rel_pos"] = c.RelPosBins, c.MaxRelPos
+	}
+	return m
 }
 
 // bertMLMHF is BertForMaskedLM as `repro hf run` calls it.

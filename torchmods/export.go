@@ -51,6 +51,12 @@ func ExportHF(dir string, store *Store, f *Family, arch string, m HFModel) error
 		return err
 	}
 	cfg := m.HFConfig()
+	if bins, ok := cfg["rel_pos_bins"]; ok && f.ModelType == "bert" {
+		// transformers' BertModel has no relative position bias: it would
+		// load the folder, ignore bert.rel_pos_bias.weight and compute
+		// something else without a word.
+		return fmt.Errorf("export to %s: the model has UniLMv2's relative position bias (rel_pos_bins %v), which HF's BERT classes do not compute; keep the run directory (or s2s-ft's format) instead", dir, bins)
+	}
 	cfg["model_type"] = f.ModelType
 	cfg["architectures"] = []string{arch}
 	cfg["torch_dtype"] = "float32"

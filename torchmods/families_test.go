@@ -163,3 +163,21 @@ func checkWithPython(t *testing.T, exported, reference string) {
 	require.NoError(t, err, string(out))
 	t.Log(string(bytes.TrimSpace(out)))
 }
+
+// A BERT with UniLMv2's relative position bias is refused by the HF
+// export, which would write a folder transformers loads into a model
+// without the bias, and nothing is written.
+func TestBertExportRefusesRelativePositionBias(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	store := NewStore(gotch.CPU)
+	defer store.Drop()
+	c := BertConfig{VocabSize: 30, HiddenSize: 8, NumHiddenLayers: 1, NumAttentionHeads: 2, IntermediateSize: 16, HiddenAct: "gelu",
+		MaxPositionEmbeddings: 16, TypeVocabSize: 2, RelPosBins: 8, MaxRelPos: 20}
+	m := NewBertForMaskedLM(store.Root(), c)
+	out := filepath.Join(t.TempDir(), "export")
+	err := ExportHF(out, store, BertFamily, "BertForMaskedLM", NewBertMLMForExport(m))
+	require.ErrorContains(t, err, "relative position bias")
+	_, statErr := os.Stat(out)
+	assert.True(t, os.IsNotExist(statErr), "nothing written")
+}

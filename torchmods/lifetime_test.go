@@ -24,7 +24,7 @@ func ones(t *testing.T, shape ...int64) *ts.Tensor {
 }
 
 func TestScopeFreesAllButKept(t *testing.T) {
-	before := ts.LiveTensors()
+	before := settledLive()
 	s := ts.NewScope()
 	a := ones(t, 4)
 	b, err := a.Add(a, false)
@@ -45,7 +45,7 @@ func TestScopeFreesAllButKept(t *testing.T) {
 }
 
 func TestScopesNest(t *testing.T) {
-	before := ts.LiveTensors()
+	before := settledLive()
 	outer := ts.NewScope()
 	x := ones(t, 2)
 	inner := ts.NewScope()
@@ -62,7 +62,7 @@ func TestScopesNest(t *testing.T) {
 }
 
 func TestKeepIgnoresTensorsTheScopeDoesNotOwn(t *testing.T) {
-	before := ts.LiveTensors()
+	before := settledLive()
 	outer := ts.NewScope()
 	x := ones(t, 2)
 	inner := ts.NewScope()
@@ -81,7 +81,7 @@ func TestKeepIgnoresTensorsTheScopeDoesNotOwn(t *testing.T) {
 }
 
 func TestScopeLeavesOtherGoroutinesTensorsAlone(t *testing.T) {
-	before := ts.LiveTensors()
+	before := settledLive()
 	s := ts.NewScope()
 	done := make(chan *ts.Tensor)
 	go func() { // a data loader, say, working while a training step runs
@@ -98,7 +98,7 @@ func TestScopeLeavesOtherGoroutinesTensorsAlone(t *testing.T) {
 }
 
 func TestDroppedInsideScopeIsNotFreedTwice(t *testing.T) {
-	before := ts.LiveTensors()
+	before := settledLive()
 	s := ts.NewScope()
 	x := ones(t, 2)
 	require.NoError(t, x.Drop())
@@ -314,7 +314,7 @@ func TestTryConvertsErrorPanicsOnly(t *testing.T) {
 // skipped (not deferred) reaches the user with its own message, not as
 // "inner scope still open", and every tensor and scope is released.
 func TestPanicInInnerScopeSurfaces(t *testing.T) {
-	before := ts.LiveTensors()
+	before := settledLive()
 	err := Try(func() {
 		outer := ts.NewScope()
 		defer outer.Close()
@@ -362,7 +362,7 @@ func TestPanicInInnerScopeSurfaces(t *testing.T) {
 // Close is a bug the outer Close reports, after closing the inner scope as
 // its own Close would have (its kept tensor moves out, the rest is freed).
 func TestCloseWithInnerScopeOpen(t *testing.T) {
-	before := ts.LiveTensors()
+	before := settledLive()
 	outer := ts.NewScope()
 	x := ones(t, 2)
 	inner := ts.NewScope()
@@ -403,7 +403,7 @@ func TestConcurrentForwardPasses(t *testing.T) {
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
 	layer := NewEncoderLayer(store.Root(), EncoderLayerOptions{Dim: 16, Heads: 4, FF: 32, Activation: GELU})
-	before := ts.LiveTensors()
+	before := settledLive()
 
 	const workers, iters = 4, 25
 	inputs := make([]*ts.Tensor, workers)
@@ -490,6 +490,8 @@ func TestConcurrentForwardPasses(t *testing.T) {
 
 // settledLive collects garbage until the live-tensor count stops moving:
 // finalizers run on their own goroutine after a GC, so one GC is not enough.
+// Every test that compares live counts starts from it, so that other
+// tests' unscoped tensors are not finalized in the middle of its count.
 func settledLive() int64 {
 	prev := int64(-1)
 	for i := 0; i < 100; i++ {
