@@ -37,7 +37,9 @@ type DataConfig struct {
 	Packing string `toml:"packing"`
 }
 
-func (d DataConfig) validate() error {
+// Validate checks the section's keys, naming them (data.*); pmlm uses mlm's
+// corpus section and its checks.
+func (d DataConfig) Validate() error {
 	switch {
 	case d.Corpus == "":
 		return config.Field("data.corpus", `must be "wordnet" or a text file or folder`)
@@ -79,6 +81,14 @@ func heldoutKey(key string, share float64) bool {
 	return float64(h.Sum64()%1_000_000)/1_000_000 < share
 }
 
+// HeldoutSynset is WordNet's split: whether the synset is held out when
+// share of them are. Packages that build other tasks on WordNet (pmlm's
+// gloss-to-word generation) use it so that their test synsets are the
+// ones no pre-training run has seen.
+func HeldoutSynset(s data.Synset, share float64) bool {
+	return heldoutKey(fmt.Sprintf("%c%d", s.POS, s.Offset), share)
+}
+
 // LoadCorpus reads the documents. For WordNet every synset gives its
 // definition (Gloss) and each example sentence, all in the synset's split:
 // held-out synsets, not sentences, so neither pre-training nor
@@ -95,7 +105,7 @@ func LoadCorpus(d DataConfig) ([]Doc, error) {
 			lex[n] = i
 		}
 		for k, s := range syn {
-			out := heldoutKey(fmt.Sprintf("%c%d", s.POS, s.Offset), d.Heldout)
+			out := HeldoutSynset(s, d.Heldout)
 			docs = append(docs, Doc{Text: s.Definition, Heldout: out, Lexname: lex[s.LexName], Gloss: true, Source: k})
 			for _, e := range s.Examples {
 				docs = append(docs, Doc{Text: e, Heldout: out, Lexname: lex[s.LexName], Source: k})

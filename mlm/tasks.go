@@ -93,7 +93,7 @@ func (c *PretrainConfig) Validate() error {
 	if err := c.Optim.validate(); err != nil {
 		return err
 	}
-	return c.Data.validate()
+	return c.Data.Validate()
 }
 
 // PretrainTask is "mlm.pretrain".
@@ -371,7 +371,7 @@ func (c *FinetuneConfig) Validate() error {
 	if c.Data.official() {
 		return config.Field("data.packing", `the lexname task classifies single glosses; use "document"`)
 	}
-	return c.Data.validate()
+	return c.Data.Validate()
 }
 
 // FinetuneResult is what a fine-tuning run reports.

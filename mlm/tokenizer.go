@@ -104,3 +104,9 @@ func (t *Tokenizer) Token(id int64) string {
 	s, _ := t.tk.IdToToken(int(id))
 	return s
 }
+
+// ID is the id of a token of the vocabulary ("[MASK]", "dog").
+func (t *Tokenizer) ID(token string) (int64, bool) {
+	id, ok := t.tk.TokenToId(token)
+	return int64(id), ok
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/reprolab/repro/mae"
 	"github.com/reprolab/repro/metapt"
 	"github.com/reprolab/repro/mlm"
+	"github.com/reprolab/repro/pmlm"
 	"github.com/reprolab/repro/template"
 	"github.com/reprolab/repro/textclf"
 	"github.com/reprolab/repro/train"
@@ -28,6 +29,7 @@ func Tasks() []train.Task {
 		causal.FitTask, causal.SweepTask, // Chen et al., NeurIPS 2021
 		metapt.PretrainTask, metapt.MultitaskTask, // Lv et al., 2020
 		icae.LMTask, icae.PretrainTask, icae.FinetuneTask, // Ge et al., ICLR 2024
+		pmlm.PretrainTask, pmlm.FinetuneTask, // Bao et al., ICML 2020
 		textclf.Task,  // fine-tuning BERT-family checkpoints on your texts (HF's run_glue.py)
 		imageclf.Task, // fine-tuning ViT checkpoints on your images (MAE's main_finetune.py)
 	}
