@@ -34,6 +34,9 @@ targets=(
 	"./data FuzzParseIDX"
 	"./causal FuzzParseCSV"
 	"./internal/config FuzzLoad"
+	"./ir FuzzReadRun"
+	"./ir FuzzAnalyze"
+	"./ir FuzzParseIndex"
 )
 
 log=$(mktemp)

@@ -1,0 +1,45 @@
+// Package ir is information retrieval with pre-trained models, after the
+// survey of Fan, Xie et al. ("Pre-training Methods in Information
+// Retrieval", 2021): each family the survey covers is implemented the way
+// its anchor system defines it, so that a number computed here means what
+// the same number means in the literature.
+//
+// This part is the first stage and the evaluation, in pure Go:
+//
+//   - TREC files (trec.go): run files ("qid Q0 docid rank score tag") and
+//     qrels ("qid 0 docid rel"), read strictly with errors that name the
+//     file and line, and written so that trec_eval reads back exactly the
+//     ranking that was written.
+//   - Evaluation (eval.go), with trec_eval's semantics (usnistgov/trec_eval
+//     9.0.x, as Anserini and Pyserini use it): MRR@k (trec_eval -M k -m
+//     recip_rank, the MS MARCO figure), nDCG@k (ndcg_cut), Recall@k, P@k and
+//     MAP, per query and averaged over the queries in both run and qrels
+//     (or over all qrels queries, trec_eval -c). Rankings are always
+//     recomputed from scores, ties broken by doc id descending, as
+//     trec_eval does; the rank column of a file is never trusted.
+//   - Analysis (analyze.go): Anserini's default English analyzer -
+//     StandardTokenizer's UAX #29 word breaks, possessive removal,
+//     lowercasing, Lucene's 33 English stopwords and Lucene's Porter
+//     stemmer, reimplemented rule for rule and checked against Lucene's
+//     own output (testdata/lucene).
+//   - BM25 (bm25.go): an inverted index built by parallel goroutines,
+//     written to one checksummed file (the format is documented on
+//     IndexBuilder.WriteFile) and memory-mapped for search; Lucene's
+//     BM25Similarity with Anserini's defaults (k1 0.9, b 0.4), in float32
+//     and with Lucene's one-byte document lengths unless asked otherwise,
+//     so that scores equal Lucene's bit for bit (also checked against a
+//     Lucene index in testdata/lucene); top-k search of one
+//     query, or of a batch on several goroutines.
+//   - RM3 (rm3.go): pseudo-relevance feedback as Anserini's Rm3Reranker
+//     computes it (10 terms from 10 documents, original query weight 0.5).
+//   - Fusion (fusion.go): score interpolation with min-max or z-score
+//     normalisation per query, and reciprocal rank fusion (k = 60).
+//
+// Still to come, from other parts of issue 21: dense retrieval (a DPR-style
+// bi-encoder on torchmods' BERT, exact and HNSW search), monoBERT
+// re-ranking, ICT or coCondenser-style pre-training for IR, the MS MARCO and
+// BEIR readers, and the `repro ir` command (index, search, eval, serve).
+//
+// Which semantics were matched, and where each rule comes from in trec_eval's
+// and Lucene's sources, is stated on the function that implements it.
+package ir
