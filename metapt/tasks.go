@@ -175,6 +175,7 @@ var PretrainTask = train.TaskSpec[*Config, *Result]{
 	Doc:     "BERT pre-training as meta-learning: k inner SGD steps on sampled tasks (MLM, NSP), first- or second-order meta-update",
 	Default: func() *Config { return defaults(pretrainName) },
 	Run:     func(s *train.Session, c *Config) (*Result, error) { return Pretrain(s, c, false) },
+	Added:   torchmods.BertAddedKeys(nil),
 }
 
 // MultitaskTask is "metapt.multitask": the plain multi-task baseline, the
@@ -186,6 +187,7 @@ var MultitaskTask = train.TaskSpec[*Config, *Result]{
 	Doc:     "BERT multi-task pre-training (MLM + NSP summed), the k = 0 baseline without the meta-learning code path",
 	Default: func() *Config { return defaults(multitaskName) },
 	Run:     func(s *train.Session, c *Config) (*Result, error) { return Pretrain(s, c, true) },
+	Added:   torchmods.BertAddedKeys(nil),
 }
 
 // Result is what a pre-training run reports.

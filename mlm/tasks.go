@@ -107,7 +107,7 @@ var PretrainTask = train.TaskSpec[*PretrainConfig, *PretrainResult]{
 	Run: Pretrain,
 	// Keys added after the first runs, with what their absence meant: a
 	// document per sequence, and no whole-word baseline.
-	Added: map[string]any{"data.packing": "", "masking.only_wwm": false},
+	Added: torchmods.BertAddedKeys(map[string]any{"data.packing": "", "masking.only_wwm": false}),
 }
 
 // FinetuneTask is "mlm.finetune".
@@ -119,7 +119,7 @@ var FinetuneTask = train.TaskSpec[*FinetuneConfig, *FinetuneResult]{
 			Optim: OptimConfig{LR: 1e-4, WeightDecay: 0.01, Clip: 1}}
 	},
 	Run:   Finetune,
-	Added: map[string]any{"data.packing": ""}, // a gloss per sequence, before the key existed
+	Added: torchmods.BertAddedKeys(map[string]any{"data.packing": ""}), // a gloss per sequence, before the key existed
 }
 
 // PretrainResult is what a pre-training run reports.

@@ -44,6 +44,11 @@ type BeamOptions struct {
 	// (n-1)-token context contains one of them, or whose last token is one of
 	// them, is never banned.
 	ForbidIgnoreIDs []int64 `toml:"forbid_ignore_ids"`
+	// ForbidIgnoreWords are --forbid_ignore_word as vocabulary entries
+	// ("."); pmlm.s2s adds their ids to ForbidIgnoreIDs, so that a config
+	// need not know the vocabulary's numbering. The search itself reads
+	// only the ids.
+	ForbidIgnoreWords []string `toml:"forbid_ignore_words"`
 	// MinLen is --min_len: while generating token t (1-based) with
 	// t <= MinLen the EOS log-probability is set to -10000, so an output
 	// has at least MinLen tokens before [SEP] unless nothing else is left.

@@ -286,6 +286,9 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 	}
 	c.Model.PadTokenID = tok.PAD
 	c.Decode.EOSID = tok.SEP
+	if err := resolveIgnoreWords(&c.Decode, tok); err != nil {
+		return nil, err
+	}
 	st := S2STokens{CLS: tok.CLS, SEP: tok.SEP, Pad: tok.PAD, Mask: tok.MASK, Vocab: c.Model.VocabSize}
 	var model *torchmods.BertForMaskedLM
 	if err := torchmods.Try(func() { model = torchmods.NewBertForMaskedLM(s.Store.Root(), c.Model) }); err != nil {
@@ -359,6 +362,20 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 	return res, nil
 }
 
+// resolveIgnoreWords adds the ids of decode.forbid_ignore_words to
+// ForbidIgnoreIDs; a word outside the vocabulary is an error.
+func resolveIgnoreWords(o *BeamOptions, tok *mlm.Tokenizer) error {
+	for _, w := range o.ForbidIgnoreWords {
+		id, ok := tok.ID(w)
+		if !ok {
+			return fmt.Errorf("decode.forbid_ignore_words: %q is not in the vocabulary", w)
+		}
+		o.ForbidIgnoreIDs = append(o.ForbidIgnoreIDs, id)
+	}
+	o.ForbidIgnoreWords = nil
+	return nil
+}
+
 // s2sRows corrupts and lays out the examples of one batch.
 func s2sRows(enc []encodedPair, idx []int, st S2STokens, o S2SOptions, rng *rand.Rand) ([]row, error) {
 	rows := make([]row, len(idx))
@@ -429,55 +446,61 @@ func decodeRow(src, prefix []int64, st S2STokens, o S2SOptions) row {
 	return r
 }
 
-// decodeAll decodes every test source as decode_seq2seq.py does (beam
-// search, or its plain argmax loop with beam 1) and returns the generated
-// ids, EOS cut.
+// decodeAll decodes every test source as decode_seq2seq.py does and
+// returns the generated ids, EOS cut.
 func decodeAll(m *torchmods.BertForMaskedLM, enc []encodedPair, st S2STokens, c *FinetuneConfig, dev gotch.Device) ([][]int64, error) {
 	out := make([][]int64, len(enc))
-	opt := c.Decode
 	for i, e := range enc {
-		src, _ := TruncateS2S(e.src, nil, st, c.S2S)
-		step := func(prefixes [][]int64) ([][]float32, error) {
-			var scores [][]float32
-			sc := ts.NewScope()
-			defer sc.Close()
-			err := torchmods.Try(func() {
-				ts.NoGrad(func() {
-					rows := make([]row, len(prefixes))
-					last := make([]int64, len(prefixes))
-					for k, p := range prefixes {
-						rows[k] = decodeRow(src, p, st, c.S2S)
-						last[k] = int64(len(rows[k].IDs) - 1)
-					}
-					b := stack(rows, st.Pad, dev)
-					hidden := m.Bert.ForwardInput(b.in, false)
-					L := hidden.MustSize()[1]
-					flat := make([]int64, len(last))
-					for k, l := range last {
-						flat[k] = int64(k)*L + l
-					}
-					h := hidden.MustView([]int64{-1, m.Bert.Cfg.HiddenSize}, false).MustIndexSelect(0, torchmods.FromSlice(flat, []int64{int64(len(flat))}, dev), false)
-					logp := m.Logits(h).MustLogSoftmax(-1, gotch.Float, true)
-					V := int(logp.MustSize()[1])
-					v := logp.Float64Values()
-					scores = make([][]float32, len(prefixes))
-					for k := range scores {
-						scores[k] = make([]float32, V)
-						for j := range V {
-							scores[k][j] = float32(v[k*V+j])
-						}
-					}
-				})
-			})
-			return scores, err
-		}
-		hyp, err := DecodeLikeS2SFT(step, opt)
+		ids, err := decodeOne(m, e.src, st, c.S2S, c.Decode, dev)
 		if err != nil {
 			return nil, fmt.Errorf("decoding test example %d: %w", i, err)
 		}
-		out[i] = hyp.Tokens
+		out[i] = ids
 	}
 	return out, nil
+}
+
+// decodeOne generates the target of one source (ids without [CLS] and
+// [SEP]) as decode_seq2seq.py does: beam search, or its plain argmax loop
+// with beam 1 (DecodeLikeS2SFT). Each step reruns the model on the source
+// and the prefixes of the beam, batched: no key/value cache, which costs
+// little at WordNet's lengths.
+func decodeOne(m *torchmods.BertForMaskedLM, source []int64, st S2STokens, o S2SOptions, opt BeamOptions, dev gotch.Device) ([]int64, error) {
+	src, _ := TruncateS2S(source, nil, st, o)
+	step := func(prefixes [][]int64) ([][]float32, error) {
+		var scores [][]float32
+		sc := ts.NewScope()
+		defer sc.Close()
+		err := torchmods.Try(func() {
+			ts.NoGrad(func() {
+				rows := make([]row, len(prefixes))
+				for k, p := range prefixes {
+					rows[k] = decodeRow(src, p, st, o)
+				}
+				b := stack(rows, st.Pad, dev)
+				hidden := m.Bert.ForwardInput(b.in, false)
+				L := hidden.MustSize()[1]
+				last := make([]int64, len(rows))
+				for k, r := range rows {
+					last[k] = int64(k)*L + int64(len(r.IDs)-1) // the [MASK] slot
+				}
+				h := hidden.MustView([]int64{-1, m.Bert.Cfg.HiddenSize}, false).MustIndexSelect(0, torchmods.FromSlice(last, []int64{int64(len(last))}, dev), false)
+				logp := m.Logits(h).MustLogSoftmax(-1, gotch.Float, true)
+				V := int(logp.MustSize()[1])
+				v := logp.Float64Values()
+				scores = make([][]float32, len(prefixes))
+				for k := range scores {
+					scores[k] = make([]float32, V)
+					for j := range V {
+						scores[k][j] = float32(v[k*V+j])
+					}
+				}
+			})
+		})
+		return scores, err
+	}
+	hyp, err := DecodeLikeS2SFT(step, opt)
+	return hyp.Tokens, err
 }
 
 // scoreInto computes the test metrics of the decoded outputs.

@@ -31,6 +31,7 @@ var Task = train.TaskSpec[*Config, *Result]{
 	Default: Default,
 	Run:     Run,
 	Eval:    Eval,
+	Added:   torchmods.BertAddedKeys(nil),
 }
 
 // Result is what a run reports: each evaluation file's metrics, at the

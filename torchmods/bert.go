@@ -405,3 +405,16 @@ func RenameLegacyBert(names []string) []string {
 	}
 	return out
 }
+
+// BertAddedKeys are the BertConfig keys added after runs were saved, under
+// a task's [model] table, with the value their absence stood for: no
+// relative position bias. Tasks with a BertConfig list them in
+// train.TaskSpec.Added, so that repro exp and -resume treat an older run
+// as the same experiment.
+func BertAddedKeys(added map[string]any) map[string]any {
+	out := map[string]any{"model.rel_pos_bins": int64(0), "model.max_rel_pos": int64(0)}
+	for k, v := range added {
+		out[k] = v
+	}
+	return out
+}
