@@ -12,9 +12,11 @@ import torch
 from torch import nn
 
 p = argparse.ArgumentParser()
-p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm"])
+p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm", "pmlm"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
+p.add_argument("--inputs", help="pmlm: the packed batch bench/gobench -inputs wrote (safetensors)")
+p.add_argument("--weights", help="pmlm: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
 args = p.parse_args()
 dev = torch.device("cuda:0" if args.device == "cuda" else "cpu")
 torch.manual_seed(0)
@@ -210,7 +212,168 @@ def llama_step():
     return timed_steps(steps, opt, lambda: model(ids, labels=ids)[1])
 
 
-if args.workload == "bert_mlm":
+def read_safetensors(path):
+    """{name: tensor} of a safetensors file (Debian has no safetensors package): an 8-byte
+    little-endian header length, the JSON header, the raw little-endian data."""
+    import struct
+    with open(path, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    header = json.loads(b[8:8 + n])
+    header.pop("__metadata__", None)
+    dtypes = {"F32": torch.float32, "I64": torch.int64}
+    out = {}
+    for name, e in header.items():
+        start, end = e["data_offsets"]
+        raw = bytearray(b[8 + n + start:8 + n + end])
+        out[name] = torch.frombuffer(raw, dtype=torch.uint8).view(dtypes[e["dtype"]]).reshape(e["shape"])
+    return out
+
+
+def pmlm_step():
+    """bench/gobench's pmlm: one UniLMv2 pre-training step on the packed pseudo-masked batch gobench
+    wrote (--inputs): the forward pass of s2s-ft's BertModel with relative position bias (32 bins,
+    max distance 128; the transcription of torchmods/testdata/gen_unilm.py, at bert_mlm's sizes,
+    no dropout) with explicit positions and the 2-D mask applied as (1 - mask) * -10000, L_AE + L_PAR
+    (each the mean cross-entropy over its positions, the vocabulary projection there only),
+    backward, AdamW with torchmods' groups (no decay on biases and norms). Two rewrites equal in
+    maths to s2s-ft's and the same ops as torchmods': q is scaled before q k^T, and the bias is
+    looked up in rel_pos_bias.weight^T rather than multiplied with one_hot(buckets). Parameter
+    names are torchmods' (HF's), so --weights loads gobench's initial weights."""
+    import math
+    if not args.inputs:
+        raise SystemExit("torch_bench: pmlm needs --inputs FILE, the batch `gobench -workload pmlm -inputs FILE` writes")
+    V, H, LAYERS, A, I, _, _, steps = bert_sizes(20)
+    BINS, MAX_REL, EPS = 32, 128, 1e-12
+    batch = {k: v.to(dev) for k, v in read_safetensors(args.inputs).items()}
+
+    def bucket(rel):  # relative_position_bucket, bidirectional
+        half = BINS // 2
+        out = (rel > 0).long() * half
+        n = torch.abs(rel)
+        exact = half // 2
+        large = exact + (torch.log(n.float() / exact) / math.log(MAX_REL / exact) * (half - exact)).to(torch.long)
+        large = torch.min(large, torch.full_like(large, half - 1))
+        return out + torch.where(n < exact, n, large)
+
+    class Embeddings(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.word_embeddings = nn.Embedding(V, H, padding_idx=0)
+            self.position_embeddings = nn.Embedding(512, H)
+            self.token_type_embeddings = nn.Embedding(2, H)
+            self.LayerNorm = nn.LayerNorm(H, eps=EPS)
+
+        def forward(self, ids, types, pos):
+            x = self.word_embeddings(ids) + self.position_embeddings(pos)
+            return self.LayerNorm(x + self.token_type_embeddings(types))
+
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
+
+        def forward(self, x, ext_mask, rel_pos):
+            B, L, _ = x.shape
+            split = lambda t: t.view(B, L, A, H // A).permute(0, 2, 1, 3)
+            q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+            scores = (q / math.sqrt(H // A)) @ k.transpose(-1, -2)
+            scores = scores + ext_mask
+            scores = scores + rel_pos
+            ctx = scores.softmax(-1) @ v
+            return ctx.permute(0, 2, 1, 3).contiguous().view(B, L, H)
+
+    class DenseNorm(nn.Module):  # BertSelfOutput and BertOutput
+        def __init__(self, inp):
+            super().__init__()
+            self.dense = nn.Linear(inp, H)
+            self.LayerNorm = nn.LayerNorm(H, eps=EPS)
+
+        def forward(self, h, res):
+            return self.LayerNorm(self.dense(h) + res)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.self, self.output = SelfAttention(), DenseNorm(H)
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention, self.output = Attention(), DenseNorm(I)
+            self.intermediate = nn.Module()
+            self.intermediate.dense = nn.Linear(H, I)
+
+        def forward(self, x, ext_mask, rel_pos):
+            a = self.attention.output(self.attention.self(x, ext_mask, rel_pos), x)
+            return self.output(nn.functional.gelu(self.intermediate.dense(a)), a)
+
+    class Bert(nn.Module):  # s2s-ft's BertModel, no pooler
+        def __init__(self):
+            super().__init__()
+            self.embeddings = Embeddings()
+            self.encoder = nn.Module()
+            self.encoder.layer = nn.ModuleList([Layer() for _ in range(LAYERS)])
+            self.rel_pos_bias = nn.Linear(BINS, A, bias=False)
+
+        def forward(self, ids, types, pos, mask):
+            ext = (1.0 - mask[:, None, :, :].float()) * -10000.0
+            x = self.embeddings(ids, types, pos)
+            rel = nn.functional.embedding(bucket(pos.unsqueeze(-2) - pos.unsqueeze(-1)), self.rel_pos_bias.weight.t())
+            rel = rel.permute(0, 3, 1, 2)
+            for layer in self.encoder.layer:
+                x = layer(x, ext, rel)
+            return x
+
+    class ForMaskedLM(nn.Module):  # BertForMaskedLM: the LM head's decoder tied to the word embeddings
+        def __init__(self):
+            super().__init__()
+            self.bert = Bert()
+            self.cls = nn.Module()
+            self.cls.predictions = nn.Module()
+            self.cls.predictions.transform = nn.Module()
+            self.cls.predictions.transform.dense = nn.Linear(H, H)
+            self.cls.predictions.transform.LayerNorm = nn.LayerNorm(H, eps=EPS)
+            self.cls.predictions.bias = nn.Parameter(torch.zeros(V))
+
+        def logits(self, h):
+            t = self.cls.predictions.transform
+            h = t.LayerNorm(nn.functional.gelu(t.dense(h)))
+            return nn.functional.linear(h, self.bert.embeddings.word_embeddings.weight, self.cls.predictions.bias)
+
+        def forward(self, b):
+            hidden = self.bert(b["ids"], b["types"], b["positions"], b["mask"]).reshape(-1, H)
+            total = 0
+            for lab in (b["ae"], b["par"]):
+                at = lab.ne(-100).nonzero().reshape(-1)
+                total = total + nn.functional.cross_entropy(self.logits(hidden.index_select(0, at)), lab.index_select(0, at))
+            return total
+
+    model = ForMaskedLM()
+    with torch.no_grad():  # HF's _init_weights, as torchmods' BertInit
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.normal_(0, 0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.zero_()
+        model.bert.embeddings.word_embeddings.weight[0].zero_()
+    if args.weights:
+        model.load_state_dict(read_safetensors(args.weights))
+    model = model.to(dev)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() > 1]},
+                             {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}], lr=1e-4, weight_decay=0.01)
+    if args.weights:
+        import sys
+        with torch.no_grad():
+            print(f"torch_bench pmlm: batch {tuple(batch['ids'].shape)} packed, step-0 loss {model(batch).item():.6f}", file=sys.stderr)
+
+    return timed_steps(steps, opt, lambda: model(batch))
+
+
+if args.workload == "pmlm":
+    run = pmlm_step()
+elif args.workload == "bert_mlm":
     run = bert_step()
 elif args.workload == "llama_lm":
     run = llama_step()

@@ -5,6 +5,11 @@
 #
 #   scripts/bench_vs_pytorch.sh [--device cpu|cuda] [--runs N] [--workloads "smallop mlp encoder"]
 #
+# Workloads (the default is the first three): smallop mlp encoder mae_vitb bert_mlm metapt_first
+# metapt_second llama_lm pmlm. A workload whose two sides must see the same inputs (pmlm: the
+# packed pseudo-masked batch, drawn by pmlm's own masking) has gobench write them to a file with
+# -inputs, which torch_bench.py reads with --inputs; gobench runs first in every run.
+#
 # Python: $PYTHON, else /usr/bin/python3 (Debian's python3-torch; install it with
 # REPRO_DEV=1 scripts/install_libtorch.sh), else python3. Raw results go to $BENCH_OUT if set.
 set -euo pipefail
@@ -24,15 +29,16 @@ if [ -z "$py" ]; then
 fi
 "$py" -c 'import torch' 2>/dev/null || { echo "bench_vs_pytorch: $py has no torch; on Debian run REPRO_DEV=1 scripts/install_libtorch.sh" >&2; exit 1; }
 
-bin=$(mktemp -d)/gobench
+tmp=$(mktemp -d)
+bin=$tmp/gobench
 go build -o "$bin" ./bench/gobench
 out=${BENCH_OUT:-$(mktemp)}
 : > "$out"
 for w in $workloads; do
   for r in $(seq "$runs"); do
     echo "bench: $w run $r/$runs" >&2
-    "$bin" -workload "$w" -device "$device" >> "$out"
-    "$py" bench/torch_bench.py --workload "$w" --device "$device" >> "$out"
+    "$bin" -workload "$w" -device "$device" -inputs "$tmp/$w.inputs" >> "$out"
+    "$py" bench/torch_bench.py --workload "$w" --device "$device" --inputs "$tmp/$w.inputs" >> "$out"
   done
 done
 "$py" - "$out" <<'PY'
