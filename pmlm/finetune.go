@@ -63,7 +63,8 @@ func (d GenDataConfig) validate() error {
 }
 
 // ReadJSONL reads s2s-ft's data file: one JSON object per line with "src"
-// and "tgt" strings (the tokenised text s2s-ft's README distributes).
+// and "tgt", each text or a list of WordPiece tokens (the two formats
+// s2s-ft's README distributes).
 func ReadJSONL(path string) ([]Example, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -79,16 +80,17 @@ func ReadJSONL(path string) ([]Example, error) {
 			continue
 		}
 		var r struct {
-			Src *string `json:"src"`
-			Tgt *string `json:"tgt"`
+			Src, Tgt json.RawMessage
 		}
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
 		}
-		if r.Src == nil || r.Tgt == nil {
-			return nil, fmt.Errorf(`%s:%d: want an object with "src" and "tgt" strings`, path, n)
+		src, err1 := s2sText(r.Src)
+		tgt, err2 := s2sText(r.Tgt)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf(`%s:%d: want an object with "src" and "tgt", each a string or a list of word pieces`, path, n)
 		}
-		out = append(out, Example{Source: *r.Src, Target: *r.Tgt, Answers: []string{*r.Tgt}})
+		out = append(out, Example{Source: src, Target: tgt, Answers: []string{tgt}})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -97,6 +99,36 @@ func ReadJSONL(path string) ([]Example, error) {
 		return nil, fmt.Errorf("%s: no examples", path)
 	}
 	return out, nil
+}
+
+// s2sText reads a "src" or "tgt" of s2s-ft's data: text, or its tokenized
+// format, a list of WordPiece tokens, which is joined back into text
+// ("##" pieces glued to the word before) for the tokenizer to split again
+// (the same pieces with BERT's vocabulary).
+func s2sText(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 {
+		return "", fmt.Errorf("missing")
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, nil
+	}
+	var toks []string
+	if err := json.Unmarshal(raw, &toks); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, t := range toks {
+		if rest, ok := strings.CutPrefix(t, "##"); ok && b.Len() > 0 {
+			b.WriteString(rest)
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(t)
+	}
+	return b.String(), nil
 }
 
 // loadExamples gives the training and test examples, capped.
@@ -247,6 +279,9 @@ func loadPretrained(store *torchmods.Store, path string, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", src.File, err)
 	}
+	if err := torchmods.Try(func() { resizePositions(store, weights, w) }); err != nil {
+		return fmt.Errorf("%s: %w", src.File, err)
+	}
 	rep, err := store.Load(weights, false)
 	if err != nil {
 		return fmt.Errorf("%s: %w", src.File, err)
@@ -256,6 +291,35 @@ func loadPretrained(store *torchmods.Store, path string, w io.Writer) error {
 		return fmt.Errorf("%s does not fit [model]: missing %v, mismatched %v", src.File, rep.Missing, rep.Mismatched)
 	}
 	return nil
+}
+
+// resizePositions fits the checkpoint's position table to the model's, as
+// s2s-ft's from_pretrained does with reuse_position_embedding (which
+// run_seq2seq.py passes): a longer table repeats the checkpoint's rows
+// (CNN/DM's 608 + 160 positions from BERT's 512), a shorter one keeps the
+// first rows. It says so on w.
+func resizePositions(store *torchmods.Store, weights map[string]*ts.Tensor, w io.Writer) {
+	const name = "bert.embeddings.position_embeddings.weight"
+	have, ok := weights[name]
+	p, ok2 := store.Param(name)
+	if !ok || !ok2 {
+		return
+	}
+	n, old := p.Tensor.MustSize()[0], have.MustSize()[0]
+	if n == old || len(have.MustSize()) != 2 {
+		return
+	}
+	var parts []*ts.Tensor
+	for got := int64(0); got < n; got += old {
+		parts = append(parts, have.MustNarrow(0, 0, min(old, n-got), false))
+	}
+	resized := ts.MustCat(parts, 0)
+	for _, t := range parts {
+		t.MustDrop()
+	}
+	have.MustDrop()
+	weights[name] = resized
+	fmt.Fprintf(w, "%s: %d positions in the checkpoint, %d in the model: the table's rows are repeated or cut (s2s-ft's reuse_position_embedding)\n", name, old, n)
 }
 
 // Finetune trains on the pseudo-masked layout of s2s-ft, then decodes the

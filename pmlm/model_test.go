@@ -3,6 +3,7 @@ package pmlm
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -199,4 +200,33 @@ func smoothedLossOf(t *testing.T, logits [][]float64, targets []int64, eps float
 	x := torchmods.FromSlice(flat, []int64{int64(len(logits)), int64(len(logits[0]))}, gotch.CPU)
 	y := torchmods.FromSlice(targets, []int64{int64(len(targets))}, gotch.CPU)
 	return SmoothedLoss(x, y, eps, pad).Float64Values()[0]
+}
+
+// A checkpoint's position table is repeated to fill a longer model table
+// (s2s-ft's reuse_position_embedding) and cut for a shorter one.
+func TestResizePositions(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	for _, n := range []int64{10, 3} {
+		store := torchmods.NewStore(gotch.CPU)
+		cfg := torchmods.BertConfig{VocabSize: 20, HiddenSize: 4, NumHiddenLayers: 1, NumAttentionHeads: 2, IntermediateSize: 8,
+			HiddenAct: "gelu", MaxPositionEmbeddings: n, TypeVocabSize: 2}
+		torchmods.NewBertForMaskedLM(store.Root(), cfg)
+		old := make([]float32, 4*4)
+		for i := range old {
+			old[i] = float32(i / 4) // row r is all r
+		}
+		const name = "bert.embeddings.position_embeddings.weight"
+		weights := map[string]*ts.Tensor{name: torchmods.FromSlice(old, []int64{4, 4}, gotch.CPU)}
+		var log strings.Builder
+		resizePositions(store, weights, &log)
+		got := weights[name]
+		require.Equal(t, []int64{n, 4}, got.MustSize())
+		v := got.Float64Values()
+		for r := range n {
+			require.Equal(t, float64(r%4), v[r*4], "row %d", r)
+		}
+		require.Contains(t, log.String(), "4 positions in the checkpoint")
+		store.Drop()
+	}
 }

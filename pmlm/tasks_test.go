@@ -174,3 +174,15 @@ func TestSmoothedLossIsOfficialKL(t *testing.T) {
 	}
 	assert.InDelta(t, ce/(2+1e-5), smoothedLossOf(t, logits, targets, 0, pad), 1e-6)
 }
+
+// s2s-ft's tokenized format (lists of word pieces) reads as the text the
+// pieces spell.
+func TestReadJSONLTokenizedFormat(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "tok.jsonl")
+	require.NoError(t, os.WriteFile(p, []byte(`{"src": ["media", "playback", "is", "un", "##su", "##pp", "##orted"], "tgt": "a slide ."}`+"\n"), 0o644))
+	ex, err := ReadJSONL(p)
+	require.NoError(t, err)
+	require.Len(t, ex, 1)
+	assert.Equal(t, "media playback is unsupported", ex[0].Source)
+	assert.Equal(t, "a slide .", ex[0].Target)
+}
