@@ -34,11 +34,23 @@
 //     computes it (10 terms from 10 documents, original query weight 0.5).
 //   - Fusion (fusion.go): score interpolation with min-max or z-score
 //     normalisation per query, and reciprocal rank fusion (k = 60).
+//   - Public collections (collections.go): MS MARCO passage (collection,
+//     queries, qrels, top1000 candidates, leaderboard runs) and BEIR
+//     (corpus.jsonl flattened as Anserini's flat indexes, queries.jsonl,
+//     qrels/<split>.tsv) in their distributed formats, streamed line by
+//     line with bounded memory, and BuildIndexStream to index them.
+//   - The benchmark here (wordnet.go): a WordNet reverse dictionary - each
+//     synset's definition is a query, each synset a document of its
+//     lemmas, examples and related lemmas (never a definition), the
+//     query's own synset the one relevant document; queries split 80/10/10
+//     by a hash of the synset, written as MS MARCO-style files. Its BM25
+//     and BM25+RM3 rows are in RESULTS.md (ir/internal/wnbench measures
+//     them).
 //
 // Still to come, from other parts of issue 21: dense retrieval (a DPR-style
 // bi-encoder on torchmods' BERT, exact and HNSW search), monoBERT
-// re-ranking, ICT or coCondenser-style pre-training for IR, the MS MARCO and
-// BEIR readers, and the `repro ir` command (index, search, eval, serve).
+// re-ranking, ICT or coCondenser-style pre-training for IR, and the
+// `repro ir` command (index, search, eval, serve).
 //
 // Which semantics were matched, and where each rule comes from in trec_eval's
 // and Lucene's sources, is stated on the function that implements it.
