@@ -4,7 +4,8 @@
 // its anchor system defines it, so that a number computed here means what
 // the same number means in the literature.
 //
-// This part is the first stage and the evaluation, in pure Go:
+// This part is the first stage, the evaluation and the search service, in
+// pure Go:
 //
 //   - TREC files (trec.go): run files ("qid Q0 docid rank score tag") and
 //     qrels ("qid 0 docid rel"), read strictly with errors that name the
@@ -46,11 +47,21 @@
 //     by a hash of the synset, written as MS MARCO-style files. Its BM25
 //     and BM25+RM3 rows are in RESULTS.md (ir/internal/wnbench measures
 //     them).
+//   - Pipeline and service (pipeline.go, serve.go, loadtest.go): a
+//     Pipeline is a first stage (BM25, BM25+RM3, or a Hybrid fusing several
+//     retrievers) and an optional re-ranker; Server runs one as an HTTP JSON
+//     search service with micro-batched queries, bounded concurrency,
+//     request limits, timeouts and graceful shutdown, and LoadTest measures
+//     it (latency percentiles, throughput).
+//   - The command line, `repro ir` (cmd/repro/ir.go): benchmark, index,
+//     search, fuse, eval, serve and loadtest over these files and this
+//     service; search and serve build the same Pipeline. README.md shows
+//     each command with what it measured.
 //
 // Still to come, from other parts of issue 21: dense retrieval (a DPR-style
 // bi-encoder on torchmods' BERT, exact and HNSW search), monoBERT
-// re-ranking, ICT or coCondenser-style pre-training for IR, and the
-// `repro ir` command (index, search, eval, serve).
+// re-ranking, and ICT or coCondenser-style pre-training for IR, each also
+// as a stage of `repro ir search` and `repro ir serve`.
 //
 // Which semantics were matched, and where each rule comes from in trec_eval's
 // and Lucene's sources, is stated on the function that implements it.
