@@ -4,8 +4,8 @@
 // its anchor system defines it, so that a number computed here means what
 // the same number means in the literature.
 //
-// This part is the first stage, the evaluation and the search service, in
-// pure Go:
+// The first stage, the evaluation and the search service are pure Go; the
+// neural models (dense retrieval, ICT, monoBERT) are torchmods' BERT:
 //
 //   - TREC files (trec.go): run files ("qid Q0 docid rank score tag") and
 //     qrels ("qid 0 docid rel"), read strictly with errors that name the
@@ -58,10 +58,23 @@
 //     service; search and serve build the same Pipeline. README.md shows
 //     each command with what it measured.
 //
-// Still to come, from other parts of issue 21: dense retrieval (a DPR-style
-// bi-encoder on torchmods' BERT, exact and HNSW search), monoBERT
-// re-ranking, and ICT or coCondenser-style pre-training for IR, each also
-// as a stage of `repro ir search` and `repro ir serve`.
+//   - Dense retrieval (dense.go, dense_index.go, dense_task.go): a DPR
+//     bi-encoder (shared or two towers with DPR's names, [CLS] or mean
+//     pooling, dot or cosine), trained by task ir.dense with in-batch and
+//     BM25 hard negatives; corpus encoding to a checksummed, memory-mapped
+//     flat index; exact top-k by batched matrix products (DenseRetriever,
+//     a pipeline first stage). Loads DPR, sentence-transformers and HF
+//     BERT checkpoints.
+//   - IR pre-training (ict.go): the inverse cloze task, ir.ict, whose run
+//     an ir.dense starts from.
+//   - Re-ranking (rerank.go, rerank_task.go): a monoBERT cross-encoder
+//     (CrossEncoder, a pipeline Reranker) trained by ir.rerank with
+//     pointwise or localized-contrastive loss on BM25 negatives; loads HF
+//     BertForSequenceClassification cross-encoders.
+//
+// Still to come, from issue 21: an HNSW index for approximate dense
+// search, the dense and re-rank stages in `repro ir search` and `repro ir
+// serve`, and their rows in RESULTS.md.
 //
 // Which semantics were matched, and where each rule comes from in trec_eval's
 // and Lucene's sources, is stated on the function that implements it.

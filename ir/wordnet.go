@@ -240,8 +240,9 @@ func WordNetBenchmark(dir string, o WordNetOptions) (*Benchmark, error) {
 func WordNetID(s data.Synset) string { return fmt.Sprintf("%c%08d", s.POS, s.Offset) }
 
 // wordnetSplit assigns a synset to a split (see WordNetBenchmark). The key
-// and arithmetic are mlm.heldoutKey's, repeated here because ir must not
-// depend on mlm (which links libtorch).
+// and arithmetic are mlm.heldoutKey's, repeated here because the split needs
+// the hash's value u for its two bands (test below TestShare, dev above it),
+// where mlm.HeldoutSynset only says whether u is below one share.
 func wordnetSplit(s data.Synset, dev, test float64) string {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%c%d", s.POS, s.Offset)

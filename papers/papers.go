@@ -10,6 +10,7 @@ import (
 	"github.com/reprolab/repro/causal"
 	"github.com/reprolab/repro/icae"
 	"github.com/reprolab/repro/imageclf"
+	"github.com/reprolab/repro/ir"
 	"github.com/reprolab/repro/mae"
 	"github.com/reprolab/repro/metapt"
 	"github.com/reprolab/repro/mlm"
@@ -30,6 +31,7 @@ func Tasks() []train.Task {
 		metapt.PretrainTask, metapt.MultitaskTask, // Lv et al., 2020
 		icae.LMTask, icae.PretrainTask, icae.FinetuneTask, // Ge et al., ICLR 2024
 		pmlm.PretrainTask, pmlm.FinetuneTask, // Bao et al., ICML 2020
+		ir.DenseTask, ir.ICTTask, ir.RerankTask, // Fan et al., 2021 survey: DPR bi-encoder, ICT pre-training, monoBERT re-ranking
 		textclf.Task,  // fine-tuning BERT-family checkpoints on your texts (HF's run_glue.py)
 		imageclf.Task, // fine-tuning ViT checkpoints on your images (MAE's main_finetune.py)
 	}
