@@ -314,9 +314,9 @@ func TestBeamMaxLength(t *testing.T) {
 			t.Errorf("beam %d: %+v", k, h)
 		}
 	}
-	// An earlier finished hypothesis still competes with the open ones: with
-	// EOS at -2.25 from the empty prefix, [] (-2.25) loses to aaaa (-2) but
-	// beats it under a length penalty of 1: -2.25/1 vs -2/1.5.
+	// With EOS at -2.25 from the empty prefix, below the top 2 at step 1
+	// (a -0.5, b -1), the empty hypothesis never enters the beam, and aaaa
+	// (-2) wins.
 	step = beamTableStep(t, map[string][]float32{"[]": {-2.25, -0.5, -1, -1.5}, "*": {-20, -0.5, -1, -1.5}})
 	o := beamOpts(2, 4)
 	if h := beamBest(t, step, o); !slices.Equal(h.Tokens, []int64{tA, tA, tA, tA}) {

@@ -20,8 +20,8 @@ import (
 //	if x_p..x_{p+l-1} has not been masked then M.append({p..p+l-1})
 //	until sum |M_j| >= 0.15|x|
 //
-// so the span length (uniform in [2, 6]) is stated in the main text, not
-// only in an appendix: pmlm.md's UNVERIFIED mark can be lifted. Section 4.1
+// so the span length (uniform in [2, 6]) is stated in the main text, in
+// Algorithm 1 (the repository's paper notes had it unverified). Section 4.1
 // adds: "Among masked positions, 80% of the time we replaced the token with
 // masks, 10% of the time with a random token, and keeping the original
 // token for the rest", and "The block masking can mask up to 6-gram".

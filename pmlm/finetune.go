@@ -36,8 +36,10 @@ type GenDataConfig struct {
 	Vocab   string  `toml:"vocab"`
 	Heldout float64 `toml:"heldout"` // WordNet: share of held-out synsets (the pre-training run's)
 	Batch   int     `toml:"batch"`
-	// TrainExamples and TestExamples cap the examples used (0: all); the
-	// first ones are kept, in the file's (WordNet's) order.
+	// TrainExamples and TestExamples cap the examples used (0: all): the
+	// first training examples, and test examples evenly spaced through the
+	// file (WordNet's order groups synsets by lexicographer file, so the
+	// first ones would all be nouns of one field).
 	TrainExamples int `toml:"train_examples"`
 	TestExamples  int `toml:"test_examples"`
 }
@@ -60,6 +62,15 @@ func (d GenDataConfig) validate() error {
 		return config.Field("data.train_examples", "must not be negative")
 	}
 	return nil
+}
+
+// spread keeps n of xs, evenly spaced (index i*len/n), in order.
+func spread[T any](xs []T, n int) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = xs[i*len(xs)/n]
+	}
+	return out
 }
 
 // ReadJSONL reads s2s-ft's data file: one JSON object per line with "src"
@@ -100,6 +111,9 @@ func ReadJSONL(path string) ([]Example, error) {
 	}
 	return out, nil
 }
+
+// SourceText is s2sText for `repro pmlm generate`'s JSON lines.
+func SourceText(raw json.RawMessage) (string, error) { return s2sText(raw) }
 
 // s2sText reads a "src" or "tgt" of s2s-ft's data: text, or its tokenized
 // format, a list of WordPiece tokens, which is joined back into text
@@ -157,7 +171,7 @@ func (d GenDataConfig) loadExamples() (trainEx, testEx []Example, err error) {
 		trainEx = trainEx[:d.TrainExamples]
 	}
 	if d.TestExamples > 0 && len(testEx) > d.TestExamples {
-		testEx = testEx[:d.TestExamples]
+		testEx = spread(testEx, d.TestExamples)
 	}
 	return trainEx, testEx, nil
 }
@@ -186,6 +200,12 @@ func (c *FinetuneConfig) Validate() error {
 	if err := c.S2S.Validate(); err != nil {
 		return config.Field("s2s", "%v", err)
 	}
+	// Positions run over the source and then the target, in training and
+	// in decoding, and must stay in the position table (decode_seq2seq.py
+	// caps them the same way through max_seq_length).
+	if n := int64(c.S2S.MaxSourceLen + max(c.S2S.MaxTargetLen, c.Decode.MaxTgtLength)); n > c.Model.MaxPositionEmbeddings {
+		return config.Field("model.max_position_embeddings", "is %d, but s2s.max_source_len + max(s2s.max_target_len, decode.max_tgt_length) = %d positions", c.Model.MaxPositionEmbeddings, n)
+	}
 	if c.LabelSmoothing < 0 || c.LabelSmoothing >= 1 {
 		return config.Field("label_smoothing", "must be in [0, 1), got %v", c.LabelSmoothing)
 	}
@@ -207,10 +227,19 @@ var FinetuneTask = train.TaskSpec[*FinetuneConfig, *FinetuneResult]{
 		m := torchmods.BertBase()
 		m.RelPosBins, m.MaxRelPos = 32, 128
 		return &FinetuneConfig{Base: train.Base{Task: "pmlm.s2s", Trainer: train.DefaultTrainer()}, Model: m,
-			S2S: DefaultS2SOptions(), LabelSmoothing: 0.1, Decode: DefaultBeamOptions(),
+			S2S: DefaultS2SOptions(), LabelSmoothing: 0.1, Decode: defaultDecode(),
 			Optim: OptimConfig{LR: 7e-5, Beta2: 0.999, Eps: 1e-8, Warmup: 1000, WeightDecay: 0.01, Clip: 1}}
 	},
 	Run: Finetune,
+}
+
+// defaultDecode is decode_seq2seq.py's defaults with s2s-ft's recipes'
+// target length (48, the default s2s.max_target_len), so that the default
+// task's positions fit BERT's 512.
+func defaultDecode() BeamOptions {
+	o := DefaultBeamOptions()
+	o.MaxTgtLength = 48
+	return o
 }
 
 // FinetuneResult is the test set's scores.
@@ -245,9 +274,27 @@ func encodePairs(tok *mlm.Tokenizer, ex []Example, o S2SOptions) ([]encodedPair,
 		if err != nil {
 			return nil, fmt.Errorf("example %d target: %w", i, err)
 		}
-		out[i] = encodedPair{src: s.IDs[1 : len(s.IDs)-1], tgt: t.IDs[1 : len(t.IDs)-1]}
+		src, err := inner(tok, s.IDs)
+		if err != nil {
+			return nil, fmt.Errorf("example %d source: %w", i, err)
+		}
+		tgt, err := inner(tok, t.IDs)
+		if err != nil {
+			return nil, fmt.Errorf("example %d target: %w", i, err)
+		}
+		out[i] = encodedPair{src: src, tgt: tgt}
 	}
 	return out, nil
+}
+
+// inner is an encoding without its [CLS] and [SEP]; a tokenizer that does
+// not add them (a tokenizer.json without BERT's post-processor) is an error
+// rather than a silent loss of the text's first and last tokens.
+func inner(tok *mlm.Tokenizer, ids []int64) ([]int64, error) {
+	if len(ids) < 2 || ids[0] != tok.CLS || ids[len(ids)-1] != tok.SEP {
+		return nil, fmt.Errorf("the tokenizer does not wrap texts in [CLS] ... [SEP], which pmlm's layouts expect")
+	}
+	return ids[1 : len(ids)-1], nil
 }
 
 // loadPretrained reads a pmlm.pretrain run, a UniLM or s2s-ft checkpoint
@@ -305,8 +352,12 @@ func resizePositions(store *torchmods.Store, weights map[string]*ts.Tensor, w io
 	if !ok || !ok2 {
 		return
 	}
-	n, old := p.Tensor.MustSize()[0], have.MustSize()[0]
-	if n == old || len(have.MustSize()) != 2 {
+	hs := have.MustSize()
+	if len(hs) != 2 || hs[0] == 0 {
+		panic(fmt.Errorf("%s: shape %v, want [positions, hidden]", name, hs))
+	}
+	n, old := p.Tensor.MustSize()[0], hs[0]
+	if n == old {
 		return
 	}
 	var parts []*ts.Tensor
@@ -417,8 +468,10 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 	if err := scoreInto(res, tok, testEx, preds, c.Data.Corpus == "wordnet" && c.Data.Task == GlossToWord); err != nil {
 		return nil, err
 	}
-	if err := writePredictions(filepath.Join(s.Out, "predictions.tsv"), tok, testEx, preds); err != nil {
-		return nil, err
+	if s.Main() { // every rank of a data-parallel run decodes the same test set; one writes it
+		if err := writePredictions(filepath.Join(s.Out, "predictions.tsv"), tok, testEx, preds); err != nil {
+			return nil, err
+		}
 	}
 	res.Seconds = s.Elapsed().Seconds()
 	fmt.Fprintf(w, "test: first match %.2f%%, ROUGE-1/2/L %.2f/%.2f/%.2f, BLEU-4 %.2f on %d examples (decoding %.0f s)\n",
@@ -564,7 +617,14 @@ func decodeOne(m *torchmods.BertForMaskedLM, source []int64, st S2STokens, o S2S
 		return scores, err
 	}
 	hyp, err := DecodeLikeS2SFT(step, opt)
-	return hyp.Tokens, err
+	toks := hyp.Tokens
+	for i, t := range toks { // decode_seq2seq.py cuts at [SEP] (done) or [PAD]
+		if t == st.Pad {
+			toks = toks[:i]
+			break
+		}
+	}
+	return toks, err
 }
 
 // scoreInto computes the test metrics of the decoded outputs.
@@ -575,7 +635,7 @@ func scoreInto(res *FinetuneResult, tok *mlm.Tokenizer, ex []Example, preds [][]
 	gen, refs, refSets := make([]string, len(ex)), make([]string, len(ex)), make([][]string, len(ex))
 	hits := 0
 	for i, e := range ex {
-		gen[i] = Detokenize(tok, preds[i])
+		gen[i] = Normalize(Detokenize(tok, preds[i]))
 		refs[i] = Normalize(e.Target)
 		refSets[i] = []string{refs[i]}
 		if firstItem {

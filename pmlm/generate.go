@@ -25,9 +25,10 @@ type Generator struct {
 	dev    gotch.Device
 }
 
-// LoadGenerator opens a pmlm.s2s run (its newest checkpoint), checkpoint
-// folder or weight file with the run's config.toml (cfgPath, or found in
-// weights or two folders up, beside the checkpoints).
+// LoadGenerator opens a pmlm.s2s run (its newest checkpoint) or one of its
+// checkpoint folders with the run's config.toml (cfgPath, or found in the
+// run folder or two folders above a checkpoint folder); a bare weight file
+// needs cfgPath.
 func LoadGenerator(weights, cfgPath string, dev gotch.Device, w io.Writer) (*Generator, error) {
 	if cfgPath == "" {
 		for _, p := range []string{filepath.Join(weights, "config.toml"), filepath.Join(weights, "..", "..", "config.toml")} {
@@ -80,7 +81,11 @@ func (g *Generator) Generate(source string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ids, err := decodeOne(g.Model, e.IDs[1:len(e.IDs)-1], g.tokens, g.S2S, g.Decode, g.dev)
+	src, err := inner(g.Tok, e.IDs)
+	if err != nil {
+		return "", err
+	}
+	ids, err := decodeOne(g.Model, src, g.tokens, g.S2S, g.Decode, g.dev)
 	if err != nil {
 		return "", err
 	}

@@ -230,3 +230,41 @@ func TestResizePositions(t *testing.T) {
 		store.Drop()
 	}
 }
+
+// Decoding sees what training taught: the log-probabilities at the
+// decoding input's [MASK] after a prefix equal those at the training
+// layout's pseudo slot for the same position (target slots not dropped,
+// pseudo ids [MASK]), on an untrained model with relative position bias.
+// This pins decodeRow's positions, segments and mask to s2s-ft's.
+func TestDecodeRowMatchesTrainingPseudoSlot(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	const vocab = 60
+	m := tinyUniLM(t, vocab)
+	st := S2STokens{CLS: 1, SEP: 2, Pad: 0, Mask: 3, Vocab: vocab}
+	o := DefaultS2SOptions()
+	o.MaxSourceLen, o.MaxTargetLen = 12, 8
+	source := []int64{10, 11, 12, 13, 14}
+	target := []int64{20, 21, 22, 23}
+	src, tgt := TruncateS2S(source, target, st, o)
+	pseudo := make([]int64, len(tgt))
+	for i := range pseudo {
+		pseudo[i] = st.Mask
+	}
+	ex := S2SExample{Source: src, Target: tgt, Pseudo: pseudo, Labels: tgt}
+	l, err := ex.Layout(st, o)
+	require.NoError(t, err)
+	var slots []int
+	for k := range tgt {
+		slots = append(slots, l.PseudoStart()+k)
+	}
+	train := logitsAt(m, s2sRow(l), slots)
+	for k := range tgt {
+		r := decodeRow(src, tgt[:k], st, o)
+		got := logitsAt(m, r, []int{len(r.IDs) - 1})[0]
+		require.Less(t, maxAbsDiff(got, train[k]), 1e-5, "target position %d", k)
+	}
+	// And the prefix matters: a different prefix changes the prediction.
+	other := logitsAt(m, decodeRow(src, []int64{30, 31}, st, o), []int{len(src) + 2})[0]
+	require.Greater(t, maxAbsDiff(other, train[2]), 1e-3)
+}

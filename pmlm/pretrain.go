@@ -227,7 +227,7 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 	}
 	held := p.held
 	if c.EvalSequences > 0 && len(held) > c.EvalSequences {
-		held = held[:c.EvalSequences]
+		held = spread(held, c.EvalSequences) // evenly through the corpus, not its first field
 	}
 	fmt.Fprintf(w, "pmlm pretrain: %d training and %d held-out sequences, vocabulary %d, %d steps, AE %v, PAR %v, [P] = %s\n",
 		len(p.train), len(held), p.tok.Size, steps, c.Objective.AE, c.Objective.PAR, c.Objective.PseudoToken)

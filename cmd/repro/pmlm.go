@@ -77,6 +77,10 @@ say otherwise, and prints one generated text per line.`,
 				g.Decode.MaxTgtLength = maxLen
 			}
 			for i, src := range sources {
+				if strings.TrimSpace(src) == "" {
+					fmt.Fprintln(env.Stdout)
+					continue
+				}
 				out, err := g.Generate(src)
 				if err != nil {
 					return fmt.Errorf("source %d: %w", i+1, err)
@@ -89,7 +93,9 @@ say otherwise, and prints one generated text per line.`,
 }
 
 // readSources reads one source per line: s2s-ft's JSON lines (the "src"
-// of each) when the first line is a JSON object, else plain text.
+// of each, text or word pieces) when the file starts with a JSON object,
+// else plain text, where a blank line is a source too, so that the output
+// lines up with the input.
 func readSources(path string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -102,16 +108,20 @@ func readSources(path string) ([]string, error) {
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		switch {
-		case line == "":
+		case jsonl && line == "":
 		case jsonl:
 			var r struct {
-				Src *string `json:"src"`
+				Src json.RawMessage `json:"src"`
 			}
-			if err := json.Unmarshal([]byte(line), &r); err != nil || r.Src == nil {
-				return nil, fmt.Errorf(`%s:%d: want a JSON object with a "src" string, as the lines before it`, path, n)
+			src, err := "", json.Unmarshal([]byte(line), &r)
+			if err == nil {
+				src, err = pmlm.SourceText(r.Src)
 			}
-			out = append(out, *r.Src)
-		default:
+			if err != nil {
+				return nil, fmt.Errorf(`%s:%d: want a JSON object with a "src" string or list of word pieces, as s2s-ft's files`, path, n)
+			}
+			out = append(out, src)
+		default: // one output line per input line, blank ones included
 			out = append(out, line)
 		}
 	}
