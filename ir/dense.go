@@ -133,6 +133,11 @@ func ContrastiveLoss(scores *ts.Tensor, positives []int64, exclude []bool, tempe
 	if !(temperature > 0) {
 		panic(fmt.Errorf("ir: contrastive loss: temperature %v, want > 0", temperature))
 	}
+	for i, p := range positives {
+		if p < 0 || p >= s[1] {
+			panic(fmt.Errorf("ir: contrastive loss: query %d's positive is column %d of %d", i, p, s[1]))
+		}
+	}
 	dev := scores.MustDevice()
 	logits := scores
 	if temperature != 1 {
@@ -160,7 +165,9 @@ func ContrastiveLoss(scores *ts.Tensor, positives []int64, exclude []bool, tempe
 //
 // Encode runs each call in its own tensor scope with gradients off and only
 // reads the parameters, so goroutines may encode at once as long as nothing
-// trains the model meanwhile.
+// trains the model meanwhile. A tower of a BiEncoder stops with an error
+// once the BiEncoder is closed; Close waits for the forward passes in
+// progress.
 type DenseEncoder struct {
 	Bert      *torchmods.Bert
 	Pooling   Pooling
@@ -168,6 +175,15 @@ type DenseEncoder struct {
 	MaxLen    int // tokens per text, [CLS] and [SEP] included
 	Tok       *mlm.Tokenizer
 	Device    gotch.Device
+
+	life *modelLife // the BiEncoder's; nil for an encoder made otherwise
+}
+
+// modelLife guards a model's parameters against Close: forward passes
+// hold it for reading, Close for writing.
+type modelLife struct {
+	mu     sync.RWMutex
+	closed bool
 }
 
 // Dim is the size of the vectors.
@@ -302,17 +318,8 @@ func (e *DenseEncoder) encodeSeqs(ctx context.Context, seqs [][]int64, batch int
 			group = append(group, seqs[j])
 		}
 		vecs := make([]float32, len(idx)*dim)
-		err := torchmods.Try(func() {
-			sc := ts.NewScope()
-			defer sc.Close()
-			ts.NoGrad(func() {
-				ids, mask := e.Batch(group)
-				v := e.Forward(ids, mask, false).MustTotype(gotch.Float, false).MustTo(gotch.CPU, true).MustContiguous(true)
-				v.MustCopyData(vecs, uint(len(vecs)))
-			})
-		})
-		if err != nil {
-			return fmt.Errorf("ir: encoding: %w", err)
+		if err := e.forwardInto(group, vecs); err != nil {
+			return err
 		}
 		for i, x := range vecs {
 			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
@@ -322,6 +329,31 @@ func (e *DenseEncoder) encodeSeqs(ctx context.Context, seqs [][]int64, batch int
 		if err := emit(idx, vecs); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// forwardInto encodes one batch into vecs, unless the encoder's
+// BiEncoder is closed.
+func (e *DenseEncoder) forwardInto(group [][]int64, vecs []float32) error {
+	if e.life != nil {
+		e.life.mu.RLock()
+		defer e.life.mu.RUnlock()
+		if e.life.closed {
+			return errors.New("ir: encoding: the bi-encoder is closed")
+		}
+	}
+	err := torchmods.Try(func() {
+		sc := ts.NewScope()
+		defer sc.Close()
+		ts.NoGrad(func() {
+			ids, mask := e.Batch(group)
+			v := e.Forward(ids, mask, false).MustTotype(gotch.Float, false).MustTo(gotch.CPU, true).MustContiguous(true)
+			v.MustCopyData(vecs, uint(len(vecs)))
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("ir: encoding: %w", err)
 	}
 	return nil
 }
@@ -388,6 +420,7 @@ type BiEncoder struct {
 	TokPath        string // the tokenizer's file
 	Store          *torchmods.Store
 	owned          bool // Close drops the store
+	life           *modelLife
 }
 
 // NewBiEncoder registers a bi-encoder in store under the names above,
@@ -403,13 +436,13 @@ func NewBiEncoder(store *torchmods.Store, cfg BiEncoderConfig, tok *mlm.Tokenize
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &BiEncoder{Cfg: cfg, Tok: tok, TokPath: tokPath, Store: store}
+	m := &BiEncoder{Cfg: cfg, Tok: tok, TokPath: tokPath, Store: store, life: &modelLife{}}
 	err := torchmods.Try(func() {
 		tower := func(prefix string, maxLen int, b *torchmods.Bert) *DenseEncoder {
 			if b == nil {
 				b = torchmods.NewBert(store.Root().Sub(strings.TrimSuffix(prefix, ".")), cfg.Bert, false)
 			}
-			return &DenseEncoder{Bert: b, Pooling: cfg.Pooling, Normalize: cfg.Similarity == SimCosine, MaxLen: maxLen, Tok: tok, Device: store.Device}
+			return &DenseEncoder{Bert: b, Pooling: cfg.Pooling, Normalize: cfg.Similarity == SimCosine, MaxLen: maxLen, Tok: tok, Device: store.Device, life: m.life}
 		}
 		if cfg.Shared {
 			m.Query = tower(SharedPrefix, cfg.QueryMaxLen, nil)
@@ -425,10 +458,23 @@ func NewBiEncoder(store *torchmods.Store, cfg BiEncoderConfig, tok *mlm.Tokenize
 	return m, nil
 }
 
-// Close frees the parameters of a bi-encoder OpenBiEncoder made.
+// Close waits for the towers' encoding passes in progress, then frees the
+// parameters of a bi-encoder OpenBiEncoder made (one NewBiEncoder made
+// belongs to its caller's store, which keeps them). Either way the towers'
+// Encode and EncodeContext return an error afterwards, and so does a
+// DenseRetriever searching with them.
 func (m *BiEncoder) Close() {
+	if m.life != nil {
+		m.life.mu.Lock()
+		defer m.life.mu.Unlock()
+		if m.life.closed {
+			return
+		}
+		m.life.closed = true
+	}
 	if m.owned {
 		m.Store.Drop()
+		m.owned = false
 	}
 }
 
@@ -1060,7 +1106,8 @@ const (
 // OpenBiEncoderOptions say how OpenBiEncoder builds a bi-encoder.
 type OpenBiEncoderOptions struct {
 	// Passage, when set, is a second source for the passage tower: a DPR
-	// context encoder beside spec's question encoder.
+	// context encoder beside spec's question encoder. An ir run with a
+	// shared encoder takes none (it is an error).
 	Passage string
 	// Tokenizer overrides the one found beside the weights.
 	Tokenizer string
@@ -1108,6 +1155,11 @@ func OpenBiEncoder(spec string, o OpenBiEncoderOptions) (*BiEncoder, error) {
 	cfg := BiEncoderConfig{Bert: src.BertFor(tok), Shared: src.Towers == 1 && psrc == nil, Pooling: src.Pooling, Similarity: src.Similarity}
 	if src.Run != nil {
 		cfg.Shared, cfg.QueryMaxLen, cfg.PassageMaxLen = src.Run.Shared, src.Run.QueryMaxLen, src.Run.PassageMaxLen
+	}
+	if cfg.Shared && psrc != nil {
+		// One BERT serves both sides: the passage source would load into
+		// it and overwrite the query tower.
+		return nil, fmt.Errorf("ir: %s (%s) has one shared encoder for queries and passages: it takes no passage source (%s)", spec, src.Kind, o.Passage)
 	}
 	if cfg.Pooling == "" {
 		cfg.Pooling = PoolCLS
@@ -1214,10 +1266,13 @@ func NewDenseRetriever(enc *DenseEncoder, ix *DenseIndex, o DenseRetrieverOption
 		o.MaxResidentBytes = DefaultMaxResidentBytes
 	}
 	r := &DenseRetriever{enc: enc, ix: ix, o: o}
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if ix.data == nil {
+		return nil, fmt.Errorf("ir: dense index %s is closed", ix.Path())
+	}
 	if size := int64(ix.Len()) * int64(ix.Dim()) * 4; o.MaxResidentBytes > 0 && size <= o.MaxResidentBytes && ix.Len() > 0 {
-		ix.mu.RLock()
 		res, err := ix.residentChunks(enc.Device, o.ChunkRows)
-		ix.mu.RUnlock()
 		if err != nil {
 			return nil, err
 		}
@@ -1249,10 +1304,7 @@ func (r *DenseRetriever) Retrieve(ctx context.Context, queries []string, k int) 
 	}
 	r.ix.mu.RLock()
 	defer r.ix.mu.RUnlock()
-	if r.ix.data == nil {
-		return nil, errors.New("ir: dense index is closed")
-	}
-	return r.ix.search(vecs, k, r.enc.Device, r.o.ChunkRows, r.resident)
+	return r.ix.searchContext(ctx, vecs, k, r.enc.Device, r.o.ChunkRows, r.resident)
 }
 
 // Close frees the index's copy on the device (not the index or the

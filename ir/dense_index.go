@@ -2,6 +2,7 @@ package ir
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -349,11 +350,17 @@ func parseDenseIndex(data []byte, path string) (*DenseIndex, error) {
 	if dim == 0 || n > (1<<40) || dim > (1<<20) {
 		return nil, bad("implausible shape: %d vectors of %d floats", n, dim)
 	}
+	if n > math.MaxInt32 {
+		// Search numbers documents with int32 (denseCand).
+		return nil, fmt.Errorf("ir: dense index %s: %d documents, more than the %d an index may hold", path, n, math.MaxInt32)
+	}
 	if idsOff != denseHeaderSize+n*dim*4 {
 		return nil, bad("ids at offset %d, want %d for %d vectors of %d floats", idsOff, denseHeaderSize+n*dim*4, n, dim)
 	}
-	if idsLen < (n+1)*8 || idsOff+idsLen != size {
-		return nil, bad("truncated or padded: %d bytes, the header says %d", size, idsOff+idsLen)
+	// Compared without adding, so that a crafted idsLen cannot wrap
+	// idsOff+idsLen around to the file's size.
+	if idsOff > size || idsLen > size-idsOff || idsLen < (n+1)*8 || idsLen != size-idsOff {
+		return nil, bad("truncated or padded: %d bytes, the header says ids at %d, %d bytes long", size, idsOff, idsLen)
 	}
 	if got, want := crc32.Checksum(data[denseHeaderSize:], crc32c), binary.LittleEndian.Uint32(data[48:]); got != want {
 		return nil, bad("checksum mismatch (the vectors or ids are damaged)")
@@ -418,8 +425,12 @@ func (ix *DenseIndex) Dim() int { return ix.dim }
 // length, and both are searched by dot product.
 func (ix *DenseIndex) Similarity() Similarity { return ix.sim }
 
-// Bytes is the size of the file.
-func (ix *DenseIndex) Bytes() int64 { return int64(len(ix.data)) }
+// Bytes is the size of the file (0 once closed).
+func (ix *DenseIndex) Bytes() int64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return int64(len(ix.data))
+}
 
 func (ix *DenseIndex) docIDBytes(i int) []byte {
 	a := binary.LittleEndian.Uint64(ix.offs[8*i:])
@@ -466,17 +477,23 @@ func (o DenseSearchOptions) chunkRows() int {
 // from the memory map chunk by chunk; DenseRetriever keeps them on the
 // device between calls instead.
 func (ix *DenseIndex) Search(queries [][]float32, k int, o DenseSearchOptions) ([][]Result, error) {
+	return ix.SearchContext(context.Background(), queries, k, o)
+}
+
+// SearchContext is Search that stops between chunks of documents once ctx
+// is done, returning ctx's error.
+func (ix *DenseIndex) SearchContext(ctx context.Context, queries [][]float32, k int, o DenseSearchOptions) ([][]Result, error) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	if ix.data == nil {
-		return nil, errors.New("ir: dense index is closed")
-	}
 	dev := o.Device
 	if dev.Name == "" {
 		dev = gotch.CPU
 	}
-	return ix.search(queries, k, dev, o.chunkRows(), nil)
+	return ix.searchContext(ctx, queries, k, dev, o.chunkRows(), nil)
 }
+
+// errDenseIndexClosed is what searching a closed index returns.
+var errDenseIndexClosed = errors.New("ir: dense index is closed")
 
 // checkQueries refuses query vectors of the wrong size or with NaN or
 // infinite elements, which would leave the ranking undefined.
@@ -529,6 +546,18 @@ type denseCand struct {
 // its chunk's candidates (it beats all but fewer than k of them), so the
 // result is exact.
 func (ix *DenseIndex) search(queries [][]float32, k int, dev gotch.Device, chunkRows int, resident []*ts.Tensor) ([][]Result, error) {
+	return ix.searchContext(context.Background(), queries, k, dev, chunkRows, resident)
+}
+
+// searchContext is search that checks ctx before every chunk of
+// documents and returns its error once it is done.
+func (ix *DenseIndex) searchContext(ctx context.Context, queries [][]float32, k int, dev gotch.Device, chunkRows int, resident []*ts.Tensor) ([][]Result, error) {
+	if ix.data == nil {
+		return nil, errDenseIndexClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if k < 1 {
 		return nil, fmt.Errorf("ir: search k = %d, want >= 1", k)
 	}
@@ -546,9 +575,13 @@ func (ix *DenseIndex) search(queries [][]float32, k int, dev gotch.Device, chunk
 	for q0 := 0; q0 < len(queries); q0 += block {
 		qs := queries[q0:min(q0+block, len(queries))]
 		var cands [][]denseCand
-		err := torchmods.Try(func() { cands = ix.searchBlock(qs, k, dev, chunkRows, resident) })
+		var stopped error
+		err := torchmods.Try(func() { cands, stopped = ix.searchBlock(ctx, qs, k, dev, chunkRows, resident) })
 		if err != nil {
 			return nil, fmt.Errorf("ir: dense search of %s: %w", ix.path, err)
+		}
+		if stopped != nil {
+			return nil, stopped
 		}
 		for i, cs := range cands {
 			rs := make([]Result, len(cs))
@@ -562,8 +595,9 @@ func (ix *DenseIndex) search(queries [][]float32, k int, dev gotch.Device, chunk
 }
 
 // searchBlock scores one block of queries against every chunk (tensor
-// code: it panics with an error).
-func (ix *DenseIndex) searchBlock(qs [][]float32, k int, dev gotch.Device, chunkRows int, resident []*ts.Tensor) [][]denseCand {
+// code: it panics with an error). It returns ctx's error, and no
+// candidates, when ctx is done before a chunk.
+func (ix *DenseIndex) searchBlock(ctx context.Context, qs [][]float32, k int, dev gotch.Device, chunkRows int, resident []*ts.Tensor) ([][]denseCand, error) {
 	sc := ts.NewScope()
 	defer sc.Close()
 	flat := make([]float32, 0, len(qs)*ix.dim)
@@ -571,10 +605,14 @@ func (ix *DenseIndex) searchBlock(qs [][]float32, k int, dev gotch.Device, chunk
 		flat = append(flat, q...)
 	}
 	var top [][]denseCand
+	var stopped error
 	ts.NoGrad(func() {
 		qt := torchmods.FromSlice(flat, []int64{int64(len(qs)), int64(ix.dim)}, dev)
 		top = make([][]denseCand, len(qs))
 		for c, start := 0, 0; start < ix.n; c, start = c+1, start+chunkRows {
+			if stopped = ctx.Err(); stopped != nil {
+				return
+			}
 			rows := min(chunkRows, ix.n-start)
 			func() {
 				inner := ts.NewScope()
@@ -593,7 +631,10 @@ func (ix *DenseIndex) searchBlock(qs [][]float32, k int, dev gotch.Device, chunk
 			}
 		}
 	})
-	return top
+	if stopped != nil {
+		return nil, stopped
+	}
+	return top, nil
 }
 
 // chunkCandidates adds to top[q] the candidates of chunk scores s [Q,

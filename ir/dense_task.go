@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -62,8 +63,11 @@ type EncoderKeys struct {
 	Pooling    string `toml:"pooling"`
 	Similarity string `toml:"similarity"`
 	// Temperature divides the scores in the loss (Tevatron's
-	// temperature): 1 for DPR's dot product; cosine scores lie in [-1, 1]
-	// and need about 0.05.
+	// temperature). 0 (or the key left out) takes the similarity's
+	// default, DefaultTemperature: 1 for the dot product (DPR), 0.05 for
+	// cosine, whose scores lie in [-1, 1] and would barely separate a
+	// positive from its negatives undivided (sentence-transformers'
+	// MultipleNegativesRankingLoss multiplies them by 20).
 	Temperature   float64 `toml:"temperature"`
 	QueryMaxLen   int     `toml:"query_max_len"`
 	PassageMaxLen int     `toml:"passage_max_len"`
@@ -81,8 +85,8 @@ func (e EncoderKeys) validate() error {
 		}
 	}
 	switch {
-	case !(e.Temperature > 0):
-		return config.Field("encoder.temperature", "must be positive, got %v", e.Temperature)
+	case !(e.Temperature >= 0) || math.IsInf(e.Temperature, 0):
+		return config.Field("encoder.temperature", "must be positive (or 0 for the similarity's default), got %v", e.Temperature)
 	case e.QueryMaxLen < 3 || e.PassageMaxLen < 3:
 		return config.Field("encoder.query_max_len", "query_max_len and passage_max_len must be at least 3 ([CLS] a token [SEP])")
 	}
@@ -274,13 +278,14 @@ type DenseConfig struct {
 }
 
 // DefaultDense is DPR's recipe where it applies to any model: in-batch
-// plus one BM25 hard negative per query, dot product on [CLS], lr 2e-5
+// plus one BM25 hard negative per query, dot product on [CLS] (the
+// temperature the similarity's: 1 for dot, 0.05 for cosine), lr 2e-5
 // with linear warm-up (10% of the steps, as Tevatron) and decay, no weight
 // decay, clipping at 2.0; Tevatron's lengths (32 and 128); the dev split.
 func DefaultDense() *DenseConfig {
 	return &DenseConfig{Base: train.Base{Task: "ir.dense", Trainer: train.DefaultTrainer()},
 		BiEncoderSetup: BiEncoderSetup{VocabSize: 8000,
-			Encoder: EncoderKeys{Temperature: 1, QueryMaxLen: DefaultQueryMaxLen, PassageMaxLen: DefaultPassageMaxLen}},
+			Encoder: EncoderKeys{QueryMaxLen: DefaultQueryMaxLen, PassageMaxLen: DefaultPassageMaxLen}},
 		Negatives: DenseNegatives{Hard: 1, Depth: 30},
 		Optim:     DenseOptim{LR: 2e-5, WarmupRatio: 0.1, Clip: 2, Eps: 1e-8},
 		Data:      DenseData{Batch: 32},
@@ -423,6 +428,26 @@ func loadDenseData(d DenseData, e DenseEval, needTrain bool) (*denseCorpus, erro
 	}
 	if len(c.docs) == 0 {
 		return nil, fmt.Errorf("ir: the collection is empty")
+	}
+	if d.Benchmark == "" && len(c.train) > 0 && len(c.eval) > 0 {
+		// A benchmark's splits are disjoint by construction; files may
+		// not be, and a query trained on would inflate its evaluation.
+		train := make(map[string]bool, len(c.train))
+		for _, q := range c.train {
+			train[q.ID] = true
+		}
+		shared, first := 0, ""
+		for _, q := range c.eval {
+			if train[q.ID] {
+				if shared++; first == "" {
+					first = q.ID
+				}
+			}
+		}
+		if shared > 0 {
+			return nil, fmt.Errorf("ir: %d evaluation queries of %s are also training queries of %s (query %s): evaluate on held-out queries",
+				shared, d.EvalQueries, d.TrainQueries, first)
+		}
 	}
 	c.index = make(map[string]int, len(c.docs))
 	for i, doc := range c.docs {
@@ -593,6 +618,9 @@ func setupBiEncoder(s *train.Session, ms BiEncoderSetup, vocabTexts func() []str
 		}
 		cfg.Similarity = Similarity(ms.Encoder.Similarity)
 	}
+	if cfg.Similarity == SimCosine && ms.Encoder.Temperature == 1 {
+		fmt.Fprintf(w, "note: cosine similarity with encoder.temperature = 1 trains on scores in [-1, 1]; 0 takes cosine's default, %v\n", DefaultTemperature(SimCosine))
+	}
 	maxPos := int(cfg.Bert.MaxPositionEmbeddings)
 	cfg.QueryMaxLen, cfg.PassageMaxLen = min(ms.Encoder.QueryMaxLen, maxPos), min(ms.Encoder.PassageMaxLen, maxPos)
 	if psrc != nil && psrc.BertFor(tok) != cfg.Bert {
@@ -752,10 +780,45 @@ func denseExamples(c *denseCorpus, neg Run) (ex []denseExample, noNeg, dropped i
 	return ex, noNeg, dropped
 }
 
+// drawDocs draws up to want distinct documents of n (their positions)
+// that ok accepts, at random with rng: by rejection while acceptable
+// documents are easy to hit, then from a list of every acceptable one, so
+// that it ends however few there are. It returns fewer than want only
+// when fewer exist.
+func drawDocs(rng *rand.Rand, n, want int, ok func(int) bool) []int {
+	var out []int
+	taken := map[int]bool{}
+	for tries := 0; len(out) < want && tries < 8*want; tries++ {
+		if d := rng.IntN(n); !taken[d] && ok(d) {
+			taken[d] = true
+			out = append(out, d)
+		}
+	}
+	if len(out) == want {
+		return out
+	}
+	var rest []int
+	for d := range n {
+		if !taken[d] && ok(d) {
+			rest = append(rest, d)
+		}
+	}
+	for len(out) < want && len(rest) > 0 {
+		j := rng.IntN(len(rest))
+		out = append(out, rest[j])
+		rest[j] = rest[len(rest)-1]
+		rest = rest[:len(rest)-1]
+	}
+	return out
+}
+
 // makeDenseBatch draws each query's positive and hard negatives with the
 // batch's own generator (so a resumed run draws the same) and tokenises
 // everything. A query with fewer hard negatives than asked for is topped
-// up with random documents not judged relevant to it.
+// up with random documents neither judged relevant to it nor already
+// among its negatives; where the collection has too few of those (a query
+// judged relevant to nearly every document) it trains with fewer, and
+// RunDense reports how many such queries there are.
 func makeDenseBatch(b data.Batch, ex []denseExample, c *denseCorpus, m *BiEncoder, hard int) (*denseBatch, error) {
 	rng := b.Rand()
 	var qTexts, pTexts []string
@@ -772,12 +835,11 @@ func makeDenseBatch(b data.Batch, ex []denseExample, c *denseCorpus, m *BiEncode
 			pick[j], pick[k] = pick[k], pick[j]
 			pDocs = append(pDocs, pick[j])
 		}
-		for n := min(hard, len(pick)); n < hard; {
-			d := rng.IntN(len(c.docs))
-			if !denseRelevant(c.trainQrels, e.qid, c.docs[d].ID) {
-				pDocs = append(pDocs, d)
-				n++
-			}
+		if n := min(hard, len(pick)); n < hard {
+			chosen := pick[:n]
+			pDocs = append(pDocs, drawDocs(rng, len(c.docs), hard-n, func(d int) bool {
+				return !slices.Contains(chosen, d) && !denseRelevant(c.trainQrels, e.qid, c.docs[d].ID)
+			})...)
 		}
 	}
 	cols := len(pDocs)
@@ -800,8 +862,22 @@ func makeDenseBatch(b data.Batch, ex []denseExample, c *denseCorpus, m *BiEncode
 	return out, nil
 }
 
-// loss is the batch's contrastive loss (tensor code).
+// DefaultTemperature is the loss's temperature when encoder.temperature
+// is 0: 1 for the dot product (DPR, Tevatron), 0.05 for cosine
+// (sentence-transformers' scale of 20, SimCSE's 0.05).
+func DefaultTemperature(sim Similarity) float64 {
+	if sim == SimCosine {
+		return 0.05
+	}
+	return 1
+}
+
+// loss is the batch's contrastive loss (tensor code). A temperature of 0
+// is the similarity's default (DefaultTemperature).
 func (m *BiEncoder) loss(q, p [][]int64, positives []int64, exclude []bool, temperature float64, train bool) *ts.Tensor {
+	if temperature == 0 {
+		temperature = DefaultTemperature(m.Cfg.Similarity)
+	}
 	qi, qm := m.Query.Batch(q)
 	pi, pm := m.Passage.Batch(p)
 	return ContrastiveLoss(ScoreMatrix(m.Query.Forward(qi, qm, train), m.Passage.Forward(pi, pm, train)), positives, exclude, temperature)
@@ -836,6 +912,16 @@ func RunDense(s *train.Session, c *DenseConfig) (*DenseResult, error) {
 	res.TrainQueries = len(ex)
 	if c.Negatives.Hard > 0 {
 		res.NoHardNegatives = noNeg
+		short := 0
+		for _, e := range ex {
+			// e.pos holds every document judged relevant to the query.
+			if len(corpus.docs)-len(e.pos) < c.Negatives.Hard {
+				short++
+			}
+		}
+		if short > 0 {
+			fmt.Fprintf(w, "note: %d training queries have fewer than %d documents not judged relevant to them: they train with fewer negatives\n", short, c.Negatives.Hard)
+		}
 	}
 	loader, err := data.NewLoader(data.LoaderOptions{N: len(ex), Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed)},
 		func(b data.Batch) (*denseBatch, error) { return makeDenseBatch(b, ex, corpus, m, c.Negatives.Hard) })

@@ -2,18 +2,23 @@ package ir
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -644,7 +649,7 @@ func TestDenseICTThenDenseEndToEnd(t *testing.T) {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	if dr.Queries != 9 || dr.Docs != 36 || dr.TrainQueries != 27 || dr.Steps != 3 || !denseFinite(dr.MRR10, dr.NDCG10, dr.Recall100) ||
-		dr.Recall100 != 1 || dr.IndexBytes <= 36*16*4 || !(dr.EncodeSeconds > 0) {
+		dr.IndexBytes <= 36*16*4 || !(dr.EncodeSeconds > 0) {
 		t.Fatalf("ir.dense result %+v\n%s", dr, log.String())
 	}
 	if !strings.Contains(log.String(), "query tower (question_encoder.bert_model) <- ") {
@@ -662,7 +667,10 @@ func TestDenseICTThenDenseEndToEnd(t *testing.T) {
 		}
 	}
 
-	// The run reopened for serving ranks the dev queries as its run file.
+	// The run reopened for serving ranks the dev queries as its run file:
+	// the same documents in the same order, with the same scores up to
+	// float rounding (the batches differ), a near tie alone allowed to
+	// swap.
 	run, err := ReadRunFile(filepath.Join(denseOut, "run.dev.trec"))
 	if err != nil {
 		t.Fatal(err)
@@ -695,30 +703,56 @@ func TestDenseICTThenDenseEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(dev) != 9 || len(got) != len(dev) {
+		t.Fatalf("%d dev queries, %d result lists", len(dev), len(got))
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-4*max(1, math.Abs(a)) }
 	for i, q := range dev {
 		want := run[q.ID]
 		SortTREC(want)
+		if len(want) != 36 || len(got[i]) != 5 {
+			t.Fatalf("query %s: the run file ranks %d documents (want the 36 of the collection), the retriever returned %d of 5", q.ID, len(want), len(got[i]))
+		}
+		inRun := map[string]float64{}
+		for _, r := range want {
+			inRun[r.DocID] = r.Score
+		}
 		for j, res := range got[i] {
-			if math.Abs(res.Score-want[j].Score) > 1e-4*max(1, math.Abs(res.Score)) {
+			if !near(res.Score, want[j].Score) {
 				t.Errorf("query %s rank %d: score %v, the run's %v", q.ID, j+1, res.Score, want[j].Score)
+			}
+			if s, ok := inRun[res.DocID]; res.DocID != want[j].DocID && !(ok && near(s, want[j].Score)) {
+				t.Errorf("query %s rank %d: %s, the run's %s (scores %v and %v: not a near tie)", q.ID, j+1, res.DocID, want[j].DocID, s, want[j].Score)
 			}
 		}
 	}
 
 	// The same data from scratch with one shared tower, mean pooling and
-	// cosine similarity, in-batch negatives only.
-	sc := DefaultDense()
-	trainer(&sc.Trainer)
-	sc.Tokenizer, sc.VocabSize, sc.Model = filepath.Join(work, "vocab.txt"), 120, denseTinyBert()
-	sc.Encoder = EncoderKeys{Shared: true, Pooling: "mean", Similarity: "cosine", Temperature: 0.05, QueryMaxLen: 16, PassageMaxLen: 32}
-	sc.Negatives.Hard = 0
-	sc.Data.Benchmark, sc.Data.Batch = bench, 4
-	sr, err := DenseTask.Start(sc, filepath.Join(work, "scratch"), false, io.Discard)
-	if err != nil {
-		t.Fatal(err)
+	// cosine similarity (the default temperature, cosine's 0.05), in-batch
+	// negatives only: 80 steps lift dev MRR@10 well above one step's.
+	// (Recall@100 says nothing here: 36 documents, all of them ranked.)
+	scratch := func(steps int64) *DenseResult {
+		sc := DefaultDense()
+		trainer(&sc.Trainer)
+		sc.Trainer.MaxSteps, sc.Trainer.LogEvery = steps, 1000
+		sc.Tokenizer, sc.VocabSize, sc.Model = filepath.Join(work, "vocab.txt"), 120, denseTinyBert()
+		sc.Encoder = EncoderKeys{Shared: true, Pooling: "mean", Similarity: "cosine", QueryMaxLen: 16, PassageMaxLen: 32}
+		sc.Negatives.Hard = 0
+		sc.Optim.LR = 2e-3
+		sc.Data.Benchmark, sc.Data.Batch = bench, 8
+		sr, err := DenseTask.Start(sc, filepath.Join(work, fmt.Sprintf("scratch-%d", steps)), false, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !denseFinite(sr.MRR10, sr.NDCG10, sr.Recall100) {
+			t.Fatalf("from scratch, %d steps: %+v", steps, sr)
+		}
+		return sr
 	}
-	if !denseFinite(sr.MRR10, sr.NDCG10, sr.Recall100) || sr.Recall100 != 1 {
-		t.Fatalf("from scratch: %+v", sr)
+	before, after := scratch(1), scratch(80)
+	t.Logf("shared cosine tower from scratch: dev MRR@10 %.3f after 1 step, %.3f after 80", before.MRR10, after.MRR10)
+	if !(after.MRR10 > before.MRR10+0.1) {
+		t.Errorf("shared cosine tower from scratch: dev MRR@10 after 1 step %.3f, after 80 steps %.3f: training did not help", before.MRR10, after.MRR10)
 	}
 	// [model] must describe the pretrained run's BERT.
 	dc.Model.IntermediateSize = 64
@@ -965,5 +999,442 @@ func TestDenseLoadBertAndMLMRun(t *testing.T) {
 		denseSameEmbeddings(t, spec+" (query tower)", ref.Query, m2.Query)
 		denseSameEmbeddings(t, spec+" (passage tower)", ref.Passage, m2.Passage)
 		two.Drop()
+	}
+}
+
+// denseSharedRun writes an ir run directory with one shared tower (what
+// ir.dense with encoder.shared writes: bi_encoder.json, the tokenizer and
+// a checkpoint) and returns it with the model that wrote it.
+func denseSharedRun(t *testing.T, dir string, store *torchmods.Store) (string, *BiEncoder) {
+	t.Helper()
+	vocab, tok := denseTinyVocab(t, dir, "the", "dog", "cat", "a", "barked")
+	cfg := BiEncoderConfig{Bert: denseTinyBert(), Shared: true, Pooling: PoolCLS, Similarity: SimDot, QueryMaxLen: 16, PassageMaxLen: 16}
+	ref, err := NewBiEncoder(store, cfg, tok, vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "run")
+	ck := filepath.Join(run, "checkpoints", "step-00000001")
+	if err := os.MkdirAll(ck, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	denseSaveTower(t, filepath.Join(ck, "model.safetensors"), store, SharedPrefix, SharedPrefix, nil, "")
+	if err := ref.WriteFiles(run); err != nil {
+		t.Fatal(err)
+	}
+	return run, ref
+}
+
+// An ir run with one shared encoder has no separate passage tower: a
+// passage source would load into the shared BERT and overwrite the query
+// tower, so OpenBiEncoder refuses it.
+func TestOpenBiEncoderRefusesPassageForSharedRun(t *testing.T) {
+	sc := ts.NewScope()
+	defer sc.Close()
+	store := torchmods.NewStore(gotch.CPU)
+	defer store.Drop()
+	run, ref := denseSharedRun(t, t.TempDir(), store)
+	m, err := OpenBiEncoder(run, OpenBiEncoderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	denseSameEmbeddings(t, "shared run", ref.Query, m.Query)
+	m.Close()
+	m, err = OpenBiEncoder(run, OpenBiEncoderOptions{Passage: run})
+	if err == nil {
+		m.Close()
+		t.Fatal("a passage source for a run with a shared encoder was accepted")
+	}
+	if !strings.Contains(err.Error(), "shared") || !strings.Contains(err.Error(), run) {
+		t.Errorf("error %q, want it to name the run and say its encoder is shared", err)
+	}
+}
+
+// encoder.temperature 0 (the default) is the similarity's: 0.05 for
+// cosine, whose scores in [-1, 1] would otherwise barely move the
+// softmax, and 1 for the dot product.
+func TestDenseTemperatureDefaultsBySimilarity(t *testing.T) {
+	if d := DefaultDense(); d.Encoder.Temperature != 0 || d.Encoder.validate() != nil {
+		t.Fatalf("DefaultDense's temperature %v (validate: %v), want 0, the similarity's default", d.Encoder.Temperature, d.Encoder.validate())
+	}
+	bad := DefaultDense().Encoder
+	bad.Temperature = -1
+	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "encoder.temperature") {
+		t.Errorf("temperature -1: %v, want an error naming encoder.temperature", err)
+	}
+	if DefaultTemperature(SimCosine) != 0.05 || DefaultTemperature(SimDot) != 1 {
+		t.Errorf("DefaultTemperature: cosine %v, dot %v", DefaultTemperature(SimCosine), DefaultTemperature(SimDot))
+	}
+	sc := ts.NewScope()
+	defer sc.Close()
+	vocab, tok := denseTinyVocab(t, t.TempDir(), "a", "b", "c", "d")
+	for _, sim := range []Similarity{SimCosine, SimDot} {
+		store := torchmods.NewStore(gotch.CPU)
+		defer store.Drop()
+		m, err := NewBiEncoder(store, BiEncoderConfig{Bert: denseTinyBert(), Shared: true, Pooling: PoolMean, Similarity: sim, QueryMaxLen: 8, PassageMaxLen: 8}, tok, vocab)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := m.Query.TokenizeAll([]string{"a b", "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := m.Passage.TokenizeAll([]string{"a", "c d", "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var byDefault, explicit, one float64
+		err = torchmods.Try(func() {
+			ts.NoGrad(func() {
+				byDefault = m.loss(q, p, []int64{0, 1}, nil, 0, false).Float64Values()[0]
+				explicit = m.loss(q, p, []int64{0, 1}, nil, DefaultTemperature(sim), false).Float64Values()[0]
+				one = m.loss(q, p, []int64{0, 1}, nil, 1, false).Float64Values()[0]
+			})
+		})
+		if err != nil {
+			t.Fatalf("%s: temperature 0: %v", sim, err)
+		}
+		if byDefault != explicit {
+			t.Errorf("%s: loss with temperature 0 %v, with %v %v", sim, byDefault, DefaultTemperature(sim), explicit)
+		}
+		if (sim == SimCosine) == (byDefault == one) {
+			t.Errorf("%s: loss with the default temperature %v, with 1 %v", sim, byDefault, one)
+		}
+	}
+}
+
+// A closed bi-encoder's towers refuse to encode, and so does a retriever
+// searching with them, instead of reading freed parameters; encodings
+// running while it closes either finish or stop with that error.
+func TestBiEncoderCloseRefuses(t *testing.T) {
+	dir := t.TempDir()
+	vocab, tok := denseTinyVocab(t, dir, "a", "b", "c", "d")
+	store := torchmods.NewStore(gotch.CPU)
+	defer store.Drop()
+	m, err := NewBiEncoder(store, BiEncoderConfig{Bert: denseTinyBert(), Shared: true, Pooling: PoolCLS, Similarity: SimDot, QueryMaxLen: 8, PassageMaxLen: 8}, tok, vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := []Document{{"A", "a"}, {"B", "b c"}, {"C", "c d"}}
+	path := filepath.Join(dir, "p.dense")
+	if _, err := EncodeCorpus(m.Passage, docs, path, EncodeCorpusOptions{Batch: 2}); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := OpenDenseIndex(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	r, err := NewDenseRetriever(m.Query, ix, DenseRetrieverOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Retrieve(context.Background(), []string{"a"}, 2); err != nil {
+		t.Fatal(err)
+	}
+
+	// Encodings racing Close: each one succeeds or says closed.
+	texts := []string{"a b", "c", "d a", "b", "a c d", "c c"}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			for range 5 {
+				if _, err := m.Query.Encode(texts, 1); err != nil {
+					if !strings.Contains(err.Error(), "closed") {
+						errs <- err
+					}
+					return
+				}
+			}
+		})
+	}
+	m.Close()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("an encoding racing Close: %v", err)
+	}
+	if _, err := m.Query.Encode([]string{"a"}, 1); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Encode after Close: %v, want an error", err)
+	}
+	if _, err := r.Retrieve(context.Background(), []string{"a"}, 2); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Retrieve with a closed bi-encoder: %v, want an error", err)
+	}
+	m.Close() // twice is fine
+}
+
+// denseCraft returns a copy of a good index file with header fields
+// changed and the header checksum made right again, as a crafted (not a
+// damaged) file would be.
+func denseCraft(good []byte, set func(h []byte)) []byte {
+	b := slices.Clone(good)
+	set(b[:denseHeaderSize])
+	binary.LittleEndian.PutUint32(b[52:], crc32.Checksum(b[:52], crc32c))
+	return b
+}
+
+// A header whose ids offset and length add up to the file's size only
+// by wrapping around (the ids past the end), or do not, is a
+// CorruptDenseIndexError, not a panic or an index over the wrong bytes;
+// more documents than int32 numbers are refused.
+func TestDenseIndexCraftedHeaders(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p.dense")
+	size, err := WriteDenseIndex(path, []string{"b", "a", "c"}, 2, SimDot, []float32{0.6, 0.8, 1, 0, 0, -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(name string, b []byte) error {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					err = fmt.Errorf("panicked: %v", v)
+				}
+			}()
+			var ix *DenseIndex
+			if ix, err = OpenDenseIndex(p); err == nil {
+				ix.Close()
+			}
+		}()
+		return err
+	}
+	idsOff := binary.LittleEndian.Uint64(good[32:])
+	crafted := map[string][]byte{
+		// 1000 documents of 2 floats: the ids would start past the end,
+		// and an ids length of size - offset, wrapped around, makes the
+		// two add up to the file's size.
+		"past.dense": denseCraft(good, func(h []byte) {
+			off := uint64(denseHeaderSize + 1000*2*4)
+			binary.LittleEndian.PutUint64(h[16:], 1000)
+			binary.LittleEndian.PutUint64(h[32:], off)
+			binary.LittleEndian.PutUint64(h[40:], uint64(size)-off)
+		}),
+		// The right offset and a length one byte short of the rest.
+		"short-ids.dense": denseCraft(good, func(h []byte) {
+			binary.LittleEndian.PutUint64(h[40:], uint64(size)-idsOff-1)
+		}),
+	}
+	for name, b := range crafted {
+		err := open(name, b)
+		var ce *CorruptDenseIndexError
+		if !errors.As(err, &ce) {
+			t.Errorf("%s: %v, want a CorruptDenseIndexError", name, err)
+		}
+	}
+	// 2^31 documents: refused for their number, before anything else.
+	n := uint64(math.MaxInt32) + 1
+	err = open("many.dense", denseCraft(good, func(h []byte) {
+		binary.LittleEndian.PutUint32(h[12:], 1)
+		binary.LittleEndian.PutUint64(h[16:], n)
+		binary.LittleEndian.PutUint64(h[32:], denseHeaderSize+4*n)
+	}))
+	if err == nil || !strings.Contains(err.Error(), "2147483648 documents") {
+		t.Errorf("2^31 documents: %v, want an error saying there are too many", err)
+	}
+}
+
+// A closed index refuses a new retriever and searches, and Bytes says 0;
+// a search stops between chunks once its context is done.
+func TestDenseIndexClosedAndContext(t *testing.T) {
+	dir := t.TempDir()
+	vocab, tok := denseTinyVocab(t, dir, "a", "b", "c", "d")
+	store := torchmods.NewStore(gotch.CPU)
+	defer store.Drop()
+	m, err := NewBiEncoder(store, BiEncoderConfig{Bert: denseTinyBert(), Shared: true, Pooling: PoolCLS, Similarity: SimDot, QueryMaxLen: 8, PassageMaxLen: 8}, tok, vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []Document
+	for i := range 40 {
+		docs = append(docs, Document{fmt.Sprintf("d%02d", i), []string{"a", "b c", "c d", "d a b"}[i%4]})
+	}
+	path := filepath.Join(dir, "p.dense")
+	if _, err := EncodeCorpus(m.Passage, docs, path, EncodeCorpusOptions{Batch: 8}); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := OpenDenseIndex(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := m.Query.Encode([]string{"a b"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Cancelled after the third check: a search of 40 one-document chunks
+	// stops there.
+	ctx := &denseCountingCtx{Context: context.Background(), after: 3}
+	if _, err := ix.SearchContext(ctx, q, 5, DenseSearchOptions{ChunkRows: 1}); !errors.Is(err, context.Canceled) {
+		t.Errorf("search with a context cancelled mid-way: %v, want context.Canceled", err)
+	}
+	if ctx.calls > 5 {
+		t.Errorf("the search went on for %d checks after its context was done", ctx.calls-3)
+	}
+	r, err := NewDenseRetriever(m.Query, ix, DenseRetrieverOptions{ChunkRows: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, err := r.Retrieve(context.Background(), []string{"a b"}, 3); err != nil || len(got[0]) != 3 {
+		t.Fatalf("retrieve: %v, %v", got, err)
+	}
+
+	ix.Close()
+	if ix.Bytes() != 0 {
+		t.Errorf("a closed index's Bytes: %d", ix.Bytes())
+	}
+	if _, err := NewDenseRetriever(m.Query, ix, DenseRetrieverOptions{}); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("a retriever over a closed index: %v, want an error", err)
+	}
+	if _, err := NewDenseRetriever(m.Query, ix, DenseRetrieverOptions{MaxResidentBytes: -1}); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("a streaming retriever over a closed index: %v, want an error", err)
+	}
+	if _, err := r.Retrieve(context.Background(), []string{"a b"}, 3); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("retrieve from a closed index: %v, want an error", err)
+	}
+	ix.mu.RLock()
+	_, err = ix.search(q, 3, gotch.CPU, 4, nil)
+	ix.mu.RUnlock()
+	if err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("search of a closed index: %v, want an error", err)
+	}
+}
+
+// denseCountingCtx is a context whose Err is nil for its first after
+// calls and context.Canceled from then on.
+type denseCountingCtx struct {
+	context.Context
+	after, calls int
+}
+
+func (c *denseCountingCtx) Err() error {
+	c.calls++
+	if c.calls > c.after {
+		return context.Canceled
+	}
+	return nil
+}
+
+// A query judged relevant to every document but one cannot be topped up
+// to two random negatives: it gets the one there is, and a query relevant
+// to every document gets none, instead of a draw that never ends; a
+// random negative is never drawn twice, nor is a hard one drawn again.
+func TestDenseBatchTooFewNegatives(t *testing.T) {
+	dir := t.TempDir()
+	vocab, tok := denseTinyVocab(t, dir, "a", "b", "c", "d")
+	store := torchmods.NewStore(gotch.CPU)
+	defer store.Drop()
+	m, err := NewBiEncoder(store, BiEncoderConfig{Bert: denseTinyBert(), Shared: true, Pooling: PoolCLS, Similarity: SimDot, QueryMaxLen: 8, PassageMaxLen: 8}, tok, vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &denseCorpus{docs: []Document{{"A", "a"}, {"B", "b"}, {"C", "c"}, {"D", "d"}},
+		train:      []Query{{"q1", "a"}, {"q2", "b"}, {"q3", "c"}},
+		trainQrels: Qrels{"q1": {"A": 1, "B": 1, "C": 1}, "q2": {"B": 1}, "q3": {"A": 1, "B": 1, "C": 1, "D": 1}}}
+	c.index = map[string]int{"A": 0, "B": 1, "C": 2, "D": 3}
+	ex, _, _ := denseExamples(c, Run{"q2": {{"A", 1}}})
+	docOf := func(seq []int64) string { return strings.ToUpper(tok.Token(seq[1])) }
+	for seed := range uint64(20) {
+		done := make(chan error, 1)
+		var b *denseBatch
+		go func() {
+			var err error
+			b, err = makeDenseBatch(denseDataBatch([]int{0, 1, 2}, seed), ex, c, m, 2)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("makeDenseBatch is still drawing negatives for a query relevant to (nearly) every document")
+		}
+		// q1: its positive, then D, the one document not relevant to it;
+		// q2: its positive B, its hard negative A, one random of C and D;
+		// q3: its positive alone.
+		if !slices.Equal(b.positives, []int64{0, 2, 5}) || len(b.p) != 6 {
+			t.Fatalf("seed %d: positives %v, %d passages", seed, b.positives, len(b.p))
+		}
+		if d := docOf(b.p[1]); d != "D" {
+			t.Errorf("seed %d: q1's negative is %s, want D", seed, d)
+		}
+		if d := docOf(b.p[4]); d != "C" && d != "D" {
+			t.Errorf("seed %d: q2's random negative is %s, want C or D", seed, d)
+		}
+	}
+}
+
+// ContrastiveLoss refuses a positive column outside the scores with an
+// error value (tensor code's panic), not an index out of range.
+func TestDenseContrastiveLossChecksPositives(t *testing.T) {
+	sc := ts.NewScope()
+	defer sc.Close()
+	scores := denseTensor(t, []float32{1, 2, 3, 4, 5, 6}, 2, 3)
+	for _, pos := range [][]int64{{0, 3}, {-1, 0}} {
+		var err error
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					e, ok := v.(error)
+					if _, rt := v.(runtime.Error); !ok || rt {
+						t.Errorf("positives %v: panicked with %T %v, want an error value", pos, v, v)
+						return
+					}
+					err = e
+				}
+			}()
+			ContrastiveLoss(scores, pos, make([]bool, 6), 1)
+		}()
+		if err == nil || !strings.Contains(err.Error(), "positive") {
+			t.Errorf("positives %v: %v, want an error about the positive column", pos, err)
+		}
+	}
+}
+
+// With files, evaluation queries that are also training queries are
+// refused, naming one.
+func TestDenseDataRefusesTrainedEvalQueries(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	d := DenseData{
+		Collection:   write("collection.tsv", "A\ta dog\nB\ta cat\nC\ta cow\n"),
+		TrainQueries: write("train.tsv", "1\tdog\n2\tcat\n"),
+		TrainQrels:   write("train.qrels", "1 0 A 1\n2 0 B 1\n"),
+		EvalQueries:  write("dev.tsv", "3\tcow\n2\tcat\n"),
+		EvalQrels:    write("dev.qrels", "3 0 C 1\n2 0 B 1\n"),
+		Batch:        2,
+	}
+	e := DenseEval{Batch: 2, Depth: 100}
+	if _, err := loadDenseData(d, e, true); err == nil || !strings.Contains(err.Error(), "query 2") {
+		t.Errorf("an evaluation query that is a training query: %v, want an error naming query 2", err)
+	}
+	d.EvalQueries, d.EvalQrels = write("dev2.tsv", "3\tcow\n"), write("dev2.qrels", "3 0 C 1\n")
+	if c, err := loadDenseData(d, e, true); err != nil || len(c.eval) != 1 || len(c.train) != 2 {
+		t.Errorf("disjoint files: %v", err)
+	}
+	// Evaluation alone (repro eval) has no training queries to compare.
+	d.EvalQueries, d.EvalQrels = write("dev3.tsv", "2\tcat\n"), write("dev3.qrels", "2 0 B 1\n")
+	d.TrainQueries, d.TrainQrels = "", ""
+	if _, err := loadDenseData(d, e, false); err != nil {
+		t.Errorf("evaluation without training: %v", err)
 	}
 }

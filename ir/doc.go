@@ -48,16 +48,11 @@
 //     and BM25+RM3 rows are in RESULTS.md (ir/internal/wnbench measures
 //     them).
 //   - Pipeline and service (pipeline.go, serve.go, loadtest.go): a
-//     Pipeline is a first stage (BM25, BM25+RM3, or a Hybrid fusing several
-//     retrievers) and an optional re-ranker; Server runs one as an HTTP JSON
-//     search service with micro-batched queries, bounded concurrency,
-//     request limits, timeouts and graceful shutdown, and LoadTest measures
-//     it (latency percentiles, throughput).
-//   - The command line, `repro ir` (cmd/repro/ir.go): benchmark, index,
-//     search, fuse, eval, serve and loadtest over these files and this
-//     service; search and serve build the same Pipeline. README.md shows
-//     each command with what it measured.
-//
+//     Pipeline is a first stage (BM25, BM25+RM3, dense, or a Hybrid fusing
+//     several retrievers) and an optional re-ranker; Server runs one as an
+//     HTTP JSON search service with micro-batched queries, bounded
+//     concurrency, request limits, timeouts and graceful shutdown, and
+//     LoadTest measures it (latency percentiles, throughput).
 //   - Dense retrieval (dense.go, dense_index.go, dense_task.go): a DPR
 //     bi-encoder (shared or two towers with DPR's names, [CLS] or mean
 //     pooling, dot or cosine), trained by task ir.dense with in-batch and
@@ -65,16 +60,30 @@
 //     flat index; exact top-k by batched matrix products (DenseRetriever,
 //     a pipeline first stage). Loads DPR, sentence-transformers and HF
 //     BERT checkpoints.
+//   - Approximate dense search (hnsw.go): an HNSW graph (Malkov and
+//     Yashunin's algorithms, hnswlib's defaults) over a flat index's
+//     vectors, saved checksummed beside it and tied to it; HNSWRetriever,
+//     a pipeline first stage; CompareHNSW, its recall@k against exact
+//     search and the latency of both. The graph is implemented here: the
+//     one Go library the module proxy serves, coder/hnsw v0.6.1, measured
+//     recall@10 0.34 (hnsw.go says why).
 //   - IR pre-training (ict.go): the inverse cloze task, ir.ict, whose run
 //     an ir.dense starts from.
 //   - Re-ranking (rerank.go, rerank_task.go): a monoBERT cross-encoder
 //     (CrossEncoder, a pipeline Reranker) trained by ir.rerank with
 //     pointwise or localized-contrastive loss on BM25 negatives; loads HF
 //     BertForSequenceClassification cross-encoders.
+//   - The command line, `repro ir` (cmd/repro/ir.go): benchmark, index,
+//     search, hnsw, fuse, eval, serve and loadtest over these files and
+//     this service. search and serve build the same Pipeline from the same
+//     flags: BM25 (-index), dense (-dense, -hnsw), both fused (-hybrid),
+//     each optionally re-ranked by monoBERT (-rerank). README.md shows each
+//     command with what it measured.
 //
-// Still to come, from issue 21: an HNSW index for approximate dense
-// search, the dense and re-rank stages in `repro ir search` and `repro ir
-// serve`, and their rows in RESULTS.md.
+// Still to come, from issue 21: the dense, hybrid and re-ranked rows of
+// RESULTS.md (WordNet benchmark runs of ir.dense, ir.ict and ir.rerank,
+// searched with `repro ir search`), and HNSW measured on a real flat index
+// of that benchmark.
 //
 // Which semantics were matched, and where each rule comes from in trec_eval's
 // and Lucene's sources, is stated on the function that implements it.

@@ -223,7 +223,9 @@ const DefaultRRFK = 60
 // uses 1000). k <= 0 means DefaultRRFK. Scores play no part beyond ranking,
 // which is why RRF needs no normalisation. Output is in trec_eval's order;
 // equal sums (common, since they are sums of a few unit fractions) are
-// broken by doc id descending like any other tie.
+// broken by doc id descending like any other tie. Each document's terms
+// are added in rank order, whatever the order of the runs, so that
+// documents with the same ranks get bit-equal sums and do tie.
 func RRF(runs []Run, k float64, depth int) (Run, error) {
 	if len(runs) == 0 {
 		return nil, fmt.Errorf("ir: no runs to fuse")
@@ -236,17 +238,27 @@ func RRF(runs []Run, k float64, depth int) (Run, error) {
 	}
 	out := Run{}
 	for _, q := range queryUnion(runs) {
-		fused := map[string]float64{}
+		ranks := map[string][]int{}
 		for i, r := range runs {
 			if err := checkDuplicates(i, q, r[q]); err != nil {
 				return nil, err
 			}
 			for rank, x := range topN(r[q], depth) {
-				fused[x.DocID] += 1 / (k + float64(rank+1))
+				ranks[x.DocID] = append(ranks[x.DocID], rank+1)
 			}
 		}
-		rs := make([]Result, 0, len(fused))
-		for d, s := range fused {
+		// Each document's terms are summed in one order, by rank, not in
+		// the order of the runs: floating-point addition is not
+		// associative, and two documents with the same ranks in different
+		// runs (1, 2, 7 and 7, 1, 2) must get bit-equal sums, so that
+		// they tie and the tie goes by doc id.
+		rs := make([]Result, 0, len(ranks))
+		for d, rk := range ranks {
+			slices.Sort(rk)
+			s := 0.0
+			for _, r := range rk {
+				s += 1 / (k + float64(r))
+			}
 			rs = append(rs, Result{d, s})
 		}
 		SortTREC(rs)

@@ -51,7 +51,7 @@ type ICTConfig struct {
 func DefaultICT() *ICTConfig {
 	return &ICTConfig{Base: train.Base{Task: "ir.ict", Trainer: train.DefaultTrainer()},
 		BiEncoderSetup: BiEncoderSetup{VocabSize: 8000,
-			Encoder: EncoderKeys{Temperature: 1, QueryMaxLen: DefaultQueryMaxLen, PassageMaxLen: DefaultPassageMaxLen}},
+			Encoder: EncoderKeys{Temperature: 0, QueryMaxLen: DefaultQueryMaxLen, PassageMaxLen: DefaultPassageMaxLen}},
 		ICT:   ICTKeys{RemoveProb: 0.9},
 		Optim: DenseOptim{LR: 1e-4, WarmupRatio: 0.1, Clip: 1, Eps: 1e-8},
 		Data:  DenseData{Batch: 64},

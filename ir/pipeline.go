@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strconv"
 	"sync"
@@ -67,12 +68,19 @@ type Pipeline struct {
 	// Rerank, when not nil, re-ranks the first stage's top RerankDepth.
 	Rerank Reranker
 	// RerankDepth is the number of candidates re-ranked (<= 0:
-	// DefaultRerankDepth). The first stage is asked for max(k, RerankDepth).
+	// DefaultRerankDepth). The first stage is asked for max(k, RerankDepth)
+	// and only its top RerankDepth are re-ranked; when k is larger, its
+	// candidates below RerankDepth follow the re-ranked ones in the first
+	// stage's order (pygaggle's and Anserini's behaviour), with
+	// scores below every re-ranked score so that trec_eval ranks them
+	// there too (see appendTail).
 	RerankDepth int
 }
 
 // Search runs the pipeline on a batch of queries and returns the top k of
-// each, best first: out[i] belongs to queries[i]. It checks what the stages
+// each, best first: out[i] belongs to queries[i]. With a re-ranker, the
+// first stage's top RerankDepth are re-ranked and, when k > RerankDepth,
+// the first stage's next k - RerankDepth follow. It checks what the stages
 // return (one list per query, at most k results kept), so that a faulty
 // stage is an error rather than a wrong answer for somebody else's query.
 func (p *Pipeline) Search(ctx context.Context, queries []string, k int) ([][]Result, error) {
@@ -88,13 +96,13 @@ func (p *Pipeline) Search(ctx context.Context, queries []string, k int) ([][]Res
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	depth := k
+	depth, rerankDepth := k, 0
 	if p.Rerank != nil {
-		d := p.RerankDepth
-		if d <= 0 {
-			d = DefaultRerankDepth
+		rerankDepth = p.RerankDepth
+		if rerankDepth <= 0 {
+			rerankDepth = DefaultRerankDepth
 		}
-		depth = max(depth, d)
+		depth = max(depth, rerankDepth)
 	}
 	cands, err := p.First.Retrieve(ctx, queries, depth)
 	if err != nil {
@@ -108,11 +116,25 @@ func (p *Pipeline) Search(ctx context.Context, queries []string, k int) ([][]Res
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if out, err = p.Rerank.Rerank(ctx, queries, cands, k); err != nil {
+		top := cands
+		if k > rerankDepth {
+			top = make([][]Result, len(cands))
+			for i, rs := range cands {
+				top[i] = rs[:min(len(rs), rerankDepth)]
+			}
+		}
+		if out, err = p.Rerank.Rerank(ctx, queries, top, min(k, rerankDepth)); err != nil {
 			return nil, err
 		}
 		if len(out) != len(queries) {
 			return nil, fmt.Errorf("ir: re-ranker returned %d result lists for %d queries", len(out), len(queries))
+		}
+		if k > rerankDepth {
+			for i, rs := range cands {
+				if len(rs) > rerankDepth {
+					out[i] = appendTail(out[i], rs[rerankDepth:min(len(rs), k)])
+				}
+			}
 		}
 	}
 	for i, rs := range out {
@@ -121,6 +143,35 @@ func (p *Pipeline) Search(ctx context.Context, queries []string, k int) ([][]Res
 		}
 	}
 	return out, nil
+}
+
+// appendTail returns reranked followed by tail, first-stage results below
+// the re-ranking depth, in tail's order. Their first-stage scores are on
+// another scale than the re-ranker's, so each gets a new one: 1, 2, 3, ...
+// below the lowest re-ranked score, or the next float32 below its
+// predecessor where that step would not show as a float32 (trec_eval's
+// precision). The list is then in trec_eval's order: the re-ranked
+// results first, the rest in the first stage's order.
+func appendTail(reranked, tail []Result) []Result {
+	out := make([]Result, 0, len(reranked)+len(tail))
+	out = append(out, reranked...)
+	low := math.Inf(1)
+	for _, r := range reranked {
+		low = min(low, r.Score)
+	}
+	if math.IsInf(low, 1) {
+		low = 0 // nothing was re-ranked
+	}
+	prev := float32(low)
+	for j, r := range tail {
+		s := low - float64(j+1)
+		if !(float32(s) < prev) {
+			s = float64(math.Nextafter32(prev, float32(math.Inf(-1))))
+		}
+		prev = float32(s)
+		out = append(out, Result{DocID: r.DocID, Score: s})
+	}
+	return out
 }
 
 // BM25Retriever is the BM25 (or BM25+RM3) first stage over an Index.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -177,16 +178,19 @@ func TestPipelineFirstStageOnly(t *testing.T) {
 	}
 }
 
+// The re-ranker sees the first stage's top RerankDepth only; when k is
+// larger, the first stage's next results follow the re-ranked ones in its
+// order, with scores below them (so that trec_eval keeps that order).
 func TestPipelineRerankDepth(t *testing.T) {
-	for _, c := range []struct{ depth, k, want int }{
-		{0, 10, DefaultRerankDepth},
-		{50, 10, 50},
-		{50, 200, 200},
+	for _, c := range []struct{ depth, k, first, seen int }{
+		{0, 10, DefaultRerankDepth, DefaultRerankDepth},
+		{50, 10, 50, 50},
+		{50, 200, 200, 50},
 	} {
 		f := &fakeFirst{n: 1000}
-		var seen int
+		var seen, seenK int
 		rr := RerankerFunc(func(ctx context.Context, qs []string, cands [][]Result, k int) ([][]Result, error) {
-			seen = len(cands[0])
+			seen, seenK = len(cands[0]), k
 			return reverseRerank(ctx, qs, cands, k)
 		})
 		p := &Pipeline{First: f, Rerank: rr, RerankDepth: c.depth}
@@ -194,12 +198,53 @@ func TestPipelineRerankDepth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.depths[0] != c.want || seen != c.want {
-			t.Errorf("RerankDepth %d, k %d: first stage asked for %d, re-ranker saw %d; want %d", c.depth, c.k, f.depths[0], seen, c.want)
+		if f.depths[0] != c.first || seen != c.seen || seenK != min(c.k, c.seen) {
+			t.Errorf("RerankDepth %d, k %d: first stage asked for %d, re-ranker saw %d and was asked for %d; want %d, %d, %d",
+				c.depth, c.k, f.depths[0], seen, seenK, c.first, c.seen, min(c.k, c.seen))
 		}
-		if len(got[0]) != c.k || got[0][0].DocID != fmt.Sprintf("q#%d", c.want) {
+		if len(got[0]) != c.k || got[0][0].DocID != fmt.Sprintf("q#%d", c.seen) {
 			t.Errorf("RerankDepth %d, k %d: got %d results starting %v", c.depth, c.k, len(got[0]), got[0][0])
+			continue
 		}
+		// Below the depth: q#51 ... q#200 in the first stage's order, each
+		// scored below everything before it as trec_eval reads scores.
+		for j := c.seen; j < c.k; j++ {
+			if want := fmt.Sprintf("q#%d", j+1); got[0][j].DocID != want {
+				t.Fatalf("RerankDepth %d, k %d: rank %d is %s, want %s (the first stage's)", c.depth, c.k, j+1, got[0][j].DocID, want)
+			}
+			for i := range j {
+				if !(float32(got[0][j].Score) < float32(got[0][i].Score)) {
+					t.Fatalf("RerankDepth %d, k %d: rank %d's score %v is not below rank %d's %v", c.depth, c.k, j+1, got[0][j].Score, i+1, got[0][i].Score)
+				}
+			}
+		}
+		rs := slices.Clone(got[0])
+		SortTREC(rs)
+		for j := c.seen; j < c.k; j++ {
+			if rs[j].DocID != got[0][j].DocID {
+				t.Fatalf("RerankDepth %d, k %d: trec_eval's order puts %s at rank %d, the pipeline %s", c.depth, c.k, rs[j].DocID, j+1, got[0][j].DocID)
+			}
+		}
+	}
+}
+
+// appendTail keeps the tail below the re-ranked scores in float32, also
+// where a step of 1 vanishes at float32's precision.
+func TestAppendTail(t *testing.T) {
+	tail := []Result{{"x", 100}, {"y", 100}, {"z", 3}}
+	got := appendTail([]Result{{"a", 2.5}, {"b", -0.5}}, tail)
+	want := []Result{{"a", 2.5}, {"b", -0.5}, {"x", -1.5}, {"y", -2.5}, {"z", -3.5}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("appendTail = %v, want %v", got, want)
+	}
+	got = appendTail([]Result{{"a", 1e9}}, tail)
+	for j := 1; j < len(got); j++ {
+		if !(float32(got[j].Score) < float32(got[j-1].Score)) || got[j].DocID != tail[j-1].DocID {
+			t.Errorf("large scores: %v", got)
+		}
+	}
+	if got := appendTail(nil, tail[:1]); len(got) != 1 || got[0].Score != -1 {
+		t.Errorf("nothing re-ranked: %v", got)
 	}
 }
 

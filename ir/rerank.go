@@ -315,7 +315,8 @@ type CrossEncoderOptions struct {
 // Rerank, Score and ScoreEncoded run each forward pass in its own tensor
 // scope with gradients off and only read the parameters, so goroutines may
 // call them at once (a search service's requests), as long as nothing
-// trains the model meanwhile.
+// trains the model meanwhile. Close waits for the calls in progress, and
+// calls after it return an error, never touching freed parameters.
 type CrossEncoder struct {
 	Model *torchmods.BertForSequenceClassification
 	Tok   *mlm.Tokenizer
@@ -326,7 +327,11 @@ type CrossEncoder struct {
 	// Source names the weights, for messages.
 	Source string
 
-	owned *torchmods.Store // dropped by Close when LoadCrossEncoder made it
+	owned     *torchmods.Store // dropped by Close when LoadCrossEncoder made it
+	numLabels int
+
+	mu     sync.RWMutex // read: a scoring call; write: Close
+	closed bool
 
 	cacheMu  sync.Mutex
 	cache    map[string][]int64
@@ -349,7 +354,8 @@ func NewCrossEncoder(m *torchmods.BertForSequenceClassification, tok *mlm.Tokeni
 	if tok.Size > m.Bert.Cfg.VocabSize {
 		return nil, fmt.Errorf("ir: the tokenizer has %d tokens, the model's vocabulary %d", tok.Size, m.Bert.Cfg.VocabSize)
 	}
-	ce := &CrossEncoder{Model: m, Tok: tok, Docs: docs, MaxQueryLen: o.MaxQueryLen, MaxLen: o.MaxLen, Batch: o.Batch}
+	ce := &CrossEncoder{Model: m, Tok: tok, Docs: docs, MaxQueryLen: o.MaxQueryLen, MaxLen: o.MaxLen, Batch: o.Batch,
+		numLabels: int(m.Classifier.Weight.MustSize()[0])}
 	if ce.MaxQueryLen == 0 {
 		ce.MaxQueryLen = DefaultMaxQueryLen
 	}
@@ -379,15 +385,28 @@ func NewCrossEncoder(m *torchmods.BertForSequenceClassification, tok *mlm.Tokeni
 }
 
 // NumLabels is the classifier's number of outputs, 1 or 2.
-func (ce *CrossEncoder) NumLabels() int { return int(ce.Model.Classifier.Weight.MustSize()[0]) }
+func (ce *CrossEncoder) NumLabels() int {
+	if ce.numLabels == 0 { // a CrossEncoder not made by NewCrossEncoder
+		return int(ce.Model.Classifier.Weight.MustSize()[0])
+	}
+	return ce.numLabels
+}
 
-// Close frees the parameters of a cross-encoder that LoadCrossEncoder made;
-// one wrapped by NewCrossEncoder belongs to its caller's store.
+// errCrossEncoderClosed is what scoring calls return after Close.
+var errCrossEncoderClosed = errors.New("ir: cross-encoder is closed")
+
+// Close waits for the scoring calls in progress, then frees the
+// parameters of a cross-encoder that LoadCrossEncoder made (one wrapped by
+// NewCrossEncoder belongs to its caller's store, which keeps them). Either
+// way, Rerank, Score and ScoreEncoded return an error afterwards.
 func (ce *CrossEncoder) Close() {
+	ce.mu.Lock()
+	defer ce.mu.Unlock()
 	if ce.owned != nil {
 		ce.owned.Drop()
 		ce.owned = nil
 	}
+	ce.closed = true
 }
 
 // Logits runs the classifier on a batch: logits [N, NumLabels] (tensor
@@ -440,6 +459,11 @@ func (ce *CrossEncoder) Pair(query, passage []int64) PairEncoding {
 
 // Score scores pairs (queries[i], passages[i]).
 func (ce *CrossEncoder) Score(ctx context.Context, queries, passages []string) ([]float64, error) {
+	ce.mu.RLock()
+	defer ce.mu.RUnlock()
+	if ce.closed {
+		return nil, errCrossEncoderClosed
+	}
 	if len(queries) != len(passages) {
 		return nil, fmt.Errorf("ir: %d queries and %d passages", len(queries), len(passages))
 	}
@@ -450,13 +474,23 @@ func (ce *CrossEncoder) Score(ctx context.Context, queries, passages []string) (
 			return nil, err
 		}
 	}
-	return ce.ScoreEncoded(ctx, enc)
+	return ce.scoreEncoded(ctx, enc)
 }
 
 // ScoreEncoded scores encoded pairs in forward passes of Batch pairs. The
 // pairs are taken in order of length, so that each pass pads little; the
 // scores come back in the pairs' order. ctx is checked between passes.
 func (ce *CrossEncoder) ScoreEncoded(ctx context.Context, enc []PairEncoding) ([]float64, error) {
+	ce.mu.RLock()
+	defer ce.mu.RUnlock()
+	if ce.closed {
+		return nil, errCrossEncoderClosed
+	}
+	return ce.scoreEncoded(ctx, enc)
+}
+
+// scoreEncoded is ScoreEncoded; the caller holds ce.mu for reading.
+func (ce *CrossEncoder) scoreEncoded(ctx context.Context, enc []PairEncoding) ([]float64, error) {
 	order := make([]int, len(enc))
 	for i := range order {
 		order[i] = i
@@ -506,6 +540,11 @@ func (ce *CrossEncoder) Rerank(ctx context.Context, queries []string, candidates
 	if k < 1 {
 		return nil, fmt.Errorf("ir: re-rank k = %d, want >= 1", k)
 	}
+	ce.mu.RLock()
+	defer ce.mu.RUnlock()
+	if ce.closed {
+		return nil, errCrossEncoderClosed
+	}
 	var enc []PairEncoding
 	for i, q := range queries {
 		if len(candidates[i]) == 0 {
@@ -526,7 +565,7 @@ func (ce *CrossEncoder) Rerank(ctx context.Context, queries []string, candidates
 			return nil, err
 		}
 	}
-	scores, err := ce.ScoreEncoded(ctx, enc)
+	scores, err := ce.scoreEncoded(ctx, enc)
 	if err != nil {
 		return nil, err
 	}

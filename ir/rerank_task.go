@@ -285,7 +285,7 @@ var rerankMetrics = []Metric{MRR10, NDCG10, Recall100}
 // trainQuery is a training query with its relevant documents and the
 // first stage's non-relevant ones, best first.
 type trainQuery struct {
-	text     string
+	id, text string
 	pos, neg []string
 	rel      map[string]bool
 }
@@ -486,7 +486,7 @@ func (d *rerankData) trainingQueries(c *RerankConfig, w io.Writer) error {
 	}
 	noPos, noRun, negs := 0, 0, 0
 	for _, q := range qs {
-		tq := trainQuery{text: q.Text, rel: map[string]bool{}}
+		tq := trainQuery{id: q.ID, text: q.Text, rel: map[string]bool{}}
 		for id, g := range qrels[q.ID] {
 			if g >= 1 {
 				tq.rel[id] = true
@@ -514,14 +514,24 @@ func (d *rerankData) trainingQueries(c *RerankConfig, w io.Writer) error {
 				tq.neg = append(tq.neg, r.DocID)
 			}
 		}
+		// Every group has one positive and n negatives (LCE's softmax
+		// needs them all), drawn from the documents not relevant to the
+		// query: there must be n of them.
+		relevant := 0
+		for id := range tq.rel {
+			if _, err := d.docs.Text(id); err == nil {
+				relevant++
+			}
+		}
+		if n, others := c.negatives(), len(d.bench.Docs)-relevant; others < n {
+			return fmt.Errorf("data.negatives: %d per query, but training query %s is judged relevant to %d of the %d documents, leaving %d",
+				n, q.ID, relevant, len(d.bench.Docs), others)
+		}
 		negs += len(tq.neg)
 		d.train = append(d.train, tq)
 	}
 	if len(d.train) == 0 {
 		return fmt.Errorf("ir: none of the %d training queries has a relevant document in the collection", len(qs))
-	}
-	if n := c.negatives(); n > len(d.bench.Docs)-1 {
-		return fmt.Errorf("data.negatives: %d per query, but the collection has %d documents", n, len(d.bench.Docs))
 	}
 	d.meanNeg = float64(negs) / float64(len(d.train))
 	fmt.Fprintf(w, "ir.rerank: %d training queries, negatives from %s's top %d: %.1f per query on average (%.1f s)\n",
@@ -550,7 +560,9 @@ type rerankBatch struct {
 // negatives drawn with rng (the batch's own generator, so a resumed run
 // draws the same): negatives without replacement from the query's list,
 // made up with random non-relevant documents of the collection when the
-// list is short. It runs on the loader's goroutines and makes no tensor.
+// list is short. A query with fewer than n documents not relevant to it
+// (which trainingQueries refuses) is an error naming it. It runs on the
+// loader's goroutines and makes no tensor.
 func (d *rerankData) makeBatch(ce *CrossEncoder, idx []int, n int, rng *rand.Rand) (rerankBatch, error) {
 	var b rerankBatch
 	enc := make([]PairEncoding, 0, len(idx)*(n+1))
@@ -571,12 +583,13 @@ func (d *rerankData) makeBatch(ce *CrossEncoder, idx []int, n int, rng *rand.Ran
 			for _, id := range ids {
 				chosen[id] = true
 			}
-			for len(ids) < n+1 {
-				id := d.bench.Docs[rng.IntN(len(d.bench.Docs))].ID
-				if !q.rel[id] && !chosen[id] {
-					chosen[id] = true
-					ids = append(ids, id)
-				}
+			docs := d.bench.Docs
+			more := drawDocs(rng, len(docs), n+1-len(ids), func(i int) bool { return !q.rel[docs[i].ID] && !chosen[docs[i].ID] })
+			if len(ids)+len(more) < n+1 {
+				return b, fmt.Errorf("ir: training query %s: %d negatives asked, only %d documents are not relevant to it", q.id, n, len(ids)-1+len(more))
+			}
+			for _, i := range more {
+				ids = append(ids, docs[i].ID)
 			}
 		}
 		for j, id := range ids {

@@ -160,8 +160,10 @@ type ErrorResponse struct {
 //	404  unknown path
 //	405  wrong method (Allow says which)
 //	413  body over MaxBodyBytes, or more than MaxQueries queries
-//	500  the pipeline failed or panicked (the panic is logged with its
-//	     stack; the other requests and the server carry on)
+//	500  the pipeline failed or panicked with an error value (tensor
+//	     code's panics; logged with the stack, and the other requests and
+//	     the server carry on). A panic with any other value, a runtime
+//	     error or a string, is a bug: it is logged and not recovered.
 //	503  no pipeline slot became free within Timeout, or shutting down
 //	504  the search did not finish within Timeout
 type Server struct {
@@ -202,10 +204,13 @@ type outcome struct {
 	err     error
 }
 
-// pipelinePanic is a panic recovered from the pipeline, as an error.
-type pipelinePanic struct{ v any }
+// pipelinePanic is a panic with an error value recovered from the
+// pipeline, as an error.
+type pipelinePanic struct{ v error }
 
 func (p *pipelinePanic) Error() string { return fmt.Sprintf("ir: pipeline panicked: %v", p.v) }
+
+func (p *pipelinePanic) Unwrap() error { return p.v }
 
 // submit queues a request and makes sure a slot will take it. It returns
 // false once the server is shutting down.
@@ -342,14 +347,25 @@ func (s *Server) run(batch []*pending) {
 	}
 }
 
-// search calls the pipeline, turning a panic into an error so that one bad
-// query fails its batch and not the process.
+// search calls the pipeline. A panic whose value is an error (tensor
+// code's: a libtorch error, a layer's shape check) becomes an error, so
+// that one bad query fails its batch and not the process; as torchmods
+// rules, any other panic (a runtime error such as a nil dereference, a
+// string from code misusing an API) is a bug: it is logged with its stack
+// and goes on up, unconverted.
 func (s *Server) search(ctx context.Context, queries []string, k int) (res [][]Result, err error) {
 	defer func() {
-		if v := recover(); v != nil {
-			s.log.Printf("ir: serve: pipeline panicked on a batch of %d queries (k=%d): %v\n%s", len(queries), k, v, debug.Stack())
-			res, err = nil, &pipelinePanic{v}
+		v := recover()
+		if v == nil {
+			return
 		}
+		e, isErr := v.(error)
+		if _, isRuntime := v.(runtime.Error); !isErr || isRuntime {
+			s.log.Printf("ir: serve: pipeline panicked on a batch of %d queries (k=%d), a bug, not recovered: %v\n%s", len(queries), k, v, debug.Stack())
+			panic(v)
+		}
+		s.log.Printf("ir: serve: pipeline panicked on a batch of %d queries (k=%d): %v\n%s", len(queries), k, e, debug.Stack())
+		res, err = nil, &pipelinePanic{e}
 	}()
 	res, err = s.p.Search(ctx, queries, k)
 	if err == nil && len(res) != len(queries) {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -289,8 +290,9 @@ func TestServePipelineFailures500(t *testing.T) {
 	first := RetrieverFunc(func(ctx context.Context, qs []string, k int) ([][]Result, error) {
 		switch qs[0] {
 		case "panic":
-			var m map[string]int
-			m["boom"]++ // a nil map write: a runtime panic, as a real bug would be
+			// Tensor code's failure: a panic with an error value (a shape
+			// check, a libtorch error), which the server turns into a 500.
+			panic(fmt.Errorf("ir: scores of shape [3 7] for 2 queries"))
 		case "error":
 			return nil, errors.New("disk on fire")
 		case "nan":
@@ -314,11 +316,48 @@ func TestServePipelineFailures500(t *testing.T) {
 		}
 	}
 	out := logs.String()
-	if !strings.Contains(out, "panicked") || !strings.Contains(out, "assignment to entry in nil map") || !strings.Contains(out, "serve_test.go") {
+	if !strings.Contains(out, "panicked") || !strings.Contains(out, "scores of shape [3 7]") || !strings.Contains(out, "serve_test.go") {
 		t.Errorf("panic not logged with its stack:\n%s", out)
 	}
 	if !strings.Contains(out, "disk on fire") {
 		t.Errorf("pipeline error not logged:\n%s", out)
+	}
+}
+
+// A panic whose value is not an error, a runtime error or a string, is a
+// bug: the server logs it with its stack and lets it go on up rather than
+// answering 500 and carrying on. It would end the process from the slot's
+// goroutine, so the test calls the search itself, under a recover.
+func TestServeNonErrorPanicsAreNotConverted(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		boom  func()
+		check func(v any) bool
+	}{
+		{"runtime error", func() {
+			var m map[string]int
+			m["boom"]++ // a nil map write
+		}, func(v any) bool { _, ok := v.(runtime.Error); return ok }},
+		{"string", func() { panic("ir: parameter registered twice") }, func(v any) bool { return v == "ir: parameter registered twice" }},
+	} {
+		logger, logs := quietLog()
+		first := RetrieverFunc(func(ctx context.Context, qs []string, k int) ([][]Result, error) {
+			c.boom()
+			return nil, nil
+		})
+		s := NewServer(&Pipeline{First: first}, ServeOptions{Logger: logger})
+		var recovered any
+		var err error
+		func() {
+			defer func() { recovered = recover() }()
+			_, err = s.search(context.Background(), []string{"q"}, 3)
+		}()
+		if recovered == nil || !c.check(recovered) {
+			t.Errorf("%s: search returned error %v and panicked with %v; want the panic to go on up unchanged", c.name, err, recovered)
+		}
+		if out := logs.String(); !strings.Contains(out, "not recovered") || !strings.Contains(out, "serve_test.go") {
+			t.Errorf("%s: the panic is not logged with its stack:\n%s", c.name, out)
+		}
 	}
 }
 

@@ -16,7 +16,8 @@ import (
 
 // Result is one retrieved document and its score. Ranks are not stored:
 // like trec_eval, everything here derives the rank from the scores (see
-// SortTREC), so a run's order is a function of its scores and doc ids only.
+// SortTREC; compared as float32, as trec_eval stores them), so a run's
+// order is a function of its scores and doc ids only.
 type Result struct {
 	DocID string
 	Score float64
@@ -50,9 +51,14 @@ func (e *ParseError) Error() string {
 // p1->docno)"), the order in which every trec_eval measure reads a ranking,
 // whatever rank column the file had. Go's string comparison is bytewise, as
 // strcmp is on NUL-free strings.
+//
+// Scores are compared as float32: trec_eval's get_trec_results.c stores
+// each score in a C float (sim = atof(...) into a float field), so two
+// scores that round to the same float32 tie in trec_eval and are ordered
+// by doc id, however they differ as float64.
 func trecBefore(a, b Result) bool {
-	if a.Score != b.Score {
-		return a.Score > b.Score
+	if sa, sb := float32(a.Score), float32(b.Score); sa != sb {
+		return sa > sb
 	}
 	return a.DocID > b.DocID
 }
@@ -68,8 +74,9 @@ func trecCompare(a, b Result) int {
 }
 
 // SortTREC sorts results into trec_eval's ranking order: score descending,
-// then doc id descending. Writing a run in this order makes its rank column
-// agree with the ranks trec_eval computes from the scores.
+// compared as float32 as trec_eval reads them, then doc id descending.
+// Writing a run in this order makes its rank column agree with the ranks
+// trec_eval computes from the scores.
 func SortTREC(results []Result) {
 	slices.SortFunc(results, trecCompare)
 }
@@ -229,10 +236,12 @@ func WriteRunFile(path string, run Run, tag string) error {
 // WriteRun writes run in TREC format. Queries come in SortQIDs order; each
 // query's documents in trec_eval's order (SortTREC) with ranks 1, 2, ... .
 // Scores are written with the fewest digits that read back as the same
-// float64, so trec_eval (which parses them with atof) sees exactly the scores
-// and so exactly the ranking that produced the file; fixed "%f" formatting
-// could turn distinct scores into ties that trec_eval then reorders by doc id.
-// The tag must be a single non-empty field.
+// float64, so ReadRun gets back exactly the scores written. trec_eval keeps
+// a score as a C float (float32): scores that differ only beyond float32's
+// precision tie there and are ordered by doc id descending, which is the
+// order SortTREC, and so the rank column here, already gives them; fixed
+// "%f" formatting would go further and turn scores that differ as float32
+// into ties. The tag must be a single non-empty field.
 func WriteRun(w io.Writer, run Run, tag string) error {
 	if tag == "" || strings.ContainsFunc(tag, isSpace) {
 		return fmt.Errorf("ir: run tag %q must be one non-empty field", tag)

@@ -174,3 +174,35 @@ func FuzzReadRun(f *testing.F) {
 		}
 	})
 }
+
+// trec_eval keeps scores as C floats: two scores equal as float32 tie
+// there and are ordered by doc id descending, even when they differ as
+// float64 (these two are 1/61 + 1/61 + 1/62 summed in two orders).
+// SortTREC, WriteRun's rank column and the evaluation must agree.
+func TestSortTRECComparesFloat32(t *testing.T) {
+	lo, hi := 0.04891591750396616, 0.048915917503966164
+	if lo == hi || float32(lo) != float32(hi) {
+		t.Fatal("the test needs scores distinct as float64 and equal as float32")
+	}
+	rs := []Result{{"a", hi}, {"z", lo}, {"m", 0.5}}
+	SortTREC(rs)
+	if rs[0].DocID != "m" || rs[1].DocID != "z" || rs[2].DocID != "a" {
+		t.Fatalf("SortTREC = %v, want m, then the float32 tie z, a by doc id descending", rs)
+	}
+	var buf bytes.Buffer
+	if err := WriteRun(&buf, Run{"q": {{"a", hi}, {"z", lo}}}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	want := "q Q0 z 1 0.04891591750396616 t\nq Q0 a 2 0.048915917503966164 t\n"
+	if buf.String() != want {
+		t.Fatalf("WriteRun:\n%s\nwant:\n%s", buf.String(), want)
+	}
+	// Only z is relevant: trec_eval ranks it first, RR 1.
+	ev, err := Evaluate(Run{"q": {{"a", hi}, {"z", lo}}}, Qrels{"q": {"z": 1}}, []Metric{MRR10}, EvalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Mean[0] != 1 {
+		t.Errorf("MRR@10 = %v, want 1 (z ranks first in trec_eval)", ev.Mean[0])
+	}
+}

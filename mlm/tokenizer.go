@@ -30,7 +30,9 @@ type Encoded struct {
 }
 
 // LoadTokenizer reads a HF tokenizer.json, or a vocab.txt (one token per
-// line) with BERT's uncased pipeline.
+// line) with BERT's uncased pipeline. A tokenizer.json's padding and
+// truncation settings are ignored: Encode cuts at its maxLen and never
+// pads.
 func LoadTokenizer(path string) (*Tokenizer, error) {
 	var tk *tokenizer.Tokenizer
 	if filepath.Ext(path) == ".json" {
@@ -38,6 +40,13 @@ func LoadTokenizer(path string) (*Tokenizer, error) {
 		if tk, err = pretrained.FromFile(path); err != nil {
 			return nil, fmt.Errorf("tokenizer %s: %w", path, err)
 		}
+		// The file's padding and truncation (sentence-transformers ships
+		// padding {"Fixed": 128} and truncation at 128) would pad every
+		// encoding with [PAD]s and cut it at the file's length: Encode's
+		// callers truncate (maxLen) and pad (with attention masks)
+		// themselves, so both are turned off.
+		tk.WithPadding(nil)
+		tk.WithTruncation(nil)
 	} else {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("tokenizer: %w", err)

@@ -1,6 +1,7 @@
 package mlm
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -72,4 +73,41 @@ func TestTaggerOnKnownWords(t *testing.T) {
 		assert.Equal(t, want, tg.Tag(w), w)
 	}
 	assert.Equal(t, len(Tags)-1, TagID("nonsense"))
+}
+
+// A HF tokenizer.json may carry padding and truncation
+// (sentence-transformers' all-MiniLM-L6-v2: padding {"Fixed": 128},
+// truncation at 128). LoadTokenizer turns both off: Encode's callers
+// truncate and pad themselves, so [PAD]s in the ids would be attended to
+// and pooled over, and the file's cut would override maxLen.
+func TestLoadTokenizerJSONIgnoresPaddingAndTruncation(t *testing.T) {
+	const js = `{
+  "version": "1.0",
+  "truncation": {"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0},
+  "padding": {"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+  "added_tokens": [
+    {"id": 0, "content": "[PAD]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+    {"id": 1, "content": "[UNK]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+    {"id": 2, "content": "[CLS]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+    {"id": 3, "content": "[SEP]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+    {"id": 4, "content": "[MASK]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+  ],
+  "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+  "pre_tokenizer": {"type": "BertPreTokenizer"},
+  "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+  "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+  "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
+    "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "the": 5, "cat": 6, "sat": 7, "on": 8, "mat": 9}}
+}`
+	path := filepath.Join(t.TempDir(), "tokenizer.json")
+	require.NoError(t, os.WriteFile(path, []byte(js), 0o644))
+	tok, err := LoadTokenizer(path)
+	require.NoError(t, err)
+	e, err := tok.Encode("The cat sat on the mat", 64)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{tok.CLS, 5, 6, 7, 8, 5, 9, tok.SEP}, e.IDs, "no [PAD]s, and no cut at the file's max_length of 4")
+	assert.Equal(t, []int{-1, 0, 1, 2, 3, 4, 5, -1}, e.Words)
+	short, err := tok.Encode("The cat sat on the mat", 4)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{tok.CLS, 5, 6, tok.SEP}, short.IDs, "maxLen still cuts")
 }

@@ -18,15 +18,19 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/BurntSushi/toml"
+	"github.com/sugarme/gotch"
+
 	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/cli"
 	"github.com/reprolab/repro/ir"
+	"github.com/reprolab/repro/train"
 )
 
 func irCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "ir",
-		Short: "information retrieval (Fan et al., 2021): BM25 index and search, fusion, trec_eval, search service",
+		Short: "information retrieval (Fan et al., 2021): BM25, dense and hybrid search, monoBERT re-ranking, HNSW, trec_eval, search service",
 		Long: `ir is the command line of package ir: the WordNet reverse-dictionary benchmark, BM25
 (Anserini's analyzer and Lucene's scoring) and RM3, TREC runs, fusion, evaluation with
 trec_eval's semantics, and the HTTP search service with its load test. Files are TREC and MS
@@ -36,8 +40,10 @@ MARCO-style (docid<TAB>text collections, qid<TAB>text queries, "qid 0 docid rel"
 	repro ir benchmark -out wn
 	repro ir index -collection wn -out wn.idx
 	repro ir search -index wn.idx -queries wn/queries.test.tsv -out bm25.trec
-	repro ir eval -c -qrels wn/qrels.test.txt bm25.trec`,
-		Sub: []*cli.Command{irBenchmark(), irIndex(), irSearch(), irFuse(), irEval(), irServe(), irLoadtest()},
+	repro ir eval -c -qrels wn/qrels.test.txt bm25.trec
+	repro ir search -dense runs/ir-dense -queries wn/queries.test.tsv -out dense.trec
+	repro ir hnsw -dense runs/ir-dense -queries wn/queries.dev.tsv`,
+		Sub: []*cli.Command{irBenchmark(), irIndex(), irSearch(), irHNSW(), irFuse(), irEval(), irServe(), irLoadtest()},
 	}
 }
 
@@ -254,17 +260,34 @@ func irReadRun(path string) (ir.Run, error) {
 // `repro ir serve` run. Both build it with open, so an offline run and the
 // service rank with the same code (ir.Pipeline).
 //
-// The pipeline is a first stage and an optional re-ranker. Today the first
-// stage is BM25 (RM3 on request) and there is no re-ranker. A new stage is
-// added here and nowhere else: its flags in declare, its construction in
-// open (a dense retriever, fused with BM25 by ir.Hybrid, becomes First; a
-// monoBERT ir.Reranker becomes Rerank), and both commands have it.
+// The pipeline is a first stage and an optional re-ranker:
+//   - the first stage is BM25 (-index, RM3 on request), a bi-encoder
+//     (-dense, searched exactly or, with -hnsw, through its HNSW graph), or
+//     both fused by ir.Hybrid (-hybrid rrf|interpolate);
+//   - the re-ranker is a monoBERT cross-encoder (-rerank) reading the
+//     candidates' text from -collection.
+//
+// A new stage is added here and nowhere else: its flags in declare, their
+// checks in check, its construction in open, and both commands have it.
 type irPipeline struct {
 	index   string
 	rm3     bool
 	k1, b   float64
 	exact   bool
 	threads int
+
+	dense   string
+	hnsw    bool
+	ef      int
+	hybrid  string
+	weights string
+	norm    string
+
+	rerank      string
+	rerankDepth int
+	collection  string
+
+	device string
 }
 
 func (p *irPipeline) declare(fs *flag.FlagSet) {
@@ -274,7 +297,17 @@ func (p *irPipeline) declare(fs *flag.FlagSet) {
 	fs.Float64Var(&p.k1, "k1", shortFloat(bm.K1), "BM25 k1 (Anserini's default)")
 	fs.Float64Var(&p.b, "b", shortFloat(bm.B), "BM25 b (Anserini's default)")
 	fs.BoolVar(&p.exact, "exact-lengths", false, "score with exact document lengths instead of Lucene's one-byte norms (which Anserini's numbers include)")
-	fs.IntVar(&p.threads, "threads", 0, "goroutines searching the queries of one batch (0: GOMAXPROCS)")
+	fs.IntVar(&p.threads, "threads", 0, "goroutines searching the queries of one batch, BM25 or HNSW (0: GOMAXPROCS)")
+	fs.StringVar(&p.dense, "dense", "", "an ir.dense or ir.ict run folder: dense retrieval with its query tower over its "+ir.RunDenseIndexFile)
+	fs.BoolVar(&p.hnsw, "hnsw", false, "with -dense: search the run's HNSW graph (repro ir hnsw) instead of the exact flat index")
+	fs.IntVar(&p.ef, "ef", 0, "with -hnsw: the search's candidate list (0: the graph's efSearch; raised to the depth asked for)")
+	fs.StringVar(&p.hybrid, "hybrid", "", "with -index and -dense: rrf or interpolate, how their rankings are fused (default rrf)")
+	fs.StringVar(&p.weights, "weights", "", "with -hybrid interpolate: the BM25 and dense weights, comma-separated (default 1,1)")
+	fs.StringVar(&p.norm, "norm", "", "with -hybrid interpolate: minmax, zscore or none (default minmax)")
+	fs.StringVar(&p.rerank, "rerank", "", "re-rank the first stage's top -rerank-depth with this monoBERT cross-encoder: an ir.rerank run or a HF BertForSequenceClassification folder (needs -collection)")
+	fs.IntVar(&p.rerankDepth, "rerank-depth", 0, fmt.Sprintf("with -rerank: candidates re-ranked per query (0: %d)", ir.DefaultRerankDepth))
+	fs.StringVar(&p.collection, "collection", "", "with -rerank: the passages' text, a collection as repro ir index reads it (tsv, beir or a benchmark folder)")
+	fs.StringVar(&p.device, "device", "cpu", "cpu or cuda: where the bi-encoder and the cross-encoder run")
 }
 
 // shortFloat is x as the float64 of its shortest decimal (0.9, not
@@ -284,20 +317,72 @@ func shortFloat(x float32) float64 {
 	return v
 }
 
-// options checks the flags and returns the BM25 search options.
-func (p *irPipeline) options() (ir.SearchOptions, error) {
-	if p.index == "" {
-		return ir.SearchOptions{}, cli.Usagef("-index names the BM25 index (repro ir index -out)")
+// check refuses flags that are malformed or that do not fit together,
+// with a usage error naming them, before anything is opened.
+func (p *irPipeline) check() error {
+	if p.index == "" && p.dense == "" {
+		return cli.Usagef("-index names the BM25 index (repro ir index -out), or -dense an ir.dense run; give one or both")
 	}
 	if math.IsNaN(p.k1) || math.IsInf(p.k1, 0) || p.k1 < 0 {
-		return ir.SearchOptions{}, cli.Usagef("-k1 %v: want a finite value >= 0", p.k1)
+		return cli.Usagef("-k1 %v: want a finite value >= 0", p.k1)
 	}
 	if math.IsNaN(p.b) || p.b < 0 || p.b > 1 {
-		return ir.SearchOptions{}, cli.Usagef("-b %v: want a value in [0, 1]", p.b)
+		return cli.Usagef("-b %v: want a value in [0, 1]", p.b)
 	}
 	if p.threads < 0 {
-		return ir.SearchOptions{}, cli.Usagef("-threads %d: want >= 0", p.threads)
+		return cli.Usagef("-threads %d: want >= 0", p.threads)
 	}
+	if p.rm3 && p.index == "" {
+		return cli.Usagef("-rm3 expands BM25's queries: give -index")
+	}
+	if p.hnsw && p.dense == "" {
+		return cli.Usagef("-hnsw searches a dense run's graph: give -dense")
+	}
+	if p.ef < 0 {
+		return cli.Usagef("-ef %d: want >= 0", p.ef)
+	}
+	if p.ef > 0 && !p.hnsw {
+		return cli.Usagef("-ef is the HNSW search's candidate list: give -hnsw")
+	}
+	both := p.index != "" && p.dense != ""
+	if p.hybrid != "" && !both {
+		return cli.Usagef("-hybrid fuses BM25 and dense rankings: give -index and -dense")
+	}
+	m := ir.FuseRRF
+	if p.hybrid != "" {
+		var err error
+		if m, err = ir.ParseFusionMethod(p.hybrid); err != nil {
+			return cli.Usagef("-hybrid %q: want rrf or interpolate", p.hybrid)
+		}
+	}
+	if (p.weights != "" || p.norm != "") && (!both || m != ir.FuseInterpolate) {
+		return cli.Usagef("-weights and -norm are for -hybrid interpolate")
+	}
+	if _, err := irParseWeights(p.weights, 2); err != nil {
+		return err
+	}
+	if p.norm != "" {
+		if _, err := ir.ParseNormalization(p.norm); err != nil {
+			return cli.Usagef("-norm %q: want minmax, zscore or none", p.norm)
+		}
+	}
+	if p.rerankDepth < 0 {
+		return cli.Usagef("-rerank-depth %d: want >= 0", p.rerankDepth)
+	}
+	if p.rerank == "" && (p.rerankDepth != 0 || p.collection != "") {
+		return cli.Usagef("-rerank-depth and -collection are for -rerank")
+	}
+	if p.rerank != "" && p.collection == "" {
+		return cli.Usagef("-rerank reads the candidates' passages: give -collection")
+	}
+	if p.device != "cpu" && p.device != "cuda" {
+		return cli.Usagef("-device %q: want cpu or cuda", p.device)
+	}
+	return nil
+}
+
+// options returns the BM25 search options (the flags checked).
+func (p *irPipeline) options() ir.SearchOptions {
 	o := ir.DefaultSearchOptions()
 	o.BM25 = ir.BM25Params{K1: float32(p.k1), B: float32(p.b), ExactLengths: p.exact}
 	if p.rm3 {
@@ -305,34 +390,203 @@ func (p *irPipeline) options() (ir.SearchOptions, error) {
 		o.RM3 = &rm3
 	}
 	o.Workers = p.threads
-	return o, nil
+	return o
 }
 
-// name is the pipeline as a run tag and in messages: bm25 or bm25-rm3.
+// name is the pipeline as a run tag and in messages: bm25, bm25-rm3,
+// dense, dense-hnsw, bm25+dense-rrf (the sparse part first), each with
+// +monobert when re-ranked.
 func (p *irPipeline) name() string {
-	if p.rm3 {
-		return "bm25-rm3"
+	var parts []string
+	if p.index != "" {
+		parts = append(parts, "bm25")
+		if p.rm3 {
+			parts[0] = "bm25-rm3"
+		}
 	}
-	return "bm25"
+	if p.dense != "" {
+		d := "dense"
+		if p.hnsw {
+			d = "dense-hnsw"
+		}
+		parts = append(parts, d)
+	}
+	n := strings.Join(parts, "+")
+	if len(parts) == 2 {
+		m := p.hybrid
+		if m == "" {
+			m = "rrf"
+		}
+		n += "-" + m
+	}
+	if p.rerank != "" {
+		n += "+monobert"
+	}
+	return n
 }
 
-// open checks the flags, opens the index and returns the pipeline and the
-// function that releases it.
-func (p *irPipeline) open() (*ir.Pipeline, func() error, error) {
-	o, err := p.options()
-	if err != nil {
+// sources says what the pipeline reads, for serve's start-up line.
+func (p *irPipeline) sources() string {
+	var s []string
+	for _, f := range [][2]string{{"-index", p.index}, {"-dense", p.dense}, {"-rerank", p.rerank}} {
+		if f[1] != "" {
+			s = append(s, f[1])
+		}
+	}
+	return strings.Join(s, ", ")
+}
+
+// open checks the flags, opens the indexes and models and returns the
+// pipeline and the function that releases them. Errors name the flag whose
+// file failed.
+func (p *irPipeline) open() (_ *ir.Pipeline, _ func() error, err error) {
+	if err := p.check(); err != nil {
 		return nil, nil, err
 	}
-	ix, err := ir.OpenIndex(p.index)
-	if err != nil {
-		return nil, nil, fmt.Errorf("-index: %w", err)
+	var closers []func() error
+	release := func() error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
+		}
+		return errors.Join(errs...)
 	}
-	first, err := ir.NewBM25Retriever(ix, o)
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	dev, err := train.DeviceOf(train.TrainerConfig{Device: p.device})
 	if err != nil {
-		ix.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("-device: %w", err)
 	}
-	return &ir.Pipeline{First: first}, ix.Close, nil
+	var firsts []ir.Retriever
+	if p.index != "" {
+		ix, err := ir.OpenIndex(p.index)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-index: %w", err)
+		}
+		closers = append(closers, ix.Close)
+		r, err := ir.NewBM25Retriever(ix, p.options())
+		if err != nil {
+			return nil, nil, err
+		}
+		firsts = append(firsts, r)
+	}
+	if p.dense != "" {
+		r, err := p.openDense(dev, &closers)
+		if err != nil {
+			return nil, nil, err
+		}
+		firsts = append(firsts, r)
+	}
+	pipe := &ir.Pipeline{First: firsts[0]}
+	if len(firsts) == 2 {
+		h := &ir.Hybrid{Retrievers: firsts, Method: ir.FuseRRF}
+		if p.hybrid != "" {
+			h.Method, _ = ir.ParseFusionMethod(p.hybrid)
+		}
+		if h.Method == ir.FuseInterpolate {
+			h.Weights, _ = irParseWeights(p.weights, 2)
+			h.Norm = ir.MinMax
+			if p.norm != "" {
+				h.Norm, _ = ir.ParseNormalization(p.norm)
+			}
+		}
+		pipe.First = h
+	}
+	if p.rerank != "" {
+		ce, err := p.openRerank(dev)
+		if err != nil {
+			return nil, nil, err
+		}
+		closers = append(closers, func() error { ce.Close(); return nil })
+		pipe.Rerank, pipe.RerankDepth = ce, p.rerankDepth
+	}
+	return pipe, release, nil
+}
+
+// openDense opens -dense: the run's bi-encoder and flat index, and with
+// -hnsw the graph beside the index.
+func (p *irPipeline) openDense(dev gotch.Device, closers *[]func() error) (ir.Retriever, error) {
+	if _, err := os.Stat(filepath.Join(p.dense, ir.BiEncoderFile)); err != nil {
+		return nil, fmt.Errorf("-dense %s: not an ir.dense or ir.ict run folder (%w)", p.dense, err)
+	}
+	m, err := ir.OpenBiEncoder(p.dense, ir.OpenBiEncoderOptions{Device: dev})
+	if err != nil {
+		return nil, fmt.Errorf("-dense: %w", err)
+	}
+	*closers = append(*closers, func() error { m.Close(); return nil })
+	path := filepath.Join(p.dense, ir.RunDenseIndexFile)
+	ix, err := ir.OpenDenseIndex(path)
+	if err != nil {
+		return nil, fmt.Errorf("-dense: %w", err)
+	}
+	*closers = append(*closers, ix.Close)
+	if p.hnsw {
+		gp := ir.HNSWPath(path)
+		if _, err := os.Stat(gp); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("-hnsw: %s has no HNSW graph (%s); build it with repro ir hnsw -dense %s", p.dense, gp, p.dense)
+		}
+		h, err := ir.OpenHNSW(gp, ix)
+		if err != nil {
+			return nil, fmt.Errorf("-hnsw: %w", err)
+		}
+		r, err := ir.NewHNSWRetriever(m.Query, h, ir.HNSWRetrieverOptions{Ef: p.ef, Workers: p.threads})
+		if err != nil {
+			return nil, fmt.Errorf("-hnsw: %w", err)
+		}
+		return r, nil
+	}
+	r, err := ir.NewDenseRetriever(m.Query, ix, ir.DenseRetrieverOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("-dense: %w", err)
+	}
+	*closers = append(*closers, r.Close)
+	return r, nil
+}
+
+// openRerank reads -collection and opens -rerank. An ir.rerank run's
+// lengths (max_query_len, max_len in its config.toml) are used, so that
+// the model scores pairs cut as it was trained and evaluated on; a HF
+// folder gets monoBERT's (ir.DefaultMaxQueryLen, ir.DefaultMaxPairLen).
+func (p *irPipeline) openRerank(dev gotch.Device) (*ir.CrossEncoder, error) {
+	path, format, err := irResolveCollection(p.collection, "")
+	if err != nil {
+		return nil, err
+	}
+	var docs *ir.DocStore
+	if format == "beir" {
+		var all []ir.Document
+		err = ir.ReadBEIRCorpus(path, func(d ir.BEIRDoc) error { all = append(all, d.Document()); return nil })
+		if err == nil {
+			docs, err = ir.NewDocStore(all)
+		}
+	} else {
+		docs, err = ir.ReadDocStore(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("-collection: %w", err)
+	}
+	o := ir.LoadCrossEncoderOptions{Device: dev}
+	var rc struct {
+		Task        string `toml:"task"`
+		MaxQueryLen int    `toml:"max_query_len"`
+		MaxLen      int    `toml:"max_len"`
+	}
+	if cfg := filepath.Join(p.rerank, "config.toml"); irExists(cfg) {
+		if _, err := toml.DecodeFile(cfg, &rc); err != nil {
+			return nil, fmt.Errorf("-rerank: %s: %w", cfg, err)
+		}
+		if rc.Task == "ir.rerank" {
+			o.MaxQueryLen, o.MaxLen = rc.MaxQueryLen, rc.MaxLen
+		}
+	}
+	ce, err := ir.LoadCrossEncoder(p.rerank, docs.Text, o)
+	if err != nil {
+		return nil, fmt.Errorf("-rerank: %w", err)
+	}
+	return ce, nil
 }
 
 func irSearch() *cli.Command {
@@ -341,13 +595,25 @@ func irSearch() *cli.Command {
 	k := 1000
 	return &cli.Command{
 		Name:  "search",
-		Short: "search a BM25 index with a file of queries and write a TREC run",
-		Usage: "-index INDEX -queries FILE [-format tsv|beir] [-k 1000] [-k1 0.9 -b 0.4] [-rm3] [-out RUN] [-tag NAME] [-threads N]",
-		Long: `search ranks the collection for every query of -queries with BM25 (Lucene's
-BM25Similarity, Anserini's defaults) or BM25+RM3 and writes the top -k of each as a TREC run
-("qid Q0 docid rank score tag", ranks following the scores as trec_eval reads them) to -out,
-or to standard output. Queries without any indexed term get no lines. The time taken goes to
-standard error.
+		Short: "search with BM25, a bi-encoder or both, optionally re-ranked by monoBERT, and write a TREC run",
+		Usage: "(-index INDEX [-rm3] | -dense RUN [-hnsw] | -index INDEX -dense RUN [-hybrid rrf|interpolate]) [-rerank RUN -collection FILE [-rerank-depth 100]] -queries FILE [-k 1000] [-out RUN]",
+		Long: `search ranks the collection for every query of -queries and writes the top -k of each as a
+TREC run ("qid Q0 docid rank score tag", ranks following the scores as trec_eval reads them)
+to -out, or to standard output. Queries with no result get no lines. The time taken goes to
+standard error. The pipeline is the one repro ir serve runs:
+
+  -index INDEX     BM25 (Lucene's BM25Similarity, Anserini's defaults), with -rm3 BM25+RM3
+  -dense RUN       an ir.dense or ir.ict run: its query tower and its flat index
+                   (passages.dense), searched exactly; with -hnsw through the HNSW graph that
+                   repro ir hnsw built beside it (-ef: its candidate list)
+  both             fused per query by -hybrid rrf (the default) or interpolate (-weights,
+                   -norm), each ranking taken to the depth asked of the first stage
+  -rerank SPEC     a monoBERT cross-encoder (an ir.rerank run, or a HF
+                   BertForSequenceClassification folder) re-ranking the first stage's top
+                   -rerank-depth (default 100), reading the passages from -collection
+
+The tag defaults to the pipeline's name: bm25, bm25-rm3, dense, dense-hnsw, bm25+dense-rrf,
+each with +monobert when re-ranked.
 
 -queries is a qid<TAB>text file (MS MARCO's queries.*.tsv, repro ir benchmark's
 queries.<split>.tsv) or, with -format beir (the default for .jsonl files and folders), a BEIR
@@ -360,7 +626,7 @@ queries.dev.tsv with qrels.dev.small.tsv), read as TREC qrels, or as BEIR's with
 			fs.StringVar(&qrels, "qrels", "", "if set, search only the queries judged in this qrels file")
 			fs.IntVar(&k, "k", k, "results per query")
 			fs.StringVar(&out, "out", "", "the run file to write (default: standard output)")
-			fs.StringVar(&tag, "tag", "", "the run's tag, its last column (default: bm25 or bm25-rm3)")
+			fs.StringVar(&tag, "tag", "", "the run's tag, its last column (default: the pipeline's name, as bm25 or dense-hnsw)")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if queries == "" {
@@ -378,7 +644,7 @@ queries.dev.tsv with qrels.dev.small.tsv), read as TREC qrels, or as BEIR's with
 			if err := irNoArgs(args); err != nil {
 				return err
 			}
-			if _, err := p.options(); err != nil {
+			if err := p.check(); err != nil {
 				return err
 			}
 			qs, qformat, err := irReadQueries(queries, format)
@@ -435,6 +701,169 @@ queries.dev.tsv with qrels.dev.small.tsv), read as TREC qrels, or as BEIR's with
 			fmt.Fprintf(env.Stderr, "repro ir search: %s, %d queries (%d with no result), k %d, in %s (%.0f queries/s, %d threads)\n",
 				p.name(), len(qs), len(qs)-len(run), k, irSeconds(el), float64(len(qs))/el.Seconds(), threads)
 			return nil
+		},
+	}
+}
+
+func irHNSW() *cli.Command {
+	var dense, out, queries, format, qrels, efs, device string
+	o := ir.HNSWOptions{M: ir.DefaultHNSWM, EfConstruction: ir.DefaultHNSWEfConstruction, EfSearch: ir.DefaultHNSWEfSearch, Seed: ir.DefaultHNSWSeed}
+	k, maxQueries := 10, 1000
+	return &cli.Command{
+		Name:  "hnsw",
+		Short: "build the HNSW graph of a dense run's flat index and measure its recall against exact search",
+		Usage: "-dense RUN|INDEX [-m 16] [-ef-construction 200] [-ef-search 64] [-workers N] [-out FILE] [-queries FILE [-k 10] [-ef 10,20,...]]",
+		Long: `hnsw builds a hierarchical navigable small world graph (Malkov and Yashunin; hnswlib's
+algorithms and defaults) over the vectors of a dense run's flat index (RUN/passages.dense, or a
+.dense file given directly) and writes it beside the index (INDEX.hnsw, where repro ir search
+-dense RUN -hnsw looks for it), then prints its statistics and the time taken.
+
+With -queries (read as repro ir search reads them; a run folder is needed to encode them),
+the first -max-queries of them are encoded with the run's query tower and searched exactly
+and through the graph at each -ef, and recall@k of the graph against the exact top k is
+printed with the time per query of both. Only -workers 1 builds the same graph every time.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&dense, "dense", "", "an ir.dense or ir.ict run folder, or a flat index file (.dense)")
+			fs.IntVar(&o.M, "m", o.M, "most links per document on the upper layers (2M on layer 0); hnswlib's default")
+			fs.IntVar(&o.EfConstruction, "ef-construction", o.EfConstruction, "candidate list when a document is inserted; hnswlib's default")
+			fs.IntVar(&o.EfSearch, "ef-search", o.EfSearch, "the graph's default candidate list for searches (a search for k uses at least k)")
+			fs.Uint64Var(&o.Seed, "seed", o.Seed, "seed of the documents' levels (hnswlib's default)")
+			fs.IntVar(&o.Workers, "workers", 0, "goroutines inserting documents (0: GOMAXPROCS; only 1 is reproducible)")
+			fs.StringVar(&out, "out", "", "the graph file (default: the index's path + .hnsw)")
+			fs.StringVar(&queries, "queries", "", "if set, measure recall against exact search on these queries")
+			fs.StringVar(&format, "format", "", "-queries' format, tsv or beir (default: beir for .jsonl files and folders, else tsv)")
+			fs.StringVar(&qrels, "qrels", "", "if set, measure only the queries judged in this qrels file")
+			fs.IntVar(&maxQueries, "max-queries", maxQueries, "the most queries measured (the first ones)")
+			fs.IntVar(&k, "k", k, "recall@k")
+			fs.StringVar(&efs, "ef", "", "candidate lists to measure, comma-separated (default: 10,20,40,80,160,320 and -ef-search)")
+			fs.StringVar(&device, "device", "cpu", "cpu or cuda: where the query tower and exact search run")
+		},
+		Run: func(env *cli.Env, args []string) error {
+			if dense == "" {
+				return cli.Usagef("-dense names the run (or flat index) to build the graph of")
+			}
+			if o.M < 2 {
+				return cli.Usagef("-m %d: want >= 2", o.M)
+			}
+			for _, c := range []struct {
+				name string
+				v    int
+			}{{"-ef-construction", o.EfConstruction}, {"-ef-search", o.EfSearch}, {"-k", k}, {"-max-queries", maxQueries}} {
+				if c.v < 1 {
+					return cli.Usagef("%s %d: want >= 1", c.name, c.v)
+				}
+			}
+			if o.Workers < 0 {
+				return cli.Usagef("-workers %d: want >= 0", o.Workers)
+			}
+			if o.Seed == 0 {
+				return cli.Usagef("-seed 0: want > 0")
+			}
+			if device != "cpu" && device != "cuda" {
+				return cli.Usagef("-device %q: want cpu or cuda", device)
+			}
+			var efList []int
+			if efs != "" {
+				for _, f := range strings.Split(efs, ",") {
+					v, err := strconv.Atoi(strings.TrimSpace(f))
+					if err != nil || v < 1 {
+						return cli.Usagef("-ef %q: %q is not a whole number >= 1", efs, f)
+					}
+					efList = append(efList, v)
+				}
+			}
+			if (efs != "" || qrels != "" || format != "") && queries == "" {
+				return cli.Usagef("-ef, -qrels and -format are for -queries")
+			}
+			if err := irNoArgs(args); err != nil {
+				return err
+			}
+			fi, err := os.Stat(dense)
+			if err != nil {
+				return fmt.Errorf("-dense: %w", err)
+			}
+			run, path := "", dense
+			if fi.IsDir() {
+				run, path = dense, filepath.Join(dense, ir.RunDenseIndexFile)
+			}
+			if queries != "" && run == "" {
+				return cli.Usagef("-queries are encoded by a run's query tower: give -dense a run folder, not an index file")
+			}
+			if out == "" {
+				out = ir.HNSWPath(path)
+			}
+			dev, err := train.DeviceOf(train.TrainerConfig{Device: device})
+			if err != nil {
+				return fmt.Errorf("-device: %w", err)
+			}
+			ix, err := ir.OpenDenseIndex(path)
+			if err != nil {
+				return fmt.Errorf("-dense: %w", err)
+			}
+			defer ix.Close()
+			o.Progress = env.Stderr
+			workers := o.Workers
+			if workers == 0 {
+				workers = runtime.GOMAXPROCS(0)
+			}
+			h, err := ir.BuildHNSW(ix, o)
+			if err != nil {
+				return err
+			}
+			size, err := h.WriteFile(out)
+			if err != nil {
+				return fmt.Errorf("-out: %w", err)
+			}
+			st := h.Stats()
+			fmt.Fprintf(env.Stdout, "built the HNSW graph of %s in %s with %d workers\n", path, irSeconds(time.Duration(st.Seconds*float64(time.Second))), workers)
+			fmt.Fprintf(env.Stdout, "documents   %d of %d floats (%s similarity)\n", st.Docs, st.Dim, ix.Similarity())
+			fmt.Fprintf(env.Stdout, "graph       M %d (layer 0: %d), efConstruction %d, efSearch %d, seed %d, %d layers\n", st.M, st.M0, st.EfConstruction, st.EfSearch, st.Seed, st.Layers)
+			if st.Docs > 0 {
+				fmt.Fprintf(env.Stdout, "links       %.1f per document on layer 0\n", float64(st.Links)/float64(st.Docs))
+			}
+			fmt.Fprintf(env.Stdout, "wrote %s: %d bytes (%.1f MiB; the flat index is %.1f MiB)\n", out, size, float64(size)/(1<<20), float64(ix.Bytes())/(1<<20))
+			if queries == "" {
+				return nil
+			}
+			qs, qformat, err := irReadQueries(queries, format)
+			if err != nil {
+				return err
+			}
+			if qrels != "" {
+				qf := "trec"
+				if qformat == "beir" {
+					qf = "beir"
+				}
+				judged, err := irReadQrels("-format", qrels, qf)
+				if err != nil {
+					return err
+				}
+				qs = ir.FilterQueries(qs, judged)
+			}
+			if len(qs) == 0 {
+				return fmt.Errorf("-queries %s: no queries to measure", queries)
+			}
+			qs = qs[:min(len(qs), maxQueries)]
+			m, err := ir.OpenBiEncoder(run, ir.OpenBiEncoderOptions{Device: dev})
+			if err != nil {
+				return fmt.Errorf("-dense: %w", err)
+			}
+			defer m.Close()
+			texts := make([]string, len(qs))
+			for i, q := range qs {
+				texts[i] = q.Text
+			}
+			start := time.Now()
+			vecs, err := m.Query.Encode(texts, 64)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "encoded %d queries in %s\n", len(qs), irSeconds(time.Since(start)))
+			cmp, err := ir.CompareHNSW(h, vecs, k, efList, ir.DenseSearchOptions{Device: dev})
+			if err != nil {
+				return err
+			}
+			return cmp.Write(env.Stdout)
 		},
 	}
 }
@@ -631,15 +1060,17 @@ func irServe() *cli.Command {
 	batchWait, timeout := d.BatchWait, d.Timeout
 	return &cli.Command{
 		Name:  "serve",
-		Short: "serve a BM25 index as an HTTP JSON search service",
-		Usage: "-index INDEX [-rm3] [-addr 127.0.0.1:8080] [-max-concurrent N] [-max-batch N] [-timeout 10s]",
-		Long: `serve answers searches over HTTP with the pipeline repro ir search runs:
+		Short: "serve a search pipeline (BM25, dense, hybrid, + monoBERT) as an HTTP JSON search service",
+		Usage: "(-index INDEX | -dense RUN [-hnsw] | both [-hybrid rrf|interpolate]) [-rerank RUN -collection FILE] [-addr 127.0.0.1:8080] [-max-concurrent N] [-max-batch N] [-timeout 10s]",
+		Long: `serve answers searches over HTTP with the pipeline repro ir search runs, chosen by the same
+flags (-index, -rm3, -dense, -hnsw, -hybrid, -rerank; see repro ir search -h):
 
 	POST /search  {"query": "...", "k": 10} or {"queries": ["...", ...], "k": 10}
 	              -> {"results": [[{"docid": "...", "score": 1.5}, ...]], "took_ms": 0.8}
 	GET  /healthz -> {"status": "ok"}
 
-Concurrent requests are gathered into batches of at most -max-batch queries, run by at most
+Concurrent requests are gathered into batches of at most -max-batch queries (a bi-encoder
+encodes each batch in one pass), run by at most
 -max-concurrent pipeline calls at once; the others queue. A request gets 503 if it waits
 longer than -timeout for a slot and 504 if its search takes longer; malformed requests get
 4xx with a JSON error. The address it listens on is printed to standard error (-addr with
@@ -686,7 +1117,7 @@ answers the requests in progress and exits.`,
 			defer stop()
 			o := srv.Options()
 			fmt.Fprintf(env.Stderr, "repro ir serve: %s over %s, listening on http://%s (max-concurrent %d, max-batch %d, timeout %v)\n",
-				p.name(), p.index, ln.Addr(), o.MaxConcurrent, o.MaxBatch, o.Timeout)
+				p.name(), p.sources(), ln.Addr(), o.MaxConcurrent, o.MaxBatch, o.Timeout)
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(ln) }()
 			select {

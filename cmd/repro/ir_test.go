@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +25,7 @@ import (
 
 	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/ir"
+	"github.com/reprolab/repro/torchmods"
 )
 
 // irFixture is a collection small enough to rank by hand. Lucene's BM25 is
@@ -382,4 +387,258 @@ func TestIRBenchmark(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, ir.BenchmarkQrelsFile(ir.SplitTest)))
 	require.NoError(t, err)
 	assert.Equal(t, 11806, bytes.Count(b, []byte("\n")), "one judgement per test query")
+}
+
+// irTinyBenchmark is ir/dense_test.go's synthetic benchmark: 36 documents
+// of three sentences, one query per document judged against it, 9 of them
+// in the dev split.
+func irTinyBenchmark(t *testing.T) string {
+	t.Helper()
+	animals := []string{"dog", "cat", "horse", "cow", "sheep", "goat", "duck", "hen", "fox", "wolf", "bear", "deer"}
+	traits := []string{"loyal", "quiet", "fast", "big", "woolly", "stubborn"}
+	b := &ir.Benchmark{Queries: map[string]map[string]string{}, Qrels: map[string]ir.Qrels{}}
+	for _, sp := range ir.Splits {
+		b.Queries[sp], b.Qrels[sp] = map[string]string{}, ir.Qrels{}
+	}
+	for i, a := range animals {
+		for j, tr := range traits[:3] {
+			id := fmt.Sprintf("%s%d", a, j)
+			trait := traits[(i+j)%len(traits)]
+			b.Docs = append(b.Docs, ir.Document{ID: id, Text: fmt.Sprintf("%s, %s %s; the %s %s is %s; animal, %s", a, tr, a, trait, a, tr, trait)})
+			sp := ir.SplitTrain
+			if (i+j)%4 == 0 {
+				sp = ir.SplitDev
+			}
+			b.Queries[sp][id] = fmt.Sprintf("a %s animal that is %s", trait, tr)
+			b.Qrels[sp][id] = map[string]int{id: 1}
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "bench")
+	require.NoError(t, b.WriteDir(dir))
+	return dir
+}
+
+// irTinyRuns trains, for a few steps each, a tiny ir.dense run (one shared
+// tower, mean pooling, cosine) and a tiny ir.rerank run (pointwise,
+// re-ranking BM25's top 5 of the dev queries) on the benchmark.
+func irTinyRuns(t *testing.T, bench string) (dense, rerank string) {
+	t.Helper()
+	work := t.TempDir()
+	bert := torchmods.BertConfig{HiddenSize: 16, NumHiddenLayers: 1, NumAttentionHeads: 2, IntermediateSize: 32, HiddenAct: "gelu",
+		MaxPositionEmbeddings: 64, TypeVocabSize: 2, LayerNormEps: 1e-12, InitializerRange: 0.02}
+	vocab := filepath.Join(work, "vocab.txt")
+	dc := ir.DefaultDense()
+	dc.Trainer.MaxSteps, dc.Trainer.LogEvery, dc.Trainer.TensorBoard, dc.Trainer.KeepCheckpoints = 3, 1, false, 1
+	dc.Tokenizer, dc.VocabSize, dc.Model = vocab, 120, bert
+	dc.Encoder = ir.EncoderKeys{Shared: true, Pooling: "mean", Similarity: "cosine", Temperature: 0.05, QueryMaxLen: 16, PassageMaxLen: 32}
+	dc.Negatives.Hard = 0
+	dc.Data.Benchmark, dc.Data.Batch = bench, 4
+	dc.Optim.LR = 1e-3
+	dc.Eval.Batch = 8
+	dense = filepath.Join(work, "dense")
+	var log strings.Builder
+	_, err := ir.DenseTask.Start(dc, dense, false, &log)
+	require.NoError(t, err, log.String())
+
+	rc := ir.DefaultRerankConfig()
+	rc.Trainer.MaxSteps, rc.Trainer.LogEvery, rc.Trainer.TensorBoard, rc.Trainer.KeepCheckpoints = 3, 1, false, 1
+	rc.Tokenizer, rc.Model = vocab, bert
+	rc.Model.MaxPositionEmbeddings = 32
+	rc.Loss, rc.MaxQueryLen, rc.MaxLen = ir.LossPointwise, 12, 28
+	rc.Optim.LR = 1e-3
+	rc.Data = ir.RerankData{Benchmark: bench, NegativesDepth: 10, Negatives: 2, Batch: 4}
+	rc.Eval = ir.RerankEval{Split: ir.SplitDev, RerankDepth: 5, Batch: 16}
+	rerank = filepath.Join(work, "rerank")
+	_, err = ir.RerankTask.Start(rc, rerank, false, io.Discard)
+	require.NoError(t, err)
+	return dense, rerank
+}
+
+// irReadRunSorted reads a run with each query's results in trec_eval's
+// order.
+func irReadRunSorted(t *testing.T, path string) ir.Run {
+	t.Helper()
+	run, err := ir.ReadRunFile(path)
+	require.NoError(t, err)
+	for _, rs := range run {
+		ir.SortTREC(rs)
+	}
+	return run
+}
+
+// irSameScores checks that got holds, for every query of want, want's top
+// len(got[q]) scores rank by rank and, for each of its documents, want's
+// score of that document (so a near-tie ordered differently by float
+// rounding is no failure, and a wrong document is).
+func irSameScores(t *testing.T, what string, got, want ir.Run, k int, tol float64) {
+	t.Helper()
+	require.NotEmpty(t, want, what)
+	for q, ws := range want {
+		gs := got[q]
+		require.Len(t, gs, min(k, len(ws)), "%s: query %s", what, q)
+		byDoc := map[string]float64{}
+		for _, r := range ws {
+			byDoc[r.DocID] = r.Score
+		}
+		for j, r := range gs {
+			assert.InDelta(t, ws[j].Score, r.Score, tol*max(1, math.Abs(r.Score)), "%s: query %s rank %d", what, q, j+1)
+			s, ok := byDoc[r.DocID]
+			if assert.True(t, ok, "%s: query %s: %s is not in the reference", what, q, r.DocID) {
+				assert.InDelta(t, s, r.Score, tol*max(1, math.Abs(s)), "%s: query %s, %s", what, q, r.DocID)
+			}
+		}
+	}
+}
+
+// The dense and re-ranking stages from the command line, on runs made
+// here: `search -dense` ranks as the ir.dense run's own evaluation did;
+// `hnsw` builds the graph and measures it, and `search -hnsw` with a
+// candidate list as large as the collection ranks as exact search; hybrid
+// search equals fusing the two runs with `fuse`'s functions; `-rerank`
+// gives the ir.rerank run's own re-ranked scores of BM25's top 5, in a
+// new order; serve runs the same pipeline; bad flags are usage errors
+// naming them.
+func TestIRDenseHybridRerank(t *testing.T) {
+	bench := irTinyBenchmark(t)
+	dense, rerank := irTinyRuns(t, bench)
+	dir := t.TempDir()
+	queries := filepath.Join(bench, ir.BenchmarkQueriesFile(ir.SplitDev))
+	idx := filepath.Join(dir, "bm25.idx")
+	_, stderr, code := runRepro(t, "ir", "index", "-collection", bench, "-out", idx)
+	require.Equal(t, 0, code, stderr)
+	search := func(name string, args ...string) ir.Run {
+		t.Helper()
+		out := filepath.Join(dir, name)
+		_, stderr, code := runRepro(t, append([]string{"ir", "search", "-queries", queries, "-out", out}, args...)...)
+		require.Equal(t, 0, code, stderr)
+		return irReadRunSorted(t, out)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"neither -index nor -dense", []string{"search", "-queries", queries}, 2, "-dense"},
+		{"-hnsw without -dense", []string{"search", "-index", idx, "-hnsw", "-queries", queries}, 2, "-hnsw"},
+		{"-ef without -hnsw", []string{"search", "-dense", dense, "-ef", "10", "-queries", queries}, 2, "-ef"},
+		{"-hybrid with one stage", []string{"search", "-index", idx, "-hybrid", "rrf", "-queries", queries}, 2, "-hybrid"},
+		{"unknown -hybrid", []string{"search", "-index", idx, "-dense", dense, "-hybrid", "max", "-queries", queries}, 2, "-hybrid"},
+		{"-weights with rrf", []string{"search", "-index", idx, "-dense", dense, "-weights", "1,2", "-queries", queries}, 2, "-weights"},
+		{"three -weights", []string{"search", "-index", idx, "-dense", dense, "-hybrid", "interpolate", "-weights", "1,2,3", "-queries", queries}, 2, "-weights"},
+		{"-rerank without -collection", []string{"search", "-index", idx, "-rerank", rerank, "-queries", queries}, 2, "-collection"},
+		{"-rerank-depth without -rerank", []string{"search", "-index", idx, "-rerank-depth", "5", "-queries", queries}, 2, "-rerank-depth"},
+		{"negative -rerank-depth", []string{"search", "-index", idx, "-rerank", rerank, "-collection", bench, "-rerank-depth", "-1", "-queries", queries}, 2, "-rerank-depth"},
+		{"-rm3 without -index", []string{"search", "-dense", dense, "-rm3", "-queries", queries}, 2, "-rm3"},
+		{"-device", []string{"search", "-dense", dense, "-device", "tpu", "-queries", queries}, 2, "-device"},
+		{"-dense not a run", []string{"search", "-dense", bench, "-queries", queries}, 1, "-dense"},
+		{"-hnsw before repro ir hnsw", []string{"search", "-dense", dense, "-hnsw", "-queries", queries}, 1, "repro ir hnsw -dense"},
+		{"-rerank not a model", []string{"search", "-index", idx, "-rerank", bench, "-collection", bench, "-queries", queries}, 1, "-rerank"},
+		{"serve, -hybrid with one stage", []string{"serve", "-dense", dense, "-hybrid", "rrf"}, 2, "-hybrid"},
+		{"hnsw without -dense", []string{"hnsw"}, 2, "-dense"},
+		{"hnsw -m 1", []string{"hnsw", "-dense", dense, "-m", "1"}, 2, "-m"},
+		{"hnsw -ef without -queries", []string{"hnsw", "-dense", dense, "-ef", "10"}, 2, "-ef"},
+		{"hnsw -ef 0", []string{"hnsw", "-dense", dense, "-queries", queries, "-ef", "10,0"}, 2, "-ef"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := runRepro(t, append([]string{"ir"}, tc.args...)...)
+			assert.Equal(t, tc.code, code, stderr)
+			assert.Contains(t, stderr, tc.msg)
+			assert.NotContains(t, stderr, "panic")
+		})
+	}
+
+	// Exact dense search: the run's own evaluation (run.dev.trec, the same
+	// DenseRetriever) ranked these queries.
+	exact := search("dense.trec", "-dense", dense, "-k", "5")
+	irSameScores(t, "dense", exact, irReadRunSorted(t, filepath.Join(dense, "run.dev.trec")), 5, 1e-4)
+	assert.Len(t, exact, 9)
+	assert.Contains(t, string(must(os.ReadFile(filepath.Join(dir, "dense.trec")))), " dense\n")
+
+	// The graph, measured on the dev queries, then searched with a list
+	// as long as the collection: exact search's ranking.
+	out, stderr, code := runRepro(t, "ir", "hnsw", "-dense", dense, "-workers", "1", "-queries", queries, "-k", "5", "-ef", "5,50")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "documents   36 of 16 floats (cosine similarity)")
+	assert.Contains(t, out, "efConstruction 200, efSearch 64, seed 100")
+	assert.Contains(t, out, "wrote "+filepath.Join(dense, "passages.dense.hnsw"))
+	assert.Regexp(t, `(?m)^50\s+1\.0000\s`, out, "recall@5 at ef 50, the whole collection: 1")
+	assert.Contains(t, out, "recall@5")
+	approx := search("hnsw.trec", "-dense", dense, "-hnsw", "-ef", "50", "-k", "5")
+	irSameScores(t, "dense-hnsw", approx, exact, 5, 1e-5)
+	assert.Contains(t, string(must(os.ReadFile(filepath.Join(dir, "hnsw.trec")))), " dense-hnsw\n")
+
+	// Hybrid: each stage's top 5, fused.
+	bm25 := search("bm25.trec", "-index", idx, "-k", "5")
+	hyb := search("rrf.trec", "-index", idx, "-dense", dense, "-k", "5")
+	want, err := ir.RRF([]ir.Run{bm25, exact}, 0, 5)
+	require.NoError(t, err)
+	irSameScores(t, "rrf", hyb, want.Top(5), 5, 1e-12)
+	assert.Contains(t, string(must(os.ReadFile(filepath.Join(dir, "rrf.trec")))), " bm25+dense-rrf\n")
+	hyb = search("interp.trec", "-index", idx, "-dense", dense, "-hybrid", "interpolate", "-weights", "1,2", "-norm", "zscore", "-k", "5")
+	want, err = ir.Interpolate([]ir.Run{bm25, exact}, []float64{1, 2}, ir.ZScore, 5)
+	require.NoError(t, err)
+	irSameScores(t, "interpolate", hyb, want.Top(5), 5, 1e-9)
+
+	// Re-ranking BM25's top 5: the ir.rerank run's scores (its config's
+	// lengths, 12 and 28 tokens, read from the run), the same five
+	// documents, and a new order for some query.
+	rr := search("rerank.trec", "-index", idx, "-rerank", rerank, "-collection", bench, "-rerank-depth", "5", "-k", "5")
+	irSameScores(t, "rerank", rr, irReadRunSorted(t, filepath.Join(rerank, "rerank.dev.trec")), 5, 1e-4)
+	reordered := false
+	for q, rs := range rr {
+		var a, b []string
+		for j := range rs {
+			a, b = append(a, rs[j].DocID), append(b, bm25[q][j].DocID)
+		}
+		reordered = reordered || !slices.Equal(a, b)
+		slices.Sort(a)
+		slices.Sort(b)
+		assert.Equal(t, b, a, "query %s: re-ranked documents are BM25's top 5", q)
+	}
+	assert.True(t, reordered, "the cross-encoder reorders some query's top 5")
+	assert.Contains(t, string(must(os.ReadFile(filepath.Join(dir, "rerank.trec")))), " bm25+monobert\n")
+
+	// serve runs the same pipeline as search: dense HNSW + monoBERT.
+	both := search("both.trec", "-dense", dense, "-hnsw", "-rerank", rerank, "-collection", bench, "-rerank-depth", "10", "-k", "3")
+	srv := startRepro(t, "ir", "serve", "-dense", dense, "-hnsw", "-rerank", rerank, "-collection", bench, "-rerank-depth", "10",
+		"-addr", "127.0.0.1:0", "-timeout", "20s")
+	listening := regexp.MustCompile(`dense-hnsw\+monobert over .* listening on (http://127\.0\.0\.1:\d+)`)
+	var url string
+	deadline := time.After(60 * time.Second)
+	for url == "" {
+		select {
+		case line := <-srv.seen:
+			if m := listening.FindStringSubmatch(line); m != nil {
+				url = m[1]
+			}
+		case err := <-srv.done:
+			t.Fatalf("serve exited (%v): %s", err, srv.stderr())
+		case <-deadline:
+			t.Fatalf("serve did not say where it listens: %s", srv.stderr())
+		}
+	}
+	qs, err := ir.ReadTSVQueries(queries)
+	require.NoError(t, err)
+	body, _ := json.Marshal(map[string]any{"query": qs[0].Text, "k": 3})
+	resp, err := http.Post(url+"/search", "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	var sr ir.SearchResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&sr))
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Len(t, sr.Results, 1)
+	got := ir.Run{qs[0].ID: nil}
+	for _, h := range sr.Results[0] {
+		got[qs[0].ID] = append(got[qs[0].ID], ir.Result{DocID: h.DocID, Score: h.Score})
+	}
+	irSameScores(t, "serve", got, ir.Run{qs[0].ID: both[qs[0].ID]}, 3, 1e-4)
+	require.NoError(t, srv.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-srv.done:
+		require.NoError(t, err, srv.stderr())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not stop on SIGTERM: %s", srv.stderr())
+	}
 }
