@@ -621,7 +621,7 @@ func ResolveEncoderSource(spec, tokenizer string) (*EncoderSource, error) {
 			return nil, err
 		}
 		if src.Tokenizer == "" {
-			src.Tokenizer, err = denseFindTokenizer(spec, filepath.Dir(hfConfig))
+			src.Tokenizer, err = torchmods.FindTokenizer(spec, filepath.Dir(hfConfig))
 			if err != nil {
 				return nil, err
 			}
@@ -827,7 +827,7 @@ func (src *EncoderSource) fromSentenceTransformers(dir string) error {
 		src.MaxLen = c.MaxSeqLength
 	}
 	if src.Tokenizer == "" {
-		if src.Tokenizer, err = denseFindTokenizer(transformer, transformer); err != nil {
+		if src.Tokenizer, err = torchmods.FindTokenizer(transformer, transformer); err != nil {
 			return err
 		}
 	}
@@ -1067,31 +1067,6 @@ func denseFirstN(s []string, n int) []string {
 		return s
 	}
 	return append(slices.Clone(s[:n]), fmt.Sprintf("... (%d in all)", len(s)))
-}
-
-// denseTokenizerFiles are looked for beside weights, in this order.
-var denseTokenizerFiles = []string{"tokenizer.json", "vocab.txt"}
-
-// denseFindTokenizer looks for a tokenizer in dir, or on the hub for an
-// hf: spec.
-func denseFindTokenizer(spec, dir string) (string, error) {
-	for _, f := range denseTokenizerFiles {
-		if p := filepath.Join(dir, f); denseExists(p) {
-			return p, nil
-		}
-	}
-	if hub.IsSpec(spec) {
-		var errs []error
-		for _, f := range denseTokenizerFiles {
-			d, err := hub.Resolve(spec, []string{f}, torchmods.HubOptions)
-			if err == nil {
-				return filepath.Join(d, f), nil
-			}
-			errs = append(errs, err)
-		}
-		return "", fmt.Errorf("ir: %s: no tokenizer: %w", spec, errors.Join(errs...))
-	}
-	return "", fmt.Errorf("ir: %s: no %v beside the weights; set the tokenizer", dir, denseTokenizerFiles)
 }
 
 func denseExists(p string) bool { _, err := os.Stat(p); return err == nil }

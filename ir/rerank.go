@@ -19,7 +19,6 @@ import (
 
 	"github.com/reprolab/repro/mlm"
 	"github.com/reprolab/repro/torchmods"
-	"github.com/reprolab/repro/torchmods/hub"
 )
 
 // This file is monoBERT (Nogueira and Cho, "Passage Re-ranking with BERT",
@@ -672,7 +671,7 @@ func ResolveCrossEncoder(spec, tokenizer string, model torchmods.BertConfig) (*C
 			src.Kind = fmt.Sprintf("HF cross-encoder, %d label(s)", src.Head)
 		}
 		if src.Tokenizer == "" {
-			if src.Tokenizer, err = findTokenizerFile(spec, filepath.Dir(hfConfig)); err != nil {
+			if src.Tokenizer, err = torchmods.FindTokenizer(spec, filepath.Dir(hfConfig)); err != nil {
 				return nil, err
 			}
 		}
@@ -737,31 +736,6 @@ func hfHead(cfg *torchmods.HFConfig) (int, error) {
 		return 0, fmt.Errorf("ir: %s: a classifier of %d labels: a cross-encoder has 1 (a relevance logit) or 2 (not relevant, relevant)", cfg.Path, n)
 	}
 	return n, nil
-}
-
-// tokenizerFiles are looked for beside HF weights, in this order.
-var tokenizerFiles = []string{"tokenizer.json", "vocab.txt"}
-
-// findTokenizerFile looks for a tokenizer in dir, or on the hub for an hf:
-// spec.
-func findTokenizerFile(spec, dir string) (string, error) {
-	for _, f := range tokenizerFiles {
-		if p := filepath.Join(dir, f); fileExists(p) {
-			return p, nil
-		}
-	}
-	if hub.IsSpec(spec) {
-		var errs []error
-		for _, f := range tokenizerFiles {
-			d, err := hub.Resolve(spec, []string{f}, torchmods.HubOptions)
-			if err == nil {
-				return filepath.Join(d, f), nil
-			}
-			errs = append(errs, err)
-		}
-		return "", fmt.Errorf("ir: %s: no tokenizer: %w", spec, errors.Join(errs...))
-	}
-	return "", fmt.Errorf("ir: %s: no %v beside the weights; set the tokenizer", dir, tokenizerFiles)
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

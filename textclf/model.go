@@ -1,7 +1,6 @@
 package textclf
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/reprolab/repro/mlm"
 	"github.com/reprolab/repro/torchmods"
-	"github.com/reprolab/repro/torchmods/hub"
 )
 
 // Model is a BERT with its tokenizer: an encoder only, or a sequence
@@ -192,7 +190,7 @@ func resolveSource(spec, tokenizer string, model torchmods.BertConfig) (*source,
 			return nil, err
 		}
 		if src.tokenizer == "" {
-			src.tokenizer, err = findTokenizer(spec, filepath.Dir(hfConfig))
+			src.tokenizer, err = torchmods.FindTokenizer(spec, filepath.Dir(hfConfig))
 			if err != nil {
 				return nil, err
 			}
@@ -267,32 +265,6 @@ func headFromHF(cfg *torchmods.HFConfig, src *source) error {
 		src.labels, src.regression = nil, true
 	}
 	return nil
-}
-
-// TokenizerFiles are the tokenizer files looked for beside weights, in
-// order: the fast tokenizer's JSON, then BERT's vocabulary.
-var TokenizerFiles = []string{"tokenizer.json", "vocab.txt"}
-
-// findTokenizer looks for a tokenizer file in dir, or on the hub for an
-// hf: spec.
-func findTokenizer(spec, dir string) (string, error) {
-	for _, f := range TokenizerFiles {
-		if p := filepath.Join(dir, f); exists(p) {
-			return p, nil
-		}
-	}
-	if hub.IsSpec(spec) {
-		var errs []error
-		for _, f := range TokenizerFiles {
-			d, err := hub.Resolve(spec, []string{f}, torchmods.HubOptions)
-			if err == nil {
-				return filepath.Join(d, f), nil
-			}
-			errs = append(errs, err)
-		}
-		return "", fmt.Errorf("%s: no tokenizer: %w", spec, errors.Join(errs...))
-	}
-	return "", fmt.Errorf("%s: no %v beside the weights; set tokenizer", dir, TokenizerFiles)
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }

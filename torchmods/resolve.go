@@ -214,3 +214,32 @@ func latestCheckpointDir(run string) (string, error) {
 	sort.Strings(names)
 	return filepath.Join(run, "checkpoints", names[len(names)-1]), nil
 }
+
+// TokenizerFiles are the tokenizer files looked for beside a checkpoint's
+// weights, in this order: HF's tokenizer.json, then BERT's vocab.txt.
+var TokenizerFiles = []string{"tokenizer.json", "vocab.txt"}
+
+// FindTokenizer looks for a tokenizer file (TokenizerFiles) in dir, or on
+// the hub for an hf: spec, for the packages that open HF checkpoints with
+// their own tokenizer (textclf, ir).
+func FindTokenizer(spec, dir string) (string, error) {
+	for _, f := range TokenizerFiles {
+		if p := filepath.Join(dir, f); fileExists(p) {
+			return p, nil
+		}
+	}
+	if hub.IsSpec(spec) {
+		var errs []error
+		for _, f := range TokenizerFiles {
+			d, err := hub.Resolve(spec, []string{f}, HubOptions)
+			if err == nil {
+				return filepath.Join(d, f), nil
+			}
+			errs = append(errs, err)
+		}
+		return "", fmt.Errorf("%s: no tokenizer: %w", spec, errors.Join(errs...))
+	}
+	return "", fmt.Errorf("%s: no %v beside the weights; set the tokenizer", dir, TokenizerFiles)
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
