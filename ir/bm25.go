@@ -18,7 +18,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // ---------------------------------------------------------------------------
@@ -660,32 +659,16 @@ func (e *CorruptIndexError) Error() string {
 // Any damage is a *CorruptIndexError. The file must not be modified in
 // place while open (WriteFile replaces files by renaming, which is safe).
 func OpenIndex(path string) (*Index, error) {
-	f, err := os.Open(path)
+	data, unmap, err := mapFile(path)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := fi.Size()
-	if size < indexHeaderSize {
-		return nil, &CorruptIndexError{path, fmt.Sprintf("truncated: %d bytes, shorter than the %d-byte header", size, indexHeaderSize)}
-	}
-	if size > math.MaxInt {
-		return nil, &CorruptIndexError{path, "too large to map"}
-	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("ir: index %s: mmap: %w", path, err)
 	}
 	ix, err := parseIndex(data, path)
 	if err != nil {
-		syscall.Munmap(data)
+		unmap()
 		return nil, err
 	}
-	ix.unmap = func() error { return syscall.Munmap(data) }
+	ix.unmap = unmap
 	return ix, nil
 }
 

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -288,32 +287,16 @@ type DenseIndex struct {
 // size, both checksums and the id table. Any damage is a
 // *CorruptDenseIndexError naming the file.
 func OpenDenseIndex(path string) (*DenseIndex, error) {
-	f, err := os.Open(path)
+	data, unmap, err := mapFile(path)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := fi.Size()
-	if size < denseHeaderSize {
-		return nil, &CorruptDenseIndexError{path, fmt.Sprintf("truncated: %d bytes, shorter than the %d-byte header", size, denseHeaderSize)}
-	}
-	if size > math.MaxInt {
-		return nil, &CorruptDenseIndexError{path, "too large to map"}
-	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("ir: dense index %s: mmap: %w", path, err)
 	}
 	ix, err := parseDenseIndex(data, path)
 	if err != nil {
-		syscall.Munmap(data)
+		unmap()
 		return nil, err
 	}
-	ix.unmap = func() error { return syscall.Munmap(data) }
+	ix.unmap = unmap
 	return ix, nil
 }
 
