@@ -128,23 +128,28 @@ func ReadTSVCollection(path string, fn func(Document) error) error {
 // text) prefer ReadTSVCollection or BuildIndexStream.
 func LoadTSVCollection(path string) ([]Document, error) {
 	var docs []Document
+	if err := readTSVPairs(path, "document", func(id, text string) { docs = append(docs, Document{ID: id, Text: text}) }); err != nil {
+		return nil, err
+	}
+	return docs, nil
+}
+
+// readTSVPairs reads "id<TAB>text" lines in file order, rejecting a
+// repeated id (what names the kind of id in the error).
+func readTSVPairs(path, what string, add func(id, text string)) error {
 	first := map[string]int{}
-	err := scanFile(path, func(line int, s string) error {
+	return scanFile(path, func(line int, s string) error {
 		id, text, err := splitTSV2(s)
 		if err != nil {
 			return err
 		}
 		if prev, dup := first[id]; dup {
-			return fmt.Errorf("document id %q repeated (first on line %d)", id, prev)
+			return fmt.Errorf("%s id %q repeated (first on line %d)", what, id, prev)
 		}
 		first[id] = line
-		docs = append(docs, Document{ID: id, Text: text})
+		add(id, text)
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return docs, nil
 }
 
 // ReadTSVQueries reads a "qid<TAB>query" file (MS MARCO's queries.*.tsv,
@@ -152,20 +157,7 @@ func LoadTSVCollection(path string) ([]Document, error) {
 // rejecting duplicate ids.
 func ReadTSVQueries(path string) ([]Query, error) {
 	var qs []Query
-	first := map[string]int{}
-	err := scanFile(path, func(line int, s string) error {
-		id, text, err := splitTSV2(s)
-		if err != nil {
-			return err
-		}
-		if prev, dup := first[id]; dup {
-			return fmt.Errorf("query id %q repeated (first on line %d)", id, prev)
-		}
-		first[id] = line
-		qs = append(qs, Query{ID: id, Text: text})
-		return nil
-	})
-	if err != nil {
+	if err := readTSVPairs(path, "query", func(id, text string) { qs = append(qs, Query{ID: id, Text: text}) }); err != nil {
 		return nil, err
 	}
 	return qs, nil
