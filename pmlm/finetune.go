@@ -428,6 +428,7 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 	fmt.Fprintf(w, "pmlm s2s: %d training and %d test examples (%s %s), %d steps, label smoothing %g, beam %d\n",
 		len(trainEnc), len(testEnc), c.Data.Corpus, c.Data.Task, steps, c.LabelSmoothing, c.Decode.BeamSize)
 	var rng *rand.Rand
+	lastEval, lastLoss := int64(-1), 0.0
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: loader.PerEpoch() / c.Trainer.Accumulate, Opt: opt, LR: sched, Clip: c.Optim.Clip,
 		BeforeStep: func(step int64) error {
 			rng = rand.New(rand.NewPCG(uint64(c.Trainer.Seed), uint64(step)))
@@ -447,17 +448,20 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 			return SmoothedLoss(logits, targets, c.LabelSmoothing, tok.PAD), nil
 		},
 		State: map[string]train.State{"loader": train.LoaderState(loader)},
-		Eval: func(int64) (map[string]float64, error) {
+		Eval: func(step int64) (map[string]float64, error) {
 			l, err := s2sHeldoutLoss(model, testEnc, st, c, s.Device)
+			lastEval, lastLoss = step, l
 			return map[string]float64{"heldout_loss": l}, err
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	res := &FinetuneResult{Steps: steps, TrainExamples: len(trainEnc), TestExamples: len(testEnc)}
-	if res.HeldoutLoss, err = s2sHeldoutLoss(model, testEnc, st, c, s.Device); err != nil {
-		return nil, err
+	res := &FinetuneResult{Steps: steps, TrainExamples: len(trainEnc), TestExamples: len(testEnc), HeldoutLoss: lastLoss}
+	if lastEval != steps { // the trainer evaluates at the last step; a resumed, finished run did not
+		if res.HeldoutLoss, err = s2sHeldoutLoss(model, testEnc, st, c, s.Device); err != nil {
+			return nil, err
+		}
 	}
 	start := time.Now()
 	preds, err := decodeAll(model, testEnc, st, c, s.Device)

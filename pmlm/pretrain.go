@@ -232,6 +232,7 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 	fmt.Fprintf(w, "pmlm pretrain: %d training and %d held-out sequences, vocabulary %d, %d steps, AE %v, PAR %v, [P] = %s\n",
 		len(p.train), len(held), p.tok.Size, steps, c.Objective.AE, c.Objective.PAR, c.Objective.PseudoToken)
 	var rng *rand.Rand
+	lastEval, lastAE, lastPAR := int64(-1), 0.0, 0.0
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: loader.PerEpoch() / c.Trainer.Accumulate, Opt: opt, LR: sched, Clip: c.Optim.Clip,
 		BeforeStep: func(step int64) error {
 			rng = rand.New(rand.NewPCG(uint64(c.Trainer.Seed), uint64(step)))
@@ -249,17 +250,20 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 			return pretrainLoss(model, rows, p.tok.PAD, s.Device), nil
 		},
 		State: map[string]train.State{"loader": train.LoaderState(loader)},
-		Eval: func(int64) (map[string]float64, error) {
+		Eval: func(step int64) (map[string]float64, error) {
 			ae, par, err := heldoutLosses(model, p, held, c, s.Device)
+			lastEval, lastAE, lastPAR = step, ae, par
 			return map[string]float64{"heldout_ae_loss": ae, "heldout_par_loss": par}, err
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	res := &PretrainResult{Steps: steps, Sequences: len(held)}
-	if res.HeldoutAE, res.HeldoutPAR, err = heldoutLosses(model, p, held, c, s.Device); err != nil {
-		return nil, err
+	res := &PretrainResult{Steps: steps, Sequences: len(held), HeldoutAE: lastAE, HeldoutPAR: lastPAR}
+	if lastEval != steps { // the trainer evaluates at the last step; a resumed, finished run did not
+		if res.HeldoutAE, res.HeldoutPAR, err = heldoutLosses(model, p, held, c, s.Device); err != nil {
+			return nil, err
+		}
 	}
 	res.Seconds = s.Elapsed().Seconds()
 	fmt.Fprintf(w, "held-out AE loss %.4f, PAR loss %.4f on %d sequences; %d steps in %.0f s\n", res.HeldoutAE, res.HeldoutPAR, len(held), steps, res.Seconds)
