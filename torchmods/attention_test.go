@@ -63,7 +63,7 @@ func TestKVCacheDecodingMatchesFullForward(t *testing.T) {
 
 	cache := &KVCache{}
 	defer cache.Drop()
-	live := ts.LiveTensors()
+	live := frozenLive(t)
 	for i := int64(0); i < L; i++ {
 		step := ts.NewScope()
 		var y *ts.Tensor

@@ -24,7 +24,7 @@ func ones(t *testing.T, shape ...int64) *ts.Tensor {
 }
 
 func TestScopeFreesAllButKept(t *testing.T) {
-	before := settledLive()
+	before := frozenLive(t)
 	s := ts.NewScope()
 	a := ones(t, 4)
 	b, err := a.Add(a, false)
@@ -45,7 +45,7 @@ func TestScopeFreesAllButKept(t *testing.T) {
 }
 
 func TestScopesNest(t *testing.T) {
-	before := settledLive()
+	before := frozenLive(t)
 	outer := ts.NewScope()
 	x := ones(t, 2)
 	inner := ts.NewScope()
@@ -62,7 +62,7 @@ func TestScopesNest(t *testing.T) {
 }
 
 func TestKeepIgnoresTensorsTheScopeDoesNotOwn(t *testing.T) {
-	before := settledLive()
+	before := frozenLive(t)
 	outer := ts.NewScope()
 	x := ones(t, 2)
 	inner := ts.NewScope()
@@ -81,7 +81,7 @@ func TestKeepIgnoresTensorsTheScopeDoesNotOwn(t *testing.T) {
 }
 
 func TestScopeLeavesOtherGoroutinesTensorsAlone(t *testing.T) {
-	before := settledLive()
+	before := frozenLive(t)
 	s := ts.NewScope()
 	done := make(chan *ts.Tensor)
 	go func() { // a data loader, say, working while a training step runs
@@ -98,7 +98,7 @@ func TestScopeLeavesOtherGoroutinesTensorsAlone(t *testing.T) {
 }
 
 func TestDroppedInsideScopeIsNotFreedTwice(t *testing.T) {
-	before := settledLive()
+	before := frozenLive(t)
 	s := ts.NewScope()
 	x := ones(t, 2)
 	require.NoError(t, x.Drop())
@@ -184,7 +184,8 @@ func TestTrainingStepsKeepMemoryFlat(t *testing.T) {
 func checkFlat(t *testing.T, step func()) {
 	// Other tests of the package may leave unscoped tensors to the
 	// finalizer; collect them first, or the GC below would free them
-	// mid-loop and the count would drop under the baseline.
+	// mid-loop and the count would drop under the baseline. The collector
+	// stays on (settledLive, not frozenLive): the RSS check needs it.
 	baseLive := settledLive()
 	var warm int64
 	for i := 0; i < 2000; i++ {
@@ -314,7 +315,7 @@ func TestTryConvertsErrorPanicsOnly(t *testing.T) {
 // skipped (not deferred) reaches the user with its own message, not as
 // "inner scope still open", and every tensor and scope is released.
 func TestPanicInInnerScopeSurfaces(t *testing.T) {
-	before := settledLive()
+	before := frozenLive(t)
 	err := Try(func() {
 		outer := ts.NewScope()
 		defer outer.Close()
@@ -362,7 +363,7 @@ func TestPanicInInnerScopeSurfaces(t *testing.T) {
 // Close is a bug the outer Close reports, after closing the inner scope as
 // its own Close would have (its kept tensor moves out, the rest is freed).
 func TestCloseWithInnerScopeOpen(t *testing.T) {
-	before := settledLive()
+	before := frozenLive(t)
 	outer := ts.NewScope()
 	x := ones(t, 2)
 	inner := ts.NewScope()
@@ -403,7 +404,7 @@ func TestConcurrentForwardPasses(t *testing.T) {
 	store := NewStore(gotch.CPU)
 	defer store.Drop()
 	layer := NewEncoderLayer(store.Root(), EncoderLayerOptions{Dim: 16, Heads: 4, FF: 32, Activation: GELU})
-	before := settledLive()
+	before := frozenLive(t)
 
 	const workers, iters = 4, 25
 	inputs := make([]*ts.Tensor, workers)
@@ -486,6 +487,17 @@ func TestConcurrentForwardPasses(t *testing.T) {
 		require.NoError(t, x.Drop())
 	}
 	assert.Equal(t, before, ts.LiveTensors())
+}
+
+// frozenLive is the settled live-tensor count with the collector then
+// switched off until the test ends, so that no finalizer of other tests'
+// garbage can run between this count and the test's later ones: a count
+// that moves is then a tensor this test allocated or freed.
+func frozenLive(t *testing.T) int64 {
+	n := settledLive()
+	old := debug.SetGCPercent(-1)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	return n
 }
 
 // settledLive collects garbage until the live-tensor count stops moving:

@@ -99,7 +99,7 @@ func TestAbsurdSizesAreRefusedBeforeAllocating(t *testing.T) {
 	defer store.Drop()
 	require.Positive(t, store.MaxBytes, "a CPU store is bounded by the memory available")
 	store.MaxBytes = 1 << 20
-	live := ts.LiveTensors()
+	live := frozenLive(t)
 	err := Try(func() { NewLinear(store.Root().Sub("fc"), LinearOptions{In: 1_000_000_000, Out: 1_000_000_000}) })
 	require.ErrorContains(t, err, `parameter "fc.weight" of shape [1000000000 1000000000] would bring the model to 4e+09 GB`)
 	err = Try(func() { NewLinear(store.Root().Sub("big"), LinearOptions{In: 1 << 40, Out: 1 << 40}) })
