@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 p = argparse.ArgumentParser()
-p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm", "pmlm"])
+p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm", "pmlm",
+                                                  "dense_biencoder", "monobert"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
-p.add_argument("--inputs", help="pmlm: the packed batch bench/gobench -inputs wrote (safetensors)")
-p.add_argument("--weights", help="pmlm: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
+p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert: the batch bench/gobench -inputs wrote (safetensors)")
+p.add_argument("--weights", help="pmlm, dense_biencoder, monobert: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
 args = p.parse_args()
 dev = torch.device("cuda:0" if args.device == "cuda" else "cpu")
 torch.manual_seed(0)
@@ -27,9 +28,11 @@ def sync(x):
     return x.reshape(-1)[0].item()  # a device-to-host copy waits for the device
 
 
-def timed_steps(steps, opt, loss_fn):
+def timed_steps(steps, opt, loss_fn, clip=None):
     """bench/gobench's timedSteps: a repetition of steps training steps (loss_fn's loss, backward,
-    opt's step), seconds per step; the last loss is read back."""
+    with clip the gradients' global norm clipped to it as train.Session does, opt's step), seconds
+    per step; the last loss is read back."""
+    params = [p for g in opt.param_groups for p in g["params"]]
 
     def run():
         start = time.perf_counter()
@@ -37,6 +40,8 @@ def timed_steps(steps, opt, loss_fn):
             loss = loss_fn()
             opt.zero_grad()
             loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(params, clip)
             opt.step()
             if i == steps - 1:
                 check[0] = sync(loss)
@@ -230,111 +235,173 @@ def read_safetensors(path):
     return out
 
 
-def pmlm_step():
-    """bench/gobench's pmlm: one UniLMv2 pre-training step on the packed pseudo-masked batch gobench
-    wrote (--inputs): the forward pass of s2s-ft's BertModel with relative position bias (32 bins,
-    max distance 128; the transcription of torchmods/testdata/gen_unilm.py, at bert_mlm's sizes,
-    no dropout) with explicit positions and the 2-D mask applied as (1 - mask) * -10000, L_AE + L_PAR
-    (each the mean cross-entropy over its positions, the vocabulary projection there only),
-    backward, AdamW with torchmods' groups (no decay on biases and norms). Two rewrites equal in
-    maths to s2s-ft's and the same ops as torchmods': q is scaled before q k^T, and the bias is
-    looked up in rel_pos_bias.weight^T rather than multiplied with one_hot(buckets). Parameter
-    names are torchmods' (HF's), so --weights loads gobench's initial weights."""
+def bucket(rel, bins, max_rel):
+    """UniLMv2's relative_position_bucket, bidirectional (torchmods.RelativePositionBucket)."""
     import math
-    if not args.inputs:
-        raise SystemExit("torch_bench: pmlm needs --inputs FILE, the batch `gobench -workload pmlm -inputs FILE` writes")
-    V, H, LAYERS, A, I, _, _, steps = bert_sizes(20)
-    BINS, MAX_REL, EPS = 32, 128, 1e-12
-    batch = {k: v.to(dev) for k, v in read_safetensors(args.inputs).items()}
+    half = bins // 2
+    out = (rel > 0).long() * half
+    n = torch.abs(rel)
+    exact = half // 2
+    large = exact + (torch.log(n.float() / exact) / math.log(max_rel / exact) * (half - exact)).to(torch.long)
+    large = torch.min(large, torch.full_like(large, half - 1))
+    return out + torch.where(n < exact, n, large)
 
-    def bucket(rel):  # relative_position_bucket, bidirectional
-        half = BINS // 2
-        out = (rel > 0).long() * half
-        n = torch.abs(rel)
-        exact = half // 2
-        large = exact + (torch.log(n.float() / exact) / math.log(MAX_REL / exact) * (half - exact)).to(torch.long)
-        large = torch.min(large, torch.full_like(large, half - 1))
-        return out + torch.where(n < exact, n, large)
+
+class HFBert(nn.Module):
+    """HF's BertModel with HF's parameter names, which are torchmods' too, so that --weights loads
+    gobench's initial weights (load_state_dict, strict): embeddings, post-norm GELU layers, no
+    dropout; with pooler, BertPooler (pooler.dense); with rel_bins, UniLMv2's relative position
+    bias (rel_pos_bias, as s2s-ft's BertModel; the transcription of torchmods/testdata/gen_unilm.py).
+    The maths is torchmods' op for op where it matters: q is scaled before q k^T, a [B, L] padding
+    mask fills the scores of padded keys with -inf, a [B, L, L] mask adds (1 - mask) * -10000
+    (UniLM's), and the bias is looked up in rel_pos_bias.weight^T rather than multiplied with
+    one_hot(buckets). Initialised as HF's _init_weights and torchmods' BertInit: N(0, 0.02)
+    weights, zero biases, the [PAD] row zero."""
 
     class Embeddings(nn.Module):
-        def __init__(self):
+        def __init__(self, V, H):
             super().__init__()
             self.word_embeddings = nn.Embedding(V, H, padding_idx=0)
             self.position_embeddings = nn.Embedding(512, H)
             self.token_type_embeddings = nn.Embedding(2, H)
-            self.LayerNorm = nn.LayerNorm(H, eps=EPS)
+            self.LayerNorm = nn.LayerNorm(H, eps=1e-12)
 
         def forward(self, ids, types, pos):
-            x = self.word_embeddings(ids) + self.position_embeddings(pos)
-            return self.LayerNorm(x + self.token_type_embeddings(types))
+            return self.LayerNorm(self.word_embeddings(ids) + self.token_type_embeddings(types) + self.position_embeddings(pos))
 
     class SelfAttention(nn.Module):
-        def __init__(self):
+        def __init__(self, H, A):
             super().__init__()
+            self.H, self.A = H, A
             self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
 
-        def forward(self, x, ext_mask, rel_pos):
-            B, L, _ = x.shape
-            split = lambda t: t.view(B, L, A, H // A).permute(0, 2, 1, 3)
+        def forward(self, x, mask, rel_pos):
+            import math
+            B, L, H = x.shape
+            split = lambda t: t.view(B, L, self.A, H // self.A).permute(0, 2, 1, 3)
             q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-            scores = (q / math.sqrt(H // A)) @ k.transpose(-1, -2)
-            scores = scores + ext_mask
-            scores = scores + rel_pos
+            scores = (q / math.sqrt(H // self.A)) @ k.transpose(-1, -2)
+            if rel_pos is not None:
+                scores = scores + rel_pos
+            if mask is not None:
+                scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
             ctx = scores.softmax(-1) @ v
             return ctx.permute(0, 2, 1, 3).contiguous().view(B, L, H)
 
     class DenseNorm(nn.Module):  # BertSelfOutput and BertOutput
-        def __init__(self, inp):
+        def __init__(self, inp, H):
             super().__init__()
             self.dense = nn.Linear(inp, H)
-            self.LayerNorm = nn.LayerNorm(H, eps=EPS)
+            self.LayerNorm = nn.LayerNorm(H, eps=1e-12)
 
         def forward(self, h, res):
             return self.LayerNorm(self.dense(h) + res)
 
-    class Attention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.self, self.output = SelfAttention(), DenseNorm(H)
-
     class Layer(nn.Module):
-        def __init__(self):
+        def __init__(self, H, A, I):
             super().__init__()
-            self.attention, self.output = Attention(), DenseNorm(I)
+            self.attention = nn.Module()
+            self.attention.self, self.attention.output = HFBert.SelfAttention(H, A), HFBert.DenseNorm(H, H)
             self.intermediate = nn.Module()
             self.intermediate.dense = nn.Linear(H, I)
+            self.output = HFBert.DenseNorm(I, H)
 
-        def forward(self, x, ext_mask, rel_pos):
-            a = self.attention.output(self.attention.self(x, ext_mask, rel_pos), x)
+        def forward(self, x, mask, rel_pos):
+            a = self.attention.output(self.attention.self(x, mask, rel_pos), x)
             return self.output(nn.functional.gelu(self.intermediate.dense(a)), a)
 
-    class Bert(nn.Module):  # s2s-ft's BertModel, no pooler
-        def __init__(self):
-            super().__init__()
-            self.embeddings = Embeddings()
-            self.encoder = nn.Module()
-            self.encoder.layer = nn.ModuleList([Layer() for _ in range(LAYERS)])
-            self.rel_pos_bias = nn.Linear(BINS, A, bias=False)
+    def __init__(self, V, H, L, A, I, pooler=False, rel_bins=0, max_rel=0):
+        super().__init__()
+        self.embeddings = HFBert.Embeddings(V, H)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList([HFBert.Layer(H, A, I) for _ in range(L)])
+        if pooler:
+            self.pooler = nn.Module()
+            self.pooler.dense = nn.Linear(H, H)
+        self.rel = (rel_bins, max_rel)
+        if rel_bins:
+            self.rel_pos_bias = nn.Linear(rel_bins, A, bias=False)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Embedding)):
+                    m.weight.normal_(0, 0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    m.bias.zero_()
+            self.embeddings.word_embeddings.weight[0].zero_()
 
-        def forward(self, ids, types, pos, mask):
-            ext = (1.0 - mask[:, None, :, :].float()) * -10000.0
-            x = self.embeddings(ids, types, pos)
-            rel = nn.functional.embedding(bucket(pos.unsqueeze(-2) - pos.unsqueeze(-1)), self.rel_pos_bias.weight.t())
+    def forward(self, ids, types=None, pos=None, mask=None):
+        """The hidden states [B, L, H] of ids [B, L]; types None for zeros, pos None for 0..L-1,
+        mask None, [B, L] (nonzero = a real token) or [B, L, L] (nonzero = query i may attend key j)."""
+        if types is None:
+            types = torch.zeros_like(ids)
+        if pos is None:
+            pos = torch.arange(ids.shape[1], device=ids.device)[None]
+        if mask is not None:
+            if mask.dim() == 2:
+                mask = (mask == 0)[:, None, None, :]
+            else:
+                mask = (1.0 - mask[:, None, :, :].float()) * -10000.0
+        x = self.embeddings(ids, types, pos)
+        rel = None
+        if self.rel[0]:
+            rel = nn.functional.embedding(bucket(pos.unsqueeze(-2) - pos.unsqueeze(-1), *self.rel), self.rel_pos_bias.weight.t())
             rel = rel.permute(0, 3, 1, 2)
-            for layer in self.encoder.layer:
-                x = layer(x, ext, rel)
-            return x
+        for layer in self.encoder.layer:
+            x = layer(x, mask, rel)
+        return x
+
+    def pool(self, x):
+        return torch.tanh(self.pooler.dense(x[:, 0]))
+
+
+def adamw(model, eps=1e-8, weight_decay=0.01):
+    """AdamW at lr 1e-4 (gobench's timedSteps') over torchmods' groups, as train.NewAdamW makes
+    them: no weight decay on biases and norms (parameters of one dimension)."""
+    params = list(model.parameters())
+    return torch.optim.AdamW([{"params": [p for p in params if p.dim() > 1]},
+                              {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}],
+                             lr=1e-4, eps=eps, weight_decay=weight_decay)
+
+
+def need_inputs(workload):
+    """The batch gobench wrote with -inputs, on the device."""
+    if not args.inputs:
+        raise SystemExit(f"torch_bench: {workload} needs --inputs FILE, the batch `gobench -workload {workload} -inputs FILE` writes")
+    return {k: v.to(dev) for k, v in read_safetensors(args.inputs).items()}
+
+
+def load_weights(model, workload, shape, loss_fn):
+    """With --weights: gobench's initial weights into model, and the step-0 loss to stderr."""
+    if args.weights:
+        import sys
+        model.load_state_dict(read_safetensors(args.weights))
+        with torch.no_grad():
+            print(f"torch_bench {workload}: {shape}, step-0 loss {loss_fn().item():.6f}", file=sys.stderr)
+
+
+def pmlm_step():
+    """bench/gobench's pmlm: one UniLMv2 pre-training step on the packed pseudo-masked batch gobench
+    wrote (--inputs): the forward pass of s2s-ft's BertModel with relative position bias (32 bins,
+    max distance 128; HFBert, at bert_mlm's sizes, no dropout) with explicit positions and the 2-D
+    mask, L_AE + L_PAR (each the mean cross-entropy over its positions, the vocabulary projection
+    there only), backward, AdamW with torchmods' groups (no decay on biases and norms). Parameter
+    names are torchmods' (HF's), so --weights loads gobench's initial weights."""
+    V, H, LAYERS, A, I, _, _, steps = bert_sizes(20)
+    batch = need_inputs("pmlm")
 
     class ForMaskedLM(nn.Module):  # BertForMaskedLM: the LM head's decoder tied to the word embeddings
         def __init__(self):
             super().__init__()
-            self.bert = Bert()
+            self.bert = HFBert(V, H, LAYERS, A, I, rel_bins=32, max_rel=128)
             self.cls = nn.Module()
             self.cls.predictions = nn.Module()
             self.cls.predictions.transform = nn.Module()
             self.cls.predictions.transform.dense = nn.Linear(H, H)
-            self.cls.predictions.transform.LayerNorm = nn.LayerNorm(H, eps=EPS)
+            self.cls.predictions.transform.LayerNorm = nn.LayerNorm(H, eps=1e-12)
             self.cls.predictions.bias = nn.Parameter(torch.zeros(V))
+            with torch.no_grad():
+                self.cls.predictions.transform.dense.weight.normal_(0, 0.02)
+                self.cls.predictions.transform.dense.bias.zero_()
 
         def logits(self, h):
             t = self.cls.predictions.transform
@@ -349,30 +416,83 @@ def pmlm_step():
                 total = total + nn.functional.cross_entropy(self.logits(hidden.index_select(0, at)), lab.index_select(0, at))
             return total
 
-    model = ForMaskedLM()
-    with torch.no_grad():  # HF's _init_weights, as torchmods' BertInit
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                m.weight.normal_(0, 0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                m.bias.zero_()
-        model.bert.embeddings.word_embeddings.weight[0].zero_()
-    if args.weights:
-        model.load_state_dict(read_safetensors(args.weights))
-    model = model.to(dev)
-    params = list(model.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() > 1]},
-                             {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}], lr=1e-4, weight_decay=0.01)
-    if args.weights:
-        import sys
-        with torch.no_grad():
-            print(f"torch_bench pmlm: batch {tuple(batch['ids'].shape)} packed, step-0 loss {model(batch).item():.6f}", file=sys.stderr)
+    model = ForMaskedLM().to(dev)
+    load_weights(model, "pmlm", f"batch {tuple(batch['ids'].shape)} packed", lambda: model(batch))
+    opt = adamw(model)
 
     return timed_steps(steps, opt, lambda: model(batch))
 
 
+def dense_step():
+    """bench/gobench's dense_biencoder: one ir.dense step of DPR's bi-encoder on the batch gobench
+    wrote (--inputs): two HFBert towers named as ir's separate towers (HF's DPRQuestionEncoder and
+    DPRContextEncoder: question_encoder.bert_model.*, ctx_encoder.bert_model.*), [CLS] vectors, dot
+    product, every query against every passage, the excluded columns (but a query's own positive)
+    at -inf, cross-entropy with each query's positive as target (DPR's BiEncoderNllLoss, ir's
+    ContrastiveLoss at temperature 1), backward, clip_grad_norm_ at 2.0 and AdamW (eps 1e-8, no
+    weight decay): ir.DefaultDense's optimisation. One step a repetition on CPU, as gobench's."""
+    V, H, LAYERS, A, I, _, _, steps = bert_sizes(20)
+    steps = steps if dev.type == "cuda" else 1
+    b = need_inputs("dense_biencoder")
+    exclude = b["exclude"].bool()
+    exclude[torch.arange(exclude.shape[0], device=dev), b["positives"]] = False
+
+    class BiEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.question_encoder, self.ctx_encoder = nn.Module(), nn.Module()
+            self.question_encoder.bert_model = HFBert(V, H, LAYERS, A, I)
+            self.ctx_encoder.bert_model = HFBert(V, H, LAYERS, A, I)
+
+        def forward(self):
+            q = self.question_encoder.bert_model(b["q_ids"], mask=b["q_mask"])[:, 0]
+            p = self.ctx_encoder.bert_model(b["p_ids"], mask=b["p_mask"])[:, 0]
+            scores = (q @ p.t()).masked_fill(exclude, float("-inf"))
+            return nn.functional.cross_entropy(scores, b["positives"])
+
+    model = BiEncoder().to(dev)
+    load_weights(model, "dense_biencoder", f"{tuple(b['q_ids'].shape)} queries against {tuple(b['p_ids'].shape)} passages", model)
+    opt = adamw(model, eps=1e-8, weight_decay=0.0)
+
+    return timed_steps(steps, opt, model, clip=2.0)
+
+
+def monobert_step():
+    """bench/gobench's monobert: one ir.rerank step of monoBERT's cross-encoder on the pairs gobench
+    wrote (--inputs, [CLS] q [SEP] p [SEP] with segment ids and padding): HF's
+    BertForSequenceClassification with 2 labels (bert.* with the pooler, classifier.*), the
+    pointwise loss (cross-entropy over not relevant, relevant), backward, clip_grad_norm_ at 1.0
+    and AdamW (betas 0.9/0.999, eps 1e-6, weight decay 0.01 but not on biases and norms):
+    ir.DefaultRerankConfig's optimisation."""
+    V, H, LAYERS, A, I, _, _, steps = bert_sizes(20)
+    b = need_inputs("monobert")
+
+    class CrossEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = HFBert(V, H, LAYERS, A, I, pooler=True)
+            self.classifier = nn.Linear(H, 2)
+            with torch.no_grad():
+                self.classifier.weight.normal_(0, 0.02)
+                self.classifier.bias.zero_()
+
+        def forward(self):
+            logits = self.classifier(self.bert.pool(self.bert(b["ids"], b["types"], mask=b["mask"])))
+            return nn.functional.cross_entropy(logits, b["labels"])
+
+    model = CrossEncoder().to(dev)
+    load_weights(model, "monobert", f"{tuple(b['ids'].shape)} pairs", model)
+    opt = adamw(model, eps=1e-6, weight_decay=0.01)
+
+    return timed_steps(steps, opt, model, clip=1.0)
+
+
 if args.workload == "pmlm":
     run = pmlm_step()
+elif args.workload == "dense_biencoder":
+    run = dense_step()
+elif args.workload == "monobert":
+    run = monobert_step()
 elif args.workload == "bert_mlm":
     run = bert_step()
 elif args.workload == "llama_lm":

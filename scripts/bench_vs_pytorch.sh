@@ -6,9 +6,11 @@
 #   scripts/bench_vs_pytorch.sh [--device cpu|cuda] [--runs N] [--workloads "smallop mlp encoder"]
 #
 # Workloads (the default is the first three): smallop mlp encoder mae_vitb bert_mlm metapt_first
-# metapt_second llama_lm pmlm. A workload whose two sides must see the same inputs (pmlm: the
-# packed pseudo-masked batch, drawn by pmlm's own masking) has gobench write them to a file with
-# -inputs, which torch_bench.py reads with --inputs; gobench runs first in every run.
+# metapt_second llama_lm pmlm dense_biencoder monobert. A workload whose two sides must see the
+# same inputs (pmlm: the packed pseudo-masked batch, drawn by pmlm's own masking; dense_biencoder
+# and monobert: the padded queries, passages and pairs batched by the ir package) has gobench
+# write them to a file with -inputs, which torch_bench.py reads with --inputs; gobench runs first
+# in every run.
 #
 # Python: $PYTHON, else /usr/bin/python3 (Debian's python3-torch; install it with
 # REPRO_DEV=1 scripts/install_libtorch.sh), else python3. Raw results go to $BENCH_OUT if set.
@@ -50,7 +52,8 @@ for r in rows:
         order.append(r["workload"])
 def fmt(s):
     return f"{s*1e6:.2f} us" if s < 1e-3 else f"{s*1e3:.2f} ms"
-print(f"{'workload':<10} {'device':<6} {'Go median':>12} {'PyTorch median':>15} {'ratio':>7} {'Go peak RSS':>12} {'PyTorch peak RSS':>17}")
+ww = max([10] + [len(w) for w in order])  # dense_biencoder is 15 characters
+print(f"{'workload':<{ww}} {'device':<6} {'Go median':>12} {'PyTorch median':>15} {'ratio':>7} {'Go peak RSS':>12} {'PyTorch peak RSS':>17}")
 worst = (0, "")
 for w in order:
     go = [r for r in rows if r["workload"] == w and r["impl"] == "go"]
@@ -61,6 +64,6 @@ for w in order:
     prss = max(r["peak_rss"] for r in pt) / 2**20
     ratio = gm / pm
     worst = max(worst, (ratio, w))
-    print(f"{w:<10} {go[0]['device']:<6} {fmt(gm):>12} {fmt(pm):>15} {ratio:>7.2f} {grss:>9.0f} MiB {prss:>14.0f} MiB")
+    print(f"{w:<{ww}} {go[0]['device']:<6} {fmt(gm):>12} {fmt(pm):>15} {ratio:>7.2f} {grss:>9.0f} MiB {prss:>14.0f} MiB")
 print(f"worst ratio: {worst[0]:.2f} ({worst[1]})")
 PY
