@@ -56,7 +56,7 @@ func i64(name string, v []int64, shape ...int64) safetensors.Tensor {
 }
 
 // writeStoreWeights writes every parameter of store under its name, for
-// bench/torch_bench.py --weights (pmlmStep does the same inline).
+// bench/torch_bench.py --weights.
 func writeStoreWeights(store *torchmods.Store, path string) {
 	var tensors []safetensors.Tensor
 	for _, p := range store.Params() {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -91,13 +90,6 @@ func makePMLMBatch(batch, vocab int64) (*pmlmBatch, error) {
 // write stores the batch as int64 tensors in a safetensors file, which
 // bench/torch_bench.py --inputs reads.
 func (p *pmlmBatch) write(path string) error {
-	i64 := func(name string, v []int64, shape ...int64) safetensors.Tensor {
-		b := make([]byte, 8*len(v))
-		for i, x := range v {
-			binary.LittleEndian.PutUint64(b[8*i:], uint64(x))
-		}
-		return safetensors.Tensor{Name: name, DType: "I64", Shape: shape, Data: b}
-	}
 	B, L := p.B, p.L
 	return safetensors.Write(path, []safetensors.Tensor{
 		i64("ids", p.IDs, B, L), i64("positions", p.Positions, B, L), i64("types", p.Types, B, L),
@@ -131,17 +123,7 @@ func pmlmStep(dev gotch.Device, check *float64, inputs, weights string) func() f
 	store := torchmods.NewStore(dev)
 	m := torchmods.NewBertForMaskedLM(store.Root(), cfg)
 	if weights != "" {
-		var tensors []safetensors.Tensor
-		for _, p := range store.Params() {
-			t, err := torchmods.ToSafetensors(p.Name, p.Tensor, gotch.Float)
-			if err != nil {
-				panic(err)
-			}
-			tensors = append(tensors, t)
-		}
-		if err := safetensors.Write(weights, tensors, nil); err != nil {
-			panic(err)
-		}
+		writeStoreWeights(store, weights)
 	}
 	opt := train.NewAdamW(store, 0.9, 0.999, 1e-8, 0.01)
 	B, L := pb.B, pb.L
