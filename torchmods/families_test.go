@@ -83,7 +83,7 @@ func TestOpenHFErrors(t *testing.T) {
 		return err
 	}
 	err = open(folder("gpt2", `{"model_type": "gpt2"}`))
-	assert.ErrorContains(t, err, `model_type "gpt2" is not supported; supported: bert (BertForMaskedLM); llama (LlamaForCausalLM); mistral (MistralForCausalLM)`)
+	assert.ErrorContains(t, err, `model_type "gpt2" is not supported; supported: bert (BertForMaskedLM); clip (CLIPModel); llama (LlamaForCausalLM); mistral (MistralForCausalLM)`)
 	assert.ErrorContains(t, open(folder("noconfig", "")), "no config.json")
 	assert.ErrorContains(t, open(folder("cls", `{"model_type": "bert", "architectures": ["BertForSequenceClassification"]}`)),
 		"repro builds BertForMaskedLM only")

@@ -71,7 +71,7 @@ func TestHFRunErrors(t *testing.T) {
 		msg  string
 	}{
 		{[]string{gpt2, "-inputs", bertIn, "-out", out}, 1,
-			`model_type "gpt2" is not supported; supported: bert (BertForMaskedLM); llama (LlamaForCausalLM); mistral (MistralForCausalLM); vit_mae (ViTMAEForPreTraining)`},
+			`model_type "gpt2" is not supported; supported: bert (BertForMaskedLM); clip (CLIPModel); llama (LlamaForCausalLM); mistral (MistralForCausalLM); vit_mae (ViTMAEForPreTraining)`},
 		{[]string{"../../mae/testdata/hf_vitmae_grey", "-inputs", bertIn, "-out", out}, 1,
 			`ViTMAEForPreTraining needs input "pixel_values" (inputs: pixel_values, noise)`},
 		{[]string{"../../torchmods/testdata/hf_bert_mlm", "-inputs", "../../torchmods/testdata/hf_bert_mlm/config.json", "-out", out}, 1,
