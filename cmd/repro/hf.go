@@ -3,9 +3,11 @@ package main
 import (
 	"flag"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/internal/cli"
@@ -25,15 +27,20 @@ func hfCommand() *cli.Command {
 
 func hfRun() *cli.Command {
 	var inputs, out, device string
+	var visionHeads, textHeads int64
 	return &cli.Command{
 		Name:  "run",
 		Short: "build the model a HF folder's config.json names, load it, run forward",
-		Usage: "DIR -inputs IN.safetensors -out OUT.safetensors [-device cpu]",
+		Usage: "DIR|CLIP.pt -inputs IN.safetensors -out OUT.safetensors [-device cpu] [-vision-heads N -text-heads N]",
 		Long: `run builds the model that DIR's config.json names (model_type and
 architectures), loads DIR's weights (model.safetensors, sharded or not, or
 pytorch_model.bin, in any naming variant the family knows) and runs the forward
 pass in eval mode, without gradients. DIR may also be hf:ORG/NAME[@REV], from the
-Hugging Face cache.
+Hugging Face cache, or one of OpenAI's CLIP files (a released TorchScript archive such
+as ViT-B-16.pt, or an OpenAI-named state dict saved with torch.save or as safetensors):
+it is run as HF's CLIPModel converted from it would run (input_ids, pixel_values,
+attention_mask in; logits_per_image, logits_per_text, image_embeds, text_embeds out),
+with -vision-heads and -text-heads for a model whose widths are not 64 per head.
 
 The tensors of IN are forward's arguments under HF's names (input_ids,
 attention_mask, token_type_ids, labels; pixel_values, noise; for llama and
@@ -49,6 +56,8 @@ Supported: ` + strings.Join(torchmods.SupportedFamilies(), "; ") + ".",
 			fs.StringVar(&inputs, "inputs", "", "safetensors file of forward's arguments, by HF's names")
 			fs.StringVar(&out, "out", "", "safetensors file to write the outputs to")
 			fs.StringVar(&device, "device", "cpu", "cpu or cuda")
+			fs.Int64Var(&visionHeads, "vision-heads", 0, "an OpenAI CLIP file's vision heads (0: width/64, as build_model)")
+			fs.Int64Var(&textHeads, "text-heads", 0, "an OpenAI CLIP file's text heads (0: width/64, as build_model)")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 1 {
@@ -65,10 +74,11 @@ Supported: ` + strings.Join(torchmods.SupportedFamilies(), "; ") + ".",
 			defer s.Close()
 			store := torchmods.NewStore(dev)
 			defer store.Drop()
-			m, err := torchmods.OpenHF(args[0], store, env.Stdout)
+			m, err := openHFRunner(args[0], store, torchmods.CLIPLoadOptions{Device: dev, VisionHeads: visionHeads, TextHeads: textHeads}, env)
 			if err != nil {
 				return err
 			}
+			defer m.drop()
 			in, err := torchmods.LoadWeights(inputs, dev)
 			if err != nil {
 				return fmt.Errorf("-inputs: %w", err)
@@ -81,7 +91,7 @@ Supported: ` + strings.Join(torchmods.SupportedFamilies(), "; ") + ".",
 					defaulted = append(defaulted, n)
 				}
 			}
-			res, err := m.Run(in)
+			res, err := m.run(in)
 			if err != nil {
 				return err
 			}
@@ -108,4 +118,88 @@ Supported: ` + strings.Join(torchmods.SupportedFamilies(), "; ") + ".",
 			return nil
 		},
 	}
+}
+
+// hfRunner is what `hf run` runs: a model OpenHF opened, or an OpenAI CLIP
+// file as HF's CLIPModel.
+type hfRunner struct {
+	Architecture *torchmods.Architecture
+	run          func(map[string]*ts.Tensor) (map[string]*ts.Tensor, error)
+	drop         func()
+}
+
+// openHFRunner opens spec with OpenHF, or, when it is a file with no
+// config.json beside it, as one of OpenAI's CLIP files (LoadCLIP), run
+// through CLIPFamily's CLIPModel.
+func openHFRunner(spec string, store *torchmods.Store, o torchmods.CLIPLoadOptions, env *cli.Env) (*hfRunner, error) {
+	src, err := torchmods.Resolve(spec)
+	if err != nil || src.Config != "" || src.Kind != torchmods.SourceFile {
+		m, err := torchmods.OpenHF(spec, store, env.Stdout)
+		if err != nil {
+			return nil, err
+		}
+		return &hfRunner{Architecture: m.Architecture, run: m.Run, drop: func() {}}, nil
+	}
+	l, err := torchmods.LoadCLIP(spec, o, env.Stdout)
+	if err != nil {
+		return nil, fmt.Errorf("%s: no config.json beside it (a HF model folder has one), and not an OpenAI CLIP file either: %w", spec, err)
+	}
+	m, err := torchmods.NewCLIPForExport(l.Model)
+	if err != nil {
+		l.Store.Drop()
+		return nil, fmt.Errorf("%s: %w", spec, err)
+	}
+	arch := torchmods.CLIPFamily.Architectures[0]
+	run := func(inputs map[string]*ts.Tensor) (map[string]*ts.Tensor, error) {
+		in, err := hfInputs(arch, inputs, o.Device)
+		if err != nil {
+			return nil, err
+		}
+		var out map[string]*ts.Tensor
+		var ferr error
+		err = torchmods.Try(func() { ts.NoGrad(func() { out, ferr = m.Forward(in) }) })
+		if err == nil {
+			err = ferr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s forward: %w", arch.Name, err)
+		}
+		return out, nil
+	}
+	return &hfRunner{Architecture: arch, run: run, drop: l.Store.Drop}, nil
+}
+
+// hfInputs checks inputs against arch as OpenedHF.Run does (a required
+// one missing or an unknown one is an error naming it) and gives them the
+// dtypes HF's forward takes on dev: floats as float32, the rest as int64.
+func hfInputs(arch *torchmods.Architecture, inputs map[string]*ts.Tensor, dev gotch.Device) (map[string]*ts.Tensor, error) {
+	for _, r := range arch.Required {
+		if _, ok := inputs[r]; !ok {
+			return nil, fmt.Errorf("%s needs input %q (inputs: %s)", arch.Name, r, strings.Join(arch.Inputs, ", "))
+		}
+	}
+	in := map[string]*ts.Tensor{}
+	names := make([]string, 0, len(inputs))
+	for n := range inputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		x := inputs[n]
+		if !slices.Contains(arch.Inputs, n) {
+			return nil, fmt.Errorf("%s does not take input %q (inputs: %s)", arch.Name, n, strings.Join(arch.Inputs, ", "))
+		}
+		err := torchmods.Try(func() {
+			switch x.DType() {
+			case gotch.Float, gotch.Double, gotch.Half, gotch.BFloat16:
+				in[n] = x.MustTotype(gotch.Float, false).MustTo(dev, true)
+			default:
+				in[n] = x.MustTotype(gotch.Int64, false).MustTo(dev, true)
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("input %q: %w", n, err)
+		}
+	}
+	return in, nil
 }
