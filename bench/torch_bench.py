@@ -13,11 +13,11 @@ from torch import nn
 
 p = argparse.ArgumentParser()
 p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm", "pmlm",
-                                                  "dense_biencoder", "monobert"])
+                                                  "dense_biencoder", "monobert", "clip"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
-p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert: the batch bench/gobench -inputs wrote (safetensors)")
-p.add_argument("--weights", help="pmlm, dense_biencoder, monobert: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
+p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert, clip: the batch bench/gobench -inputs wrote (safetensors)")
+p.add_argument("--weights", help="pmlm, dense_biencoder, monobert, clip: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
 args = p.parse_args()
 dev = torch.device("cuda:0" if args.device == "cuda" else "cpu")
 torch.manual_seed(0)
@@ -354,13 +354,13 @@ class HFBert(nn.Module):
         return torch.tanh(self.pooler.dense(x[:, 0]))
 
 
-def adamw(model, eps=1e-8, weight_decay=0.01):
+def adamw(model, eps=1e-8, weight_decay=0.01, betas=(0.9, 0.999)):
     """AdamW at lr 1e-4 (gobench's timedSteps') over torchmods' groups, as train.NewAdamW makes
     them: no weight decay on biases and norms (parameters of one dimension)."""
     params = list(model.parameters())
     return torch.optim.AdamW([{"params": [p for p in params if p.dim() > 1]},
                               {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}],
-                             lr=1e-4, eps=eps, weight_decay=weight_decay)
+                             lr=1e-4, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
 def need_inputs(workload):
@@ -487,7 +487,236 @@ def monobert_step():
     return timed_steps(steps, opt, model, clip=1.0)
 
 
-if args.workload == "pmlm":
+# OpenAI's CLIP, the parts of clip/model.py (github.com/openai/CLIP at commit
+# d05afc436d78f1c48dc0dbf8e5980a9d471f35f6, MIT licence, Copyright (c) 2021 OpenAI) that a ViT CLIP
+# trained in float32 needs, transcribed: the same classes, parameter names and initialisation, so
+# that --weights loads gobench's initial weights (torchmods' CLIP keeps model.py's names) and, without
+# it, the model starts as model.py's would. Left out: ModifiedResNet and its AttentionPool2d,
+# convert_weights and build_model (fp16 and loading released archives), and the dtype casts, which
+# do nothing in float32.
+
+
+class CLIPLayerNorm(nn.LayerNorm):
+    """model.py's LayerNorm: computed in float32 (fp16 inputs are cast; float32 ones are unchanged)."""
+
+    def forward(self, x):
+        orig_type = x.dtype
+        ret = super().forward(x.type(torch.float32))
+        return ret.type(orig_type)
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, d_model, n_head, attn_mask=None):
+        super().__init__()
+        from collections import OrderedDict
+        self.attn = nn.MultiheadAttention(d_model, n_head)
+        self.ln_1 = CLIPLayerNorm(d_model)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(d_model, d_model * 4)),
+            ("gelu", QuickGELU()),
+            ("c_proj", nn.Linear(d_model * 4, d_model))
+        ]))
+        self.ln_2 = CLIPLayerNorm(d_model)
+        self.attn_mask = attn_mask
+
+    def attention(self, x):
+        self.attn_mask = self.attn_mask.to(dtype=x.dtype, device=x.device) if self.attn_mask is not None else None
+        return self.attn(x, x, x, need_weights=False, attn_mask=self.attn_mask)[0]
+
+    def forward(self, x):
+        x = x + self.attention(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class CLIPTransformer(nn.Module):  # model.py's Transformer
+    def __init__(self, width, layers, heads, attn_mask=None):
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, attn_mask) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.resblocks(x)
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim):
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.output_dim = output_dim
+        self.conv1 = nn.Conv2d(in_channels=3, out_channels=width, kernel_size=patch_size, stride=patch_size, bias=False)
+
+        scale = width ** -0.5
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn((input_resolution // patch_size) ** 2 + 1, width))
+        self.ln_pre = CLIPLayerNorm(width)
+
+        self.transformer = CLIPTransformer(width, layers, heads)
+
+        self.ln_post = CLIPLayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def forward(self, x):
+        x = self.conv1(x)  # shape = [*, width, grid, grid]
+        x = x.reshape(x.shape[0], x.shape[1], -1)  # shape = [*, width, grid ** 2]
+        x = x.permute(0, 2, 1)  # shape = [*, grid ** 2, width]
+        x = torch.cat([self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device), x], dim=1)  # shape = [*, grid ** 2 + 1, width]
+        x = x + self.positional_embedding.to(x.dtype)
+        x = self.ln_pre(x)
+
+        x = x.permute(1, 0, 2)  # NLD -> LND
+        x = self.transformer(x)
+        x = x.permute(1, 0, 2)  # LND -> NLD
+
+        x = self.ln_post(x[:, 0, :])
+
+        if self.proj is not None:
+            x = x @ self.proj
+
+        return x
+
+
+class CLIP(nn.Module):
+    """model.py's CLIP with a vision transformer (vision_layers an int; width // 64 heads)."""
+
+    def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
+                 context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
+        super().__init__()
+        import numpy as np
+
+        self.context_length = context_length
+
+        vision_heads = vision_width // 64
+        self.visual = VisionTransformer(
+            input_resolution=image_resolution,
+            patch_size=vision_patch_size,
+            width=vision_width,
+            layers=vision_layers,
+            heads=vision_heads,
+            output_dim=embed_dim
+        )
+
+        self.transformer = CLIPTransformer(
+            width=transformer_width,
+            layers=transformer_layers,
+            heads=transformer_heads,
+            attn_mask=self.build_attention_mask()
+        )
+
+        self.vocab_size = vocab_size
+        self.token_embedding = nn.Embedding(vocab_size, transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(self.context_length, transformer_width))
+        self.ln_final = CLIPLayerNorm(transformer_width)
+
+        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.logit_scale = nn.Parameter(torch.ones([]) * np.log(1 / 0.07))
+
+        self.initialize_parameters()
+
+    def initialize_parameters(self):
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+
+        proj_std = (self.transformer.width ** -0.5) * ((2 * self.transformer.layers) ** -0.5)
+        attn_std = self.transformer.width ** -0.5
+        fc_std = (2 * self.transformer.width) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+        if self.text_projection is not None:
+            nn.init.normal_(self.text_projection, std=self.transformer.width ** -0.5)
+
+    def build_attention_mask(self):
+        # lazily create causal attention mask, with full attention between the vision tokens
+        # pytorch uses additive attention mask; fill with -inf
+        mask = torch.empty(self.context_length, self.context_length)
+        mask.fill_(float("-inf"))
+        mask.triu_(1)  # zero out the lower diagonal
+        return mask
+
+    @property
+    def dtype(self):
+        return self.visual.conv1.weight.dtype
+
+    def encode_image(self, image):
+        return self.visual(image.type(self.dtype))
+
+    def encode_text(self, text):
+        x = self.token_embedding(text).type(self.dtype)  # [batch_size, n_ctx, d_model]
+
+        x = x + self.positional_embedding.type(self.dtype)
+        x = x.permute(1, 0, 2)  # NLD -> LND
+        x = self.transformer(x)
+        x = x.permute(1, 0, 2)  # LND -> NLD
+        x = self.ln_final(x).type(self.dtype)
+
+        # x.shape = [batch_size, n_ctx, transformer.width]
+        # take features from the eot embedding (eot_token is the highest number in each sequence)
+        x = x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
+
+        return x
+
+    def forward(self, image, text):
+        image_features = self.encode_image(image)
+        text_features = self.encode_text(text)
+
+        # normalized features
+        image_features = image_features / image_features.norm(dim=1, keepdim=True)
+        text_features = text_features / text_features.norm(dim=1, keepdim=True)
+
+        # cosine similarity as logits
+        logit_scale = self.logit_scale.exp()
+        logits_per_image = logit_scale * image_features @ text_features.t()
+        logits_per_text = logits_per_image.t()
+
+        # shape = [global_batch_size, global_batch_size]
+        return logits_per_image, logits_per_text
+
+
+def clip_sizes():
+    """bench/gobench's clipSizes: (CLIP's arguments, batch, steps per repetition)."""
+    if dev.type == "cuda":  # ViT-B/16
+        return dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+                    context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12), 128, 10
+    return dict(embed_dim=256, image_resolution=112, vision_layers=6, vision_width=384, vision_patch_size=16,
+                context_length=77, vocab_size=49408, transformer_width=256, transformer_heads=4, transformer_layers=4), 32, 1
+
+
+def clip_step():
+    """bench/gobench's clip: one CLIP pre-training step on the images and token ids gobench wrote
+    (--inputs): model.py's CLIP forward, the symmetric contrastive loss of OpenAI's training code and
+    open_clip's ClipLoss ((cross_entropy(logits_per_image, arange(B)) + cross_entropy(logits_per_text,
+    arange(B))) / 2), backward, AdamW with the paper's betas 0.9/0.98, eps 1e-6 and weight decay 0.2,
+    none on parameters of fewer than two dimensions (open_clip's exclusion; train.NewAdamW's groups).
+    No logit_scale clamp after the step, as gobench (a no-op this far from ln 100)."""
+    kw, B, steps = clip_sizes()
+    b = need_inputs("clip")
+    model = CLIP(**kw).to(dev)
+    labels = torch.arange(B, device=dev)
+
+    def loss():
+        logits_per_image, logits_per_text = model(b["images"], b["text"])
+        return (nn.functional.cross_entropy(logits_per_image, labels) + nn.functional.cross_entropy(logits_per_text, labels)) / 2
+
+    r = kw["image_resolution"]
+    load_weights(model, "clip", f"{B} images of {r} px and {B} texts of {kw['context_length']}", loss)
+    opt = adamw(model, eps=1e-6, weight_decay=0.2, betas=(0.9, 0.98))
+
+    return timed_steps(steps, opt, loss)
+
+
+if args.workload == "clip":
+    run = clip_step()
+elif args.workload == "pmlm":
     run = pmlm_step()
 elif args.workload == "dense_biencoder":
     run = dense_step()
