@@ -336,24 +336,35 @@ func summarise(r *Result, tests map[string]TestResult) {
 	}
 }
 
+// openFrozen is what every method starts from: the frozen CLIP and its
+// tokenizer, the image size its encoder takes, and the splits (with the
+// few-shot training set when fewShot). The caller drops loaded.Store.
+func openFrozen(s *train.Session, src CLIPSource, d DataConfig, seed int64, fewShot bool) (*torchmods.LoadedCLIP, Tokenizer, int, *splits, error) {
+	loaded, tok, err := LoadFrozenCLIP(src, s.Device, s.W)
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	size, err := imageSize(d, loaded.Model)
+	if err == nil {
+		var sp *splits
+		if sp, err = loadSplits(d, seed, fewShot); err == nil {
+			return loaded, tok, size, sp, nil
+		}
+	}
+	loaded.Store.Drop()
+	return nil, nil, 0, nil, err
+}
+
 // RunPrompt trains CoOp's or CoCoOp's prompt learner on the training
 // classes with the frozen CLIP, then tests it on every test set.
 func RunPrompt(s *train.Session, c *Config) (*Result, error) {
 	started := time.Now()
-	loaded, tok, err := LoadFrozenCLIP(c.CLIP, s.Device, s.W)
+	loaded, tok, size, sp, err := openFrozen(s, c.CLIP, c.Data, c.Trainer.Seed, true)
 	if err != nil {
 		return nil, err
 	}
 	defer loaded.Store.Drop()
 	clip := loaded.Model
-	size, err := imageSize(c.Data, clip)
-	if err != nil {
-		return nil, err
-	}
-	sp, err := loadSplits(c.Data, c.Trainer.Seed, true)
-	if err != nil {
-		return nil, err
-	}
 	l, err := newLearner(c.Task, s.Store.Root().Sub("prompt_learner"), clip, tok, sp.classes, c.Prompt.options())
 	if err != nil {
 		return nil, err
@@ -469,20 +480,12 @@ func EvalPrompt(c *Config, checkpoint string, w io.Writer) error {
 // RunZeroShot tests zero-shot CLIP on every test set.
 func RunZeroShot(s *train.Session, c *ZeroShotConfig) (*Result, error) {
 	started := time.Now()
-	loaded, tok, err := LoadFrozenCLIP(c.CLIP, s.Device, s.W)
+	loaded, tok, size, sp, err := openFrozen(s, c.CLIP, c.Data, c.Trainer.Seed, false)
 	if err != nil {
 		return nil, err
 	}
 	defer loaded.Store.Drop()
 	clip := loaded.Model
-	size, err := imageSize(c.Data, clip)
-	if err != nil {
-		return nil, err
-	}
-	sp, err := loadSplits(c.Data, c.Trainer.Seed, false)
-	if err != nil {
-		return nil, err
-	}
 	tf := c.Data.transform(size)
 	tests := map[string]TestResult{}
 	for _, t := range sp.tests {
