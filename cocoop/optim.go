@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/sugarme/gotch/ts"
-
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/train"
 )
@@ -15,46 +13,16 @@ import (
 // build_lr_scheduler, not in this repository's mirror; written from their
 // documented behaviour and the defaults the configs leave in place).
 
-// DasslSGD is torch.optim.SGD over model.parameters(), as Dassl's
+// NewDasslSGD is torch.optim.SGD over model.parameters(), as Dassl's
 // build_optimizer makes it for OPTIM.NAME "sgd": momentum, dampening 0,
 // no Nesterov, and weight decay on every parameter (Dassl passes one
-// parameter group; train.SGD, like most recipes here, spares biases and
-// other 1-D parameters, which Dassl does not). The decay is added to each
-// gradient, g + wd·p, before a train.SGD step without decay: torch's
-// update exactly.
-type DasslSGD struct {
-	*train.SGD
-	store       *torchmods.Store
-	WeightDecay float64
-}
-
-// NewDasslSGD sets up the optimizer over store's trainable parameters:
-// the prompt learner's, since the CLIP lives in a store of its own.
-func NewDasslSGD(store *torchmods.Store, momentum, weightDecay float64) *DasslSGD {
-	return &DasslSGD{SGD: train.NewSGD(store, momentum, 0, 0, false), store: store, WeightDecay: weightDecay}
-}
-
-// Step adds the weight decay to every trainable parameter's gradient,
-// then takes the SGD step (which zeroes the gradients).
-func (o *DasslSGD) Step(lr float64) error {
-	if o.WeightDecay != 0 {
-		err := torchmods.Try(func() {
-			ts.NoGrad(func() {
-				for _, p := range o.store.Params() {
-					if !p.Tensor.MustRequiresGrad() {
-						continue
-					}
-					if g := p.Tensor.MustGrad(false); g.MustDefined() {
-						g.MustAdd_(p.Tensor.MustMulScalar(ts.FloatScalar(o.WeightDecay), false))
-					}
-				}
-			})
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return o.SGD.Step(lr)
+// parameter group, where train.SGD by default spares biases and other
+// 1-D parameters). It runs over store's trainable parameters: the prompt
+// learner's, since the CLIP lives in a store of its own.
+func NewDasslSGD(store *torchmods.Store, momentum, weightDecay float64) *train.SGD {
+	o := train.NewSGD(store, momentum, 0, weightDecay, false)
+	o.DecayAll = true
+	return o
 }
 
 // DasslSchedule is the learning rate of each step under Dassl's epoch-wise

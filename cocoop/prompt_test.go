@@ -298,7 +298,7 @@ func TestDasslScheduleIsEpochWise(t *testing.T) {
 	assert.InDelta(t, 0.002*(1+math.Cos(8*math.Pi/10))/2, sched(29), 1e-15, "the last epoch of ten")
 }
 
-// DasslSGD is torch.optim.SGD(momentum 0.9, weight_decay wd) on every
+// NewDasslSGD is torch.optim.SGD(momentum 0.9, weight_decay wd) on every
 // parameter, the 1-D ones included: two steps by hand.
 func TestDasslSGDDecaysEveryParameter(t *testing.T) {
 	s := ts.NewScope()

@@ -104,6 +104,12 @@ type AxisSpec struct {
 	Key    string   `toml:"key"`
 	Values []any    `toml:"values"`
 	Labels []string `toml:"labels"` // names of the values in tables and directories (default the values)
+	// Stages are the stages whose config the key is set in (default: every
+	// stage that varies over the axis). The others that vary over it carry
+	// its value only in their directories and references, so a pre-training
+	// axis (trainer.max_steps) can reach the fine-tunings that start from it
+	// without setting their own max_steps.
+	Stages []string `toml:"stages"`
 }
 
 // TableSpec is one [[table]]: named columns of metrics, rows of conditions.
@@ -165,10 +171,14 @@ type Condition struct {
 type Axis struct {
 	Name, Key string
 	Values    []any
-	Texts     []string // the values as TOML, for -set
-	Labels    []string // the values' names in tables and ${axis}
-	dirs      []string // the labels as directory names
+	Texts     []string        // the values as TOML, for -set
+	Labels    []string        // the values' names in tables and ${axis}
+	dirs      []string        // the labels as directory names
+	setIn     map[string]bool // the stages whose config Key is set in; nil: all that vary over it
 }
+
+// Sets reports whether the axis sets its key in stage's config.
+func (a *Axis) Sets(stage string) bool { return a.setIn == nil || a.setIn[stage] }
 
 var dirUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.+-]+`)
 
@@ -457,6 +467,23 @@ func (e *Experiment) check() error {
 		}
 		byName[n] = st
 		stages = append(stages, st)
+	}
+	for i, a := range f.Axes {
+		if a.Stages == nil {
+			continue
+		}
+		ax := e.Axes[i]
+		ax.setIn = map[string]bool{}
+		for _, n := range a.Stages {
+			st := byName[n]
+			switch {
+			case st == nil:
+				return e.errAt(e.line("axis", "name", ""), "axis %q: stages names %q, which is not a stage", a.Name, n)
+			case !st.Over[a.Name]:
+				return e.errAt(e.line("axis", "name", ""), "axis %q: stage %s does not vary over it, so it cannot set %s", a.Name, n, a.Key)
+			}
+			ax.setIn[n] = true
+		}
 	}
 
 	// Conditions.

@@ -177,6 +177,67 @@ values = [0.1, 6.4]
 	assert.Len(t, e.Runs, 1+3*2+1)
 }
 
+// TestAxisSetOnlyInItsStages: an axis of the pre-training's length sets
+// trainer.max_steps in the pre-training only; the prompt runs vary over it
+// (one per pre-training, in its own directory, waiting for that one) but
+// keep their own max_steps.
+func TestAxisSetOnlyInItsStages(t *testing.T) {
+	e, err := Load(writeFile(t, "clip.toml", `
+seeds = [1]
+
+[stage.pretrain]
+config = "clip.toml"
+over = ["steps"]
+
+[stage.prompt]
+config = "coop.toml"
+set = { "clip.path" = "${pretrain}" }
+
+[[axis]]
+name = "steps"
+key = "trainer.max_steps"
+values = [400, 2000]
+stages = ["pretrain"]
+
+[[axis]]
+name = "noise"
+key = "data.scenes.noise"
+values = [0.03, 0.12]
+`))
+	require.NoError(t, err)
+	byID := map[string]*Run{}
+	for _, r := range e.Runs {
+		byID[r.ID] = r
+	}
+	require.Len(t, e.Runs, 2+2*2)
+	assert.Equal(t, []string{"trainer.max_steps=400"}, byID["pretrain/steps-400"].Sets)
+	p := byID["prompt/steps-2000/noise-0.12/seed-1"]
+	require.NotNil(t, p)
+	assert.Equal(t, []string{"pretrain/steps-2000"}, ids(p.Deps))
+	assert.Equal(t, []string{`clip.path="` + filepath.Join(e.Root, "pretrain", "steps-2000") + `"`, "data.scenes.noise=0.12", "trainer.seed=1"}, p.Sets)
+
+	for _, tc := range []struct{ stages, want string }{
+		{`["pretrian"]`, `stages names "pretrian", which is not a stage`},
+		{`["prompt"]`, "stage prompt does not vary over it"},
+	} {
+		_, err := Load(writeFile(t, "bad.toml", `
+[stage.pretrain]
+config = "clip.toml"
+
+[stage.prompt]
+config = "coop.toml"
+over = []
+
+[[axis]]
+name = "steps"
+key = "trainer.max_steps"
+values = [400]
+stages = `+tc.stages+"\n"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+}
+
 func TestParserErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, text string

@@ -190,7 +190,7 @@ func (e *Experiment) expand() error {
 				}
 			}
 			for i, a := range e.Axes {
-				if p.axes[i] >= 0 {
+				if p.axes[i] >= 0 && a.Sets(st.Name) {
 					r.Sets = append(r.Sets, a.Key+"="+a.Texts[p.axes[i]])
 				}
 			}

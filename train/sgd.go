@@ -22,10 +22,15 @@ type SGD struct {
 	LARS                             bool
 	Trust                            float64            // LARS trust coefficient (MAE: 0.001)
 	LRScale                          map[string]float64 // per-parameter learning-rate scale; missing names use 1
-	params                           []*torchmods.Param
-	decay                            []bool
-	buf                              []*ts.Tensor
-	step                             int64
+	// DecayAll puts the weight decay on every parameter, biases, gains and
+	// other 1-D ones included: torch.optim.SGD over model.parameters() in
+	// one group, as Dassl (CoOp's trainer) builds it. By default, as in
+	// most recipes here, the store's no-decay group is spared.
+	DecayAll bool
+	params   []*torchmods.Param
+	decay    []bool
+	buf      []*ts.Tensor
+	step     int64
 }
 
 // NewSGD sets up SGD over the store's trainable parameters.
@@ -82,7 +87,7 @@ func (s *SGD) Step(lr float64) error {
 						if pn > 0 && un > 0 {
 							d = d.MustMulScalar(ts.FloatScalar(s.Trust*pn/un), true)
 						}
-					case !s.LARS && s.decay[i] && s.WeightDecay != 0:
+					case !s.LARS && (s.decay[i] || s.DecayAll) && s.WeightDecay != 0:
 						d = d.MustAdd(p.Tensor.MustMulScalar(ts.FloatScalar(s.WeightDecay), false), true)
 					}
 					if s.Momentum != 0 {
