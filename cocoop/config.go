@@ -183,8 +183,11 @@ func (p PromptConfig) validate(task string) error {
 	} else if p.NCtx < 1 {
 		return config.Field("prompt.n_ctx", "must be positive with random initialisation (ctx_init empty), got %d", p.NCtx)
 	}
-	if task == cocoopName && (p.CSC || p.ClassTokenPosition != PositionEnd) {
-		return config.Field("prompt.csc", "CoCoOp has one context and the class name last: csc must be false and class_token_position \"end\"")
+	if task == cocoopName && p.CSC {
+		return config.Field("prompt.csc", "CoCoOp has one context shared by the classes (cocoop.py has no CSC): set false")
+	}
+	if task == cocoopName && p.ClassTokenPosition != PositionEnd {
+		return config.Field("prompt.class_token_position", "CoCoOp puts the class name last (cocoop.py has no other position): set \"end\", got %q", p.ClassTokenPosition)
 	}
 	switch p.ClassTokenPosition {
 	case PositionEnd, PositionMiddle, PositionFront:

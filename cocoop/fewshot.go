@@ -118,7 +118,8 @@ func Subsample(mode string, splits ...[]Datum) ([][]Datum, error) {
 // ClassNames is get_lab2cname's class list: the name of each label found
 // in items, in label order. Labels must run 0..n-1 without a gap (Dassl
 // takes num_classes = max label + 1) and each must have one name; a split
-// that breaks this is an error naming the label.
+// that breaks this, or one with no items at all, is an error naming the
+// label.
 func ClassNames(items []Datum) ([]string, error) {
 	names := map[int]string{}
 	top := -1
@@ -131,6 +132,9 @@ func ClassNames(items []Datum) ([]string, error) {
 		}
 		names[it.Label] = it.ClassName
 		top = max(top, it.Label)
+	}
+	if len(items) == 0 {
+		return nil, fmt.Errorf("no items, so no classes: the split or class folders hold no images")
 	}
 	out := make([]string, top+1)
 	for y := range out {

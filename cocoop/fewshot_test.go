@@ -174,6 +174,29 @@ func TestClassNamesRefusesGapsAndConflicts(t *testing.T) {
 	assert.ErrorContains(t, err, "no item has label 1")
 	_, err = ClassNames([]Datum{{Label: 0, ClassName: "a"}, {Label: 0, ClassName: "b"}})
 	assert.ErrorContains(t, err, `label 0 has two class names`)
+	_, err = ClassNames(nil)
+	assert.ErrorContains(t, err, "no items, so no classes")
+}
+
+// Templates: zsclip.py's custom template alone; with the ensemble, the
+// seven IMAGENET_TEMPLATES_SELECT plus the custom one except on ImageNet,
+// where ZeroshotCLIP2 adds none; a template the user sets is kept there.
+func TestZeroShotTemplates(t *testing.T) {
+	got, err := Templates("OxfordPets", false, "")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a photo of a {}, a type of pet."}, got)
+	got, err = Templates("OxfordPets", true, "")
+	require.NoError(t, err)
+	assert.Equal(t, append(append([]string(nil), ImageNetTemplatesSelect...), "a photo of a {}, a type of pet."), got)
+	got, err = Templates("ImageNet", true, "")
+	require.NoError(t, err)
+	assert.Equal(t, ImageNetTemplatesSelect, got)
+	got, err = Templates("ImageNet", true, "a good photo of a {}.")
+	require.NoError(t, err)
+	assert.Equal(t, "a good photo of a {}.", got[len(got)-1])
+	assert.Len(t, got, 8)
+	_, err = Templates("Scenes", false, "no slot")
+	assert.ErrorContains(t, err, "must hold {} once")
 }
 
 func labels(items []Datum) []int {

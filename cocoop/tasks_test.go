@@ -245,7 +245,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{func(c *Config) { c.Data.Transforms = []string{"random_crop"} }, "data.transforms"},
 		{func(c *Config) { c.Prompt.NCtx = 16 }, "prompt.n_ctx"},
 		{func(c *Config) { c.Prompt.CtxInit, c.Prompt.CSC = "", true }, "prompt.csc"},
-		{func(c *Config) { c.Prompt.ClassTokenPosition = "middle" }, "prompt.csc"},
+		{func(c *Config) { c.Prompt.ClassTokenPosition = "middle" }, "prompt.class_token_position"},
+		{func(c *Config) { c.Prompt.CtxInit, c.Prompt.NCtx, c.Prompt.CSC = "", 4, true }, "prompt.csc"},
 		{func(c *Config) { c.Optim.LR = 0 }, "optim.lr"},
 		{func(c *Config) { c.Data.Eval = []EvalTarget{{Dataset: "Scenes"}} }, "data.eval"},
 	} {

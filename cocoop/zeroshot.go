@@ -52,7 +52,9 @@ var ImageNetTemplatesSelect = []string{
 // Templates are the templates zero-shot CLIP uses for dataset: its custom
 // template, or with ensemble IMAGENET_TEMPLATES_SELECT plus the custom
 // template unless the dataset is ImageNet (ZeroshotCLIP2.build_model).
-// override, when not "", replaces the custom template.
+// override, when not "", replaces the custom template; with ensemble it
+// joins the seven on ImageNet too, since a template the user set is never
+// dropped without a word.
 func Templates(dataset string, ensemble bool, override string) ([]string, error) {
 	custom := override
 	if custom == "" {
@@ -68,7 +70,7 @@ func Templates(dataset string, ensemble bool, override string) ([]string, error)
 		return []string{custom}, nil
 	}
 	out := append([]string(nil), ImageNetTemplatesSelect...)
-	if dataset != "ImageNet" {
+	if dataset != "ImageNet" || override != "" {
 		out = append(out, custom)
 	}
 	return out, nil
