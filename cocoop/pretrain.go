@@ -436,10 +436,11 @@ func evalPretrain(m *torchmods.CLIP, tok *WordTokenizer, c *PretrainConfig, held
 	}
 	_, test := c.Scenes.SceneDataset(c.Eval.Seed, 0, c.Eval.PerClass)
 	tf := Transform{Size: c.Scenes.Size, Transforms: []string{TransformNormalize}, Mean: f32x3(CLIPPixelMean), Std: f32x3(CLIPPixelStd)}
-	acc, _, err := scoreItems(test, tf, 256, 1, dev, func(images *ts.Tensor) *ts.Tensor { return ZeroShotLogits(m, text, images) })
+	zs, err := scoreItems(test, tf, 256, 1, dev, func(images *ts.Tensor) *ts.Tensor { return ZeroShotLogits(m, text, images) })
 	if err != nil {
 		return nil, err
 	}
+	acc := zs.Accuracy
 	return map[string]float64{"heldout_loss": loss / float64(len(held)), "image_to_text": 100 * i2t / float64(n),
 		"text_to_image": 100 * t2i / float64(n), "zeroshot": acc}, nil
 }

@@ -55,9 +55,8 @@ var ZeroShotTask = train.TaskSpec[*ZeroShotConfig, *Result]{
 
 // TestResult is one test set's outcome.
 type TestResult struct {
-	Accuracy float64  `json:"accuracy"` // %
-	Items    int      `json:"items"`
-	Classes  []string `json:"classes"`
+	Scores
+	Classes []string `json:"classes"`
 }
 
 // Result is what the three tasks report. Accuracies are percentages, as
@@ -300,12 +299,12 @@ func testAll(task string, trained *torchmods.Store, own learner, ownClasses []st
 			if err := torchmods.Try(func() { score = l.scorer(clip) }); err != nil {
 				return err
 			}
-			acc, n, err := scoreItems(t.items, tf, d.TestBatch, d.Workers, dev, score)
+			res, err := scoreItems(t.items, tf, d.TestBatch, d.Workers, dev, score)
 			if err != nil {
 				return fmt.Errorf("test %s: %w", t.name, err)
 			}
-			out[t.name] = TestResult{Accuracy: acc, Items: n, Classes: t.classes}
-			fmt.Fprintf(w, "test %s: accuracy %.2f%% on %d images of %d classes\n", t.name, acc, n, len(t.classes))
+			out[t.name] = TestResult{Scores: res, Classes: t.classes}
+			fmt.Fprintf(w, "test %s: accuracy %.2f%%, macro-F1 %.2f%% on %d images of %d classes\n", t.name, res.Accuracy, res.MacroF1, res.Items, len(t.classes))
 			return nil
 		}()
 		if err != nil {
@@ -504,12 +503,12 @@ func RunZeroShot(s *train.Session, c *ZeroShotConfig) (*Result, error) {
 			if err != nil {
 				return err
 			}
-			acc, n, err := scoreItems(t.items, tf, c.Data.TestBatch, c.Data.Workers, s.Device, func(images *ts.Tensor) *ts.Tensor { return ZeroShotLogits(clip, text, images) })
+			res, err := scoreItems(t.items, tf, c.Data.TestBatch, c.Data.Workers, s.Device, func(images *ts.Tensor) *ts.Tensor { return ZeroShotLogits(clip, text, images) })
 			if err != nil {
 				return fmt.Errorf("test %s: %w", t.name, err)
 			}
-			tests[t.name] = TestResult{Accuracy: acc, Items: n, Classes: t.classes}
-			fmt.Fprintf(s.W, "test %s: accuracy %.2f%% on %d images of %d classes (%d templates)\n", t.name, acc, n, len(t.classes), len(templates))
+			tests[t.name] = TestResult{Scores: res, Classes: t.classes}
+			fmt.Fprintf(s.W, "test %s: accuracy %.2f%%, macro-F1 %.2f%% on %d images of %d classes (%d templates)\n", t.name, res.Accuracy, res.MacroF1, res.Items, len(t.classes), len(templates))
 			return nil
 		}()
 		if err != nil {

@@ -109,6 +109,16 @@ func TestTasksEndToEnd(t *testing.T) {
 		assert.Equal(t, nw, r.Tests["new"].Classes)
 		assert.Equal(t, 12, r.Tests["base"].Items)
 		assert.Equal(t, 12, r.Tests["new"].Items)
+		for _, name := range []string{"base", "new"} { // Dassl's evaluator's other numbers, per test set
+			tr := r.Tests[name]
+			assert.Len(t, tr.PerClassAccuracy, len(tr.Classes))
+			assert.True(t, tr.MacroF1 >= 0 && tr.MacroF1 <= 100, "macro-F1 %v", tr.MacroF1)
+			mean := 0.0
+			for _, a := range tr.PerClassAccuracy {
+				mean += a / float64(len(tr.PerClassAccuracy))
+			}
+			assert.InDelta(t, mean, tr.MeanPerClass, 1e-9, "every class has test items here")
+		}
 		assert.InDelta(t, harmonicMean(*r.BaseAccuracy, *r.NewAccuracy), *r.HarmonicMean, 1e-9)
 		for _, v := range []float64{*r.BaseAccuracy, *r.NewAccuracy} {
 			assert.True(t, v >= 0 && v <= 100)
