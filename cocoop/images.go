@@ -74,7 +74,9 @@ func (t Transform) Train(img image.Image, rng *rand.Rand) []float32 {
 // Test is the test transform: the shorter side resized to size with
 // PIL's bicubic and the centre size x size crop, torchmods.CLIPResizeCrop
 // (clip._transform's geometry and Pillow's resampling exactly, which is
-// also Dassl's test transform on a PIL image), then normalised.
+// also Dassl's test transform on an RGB image; Dassl converts other modes
+// to RGB before resizing, clip._transform after, and this follows CLIP:
+// README's departures), then normalised.
 func (t Transform) Test(img image.Image) ([]float32, error) {
 	a := t.augment()
 	px, err := torchmods.CLIPResizeCrop(img, t.Size)
