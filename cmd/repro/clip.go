@@ -32,7 +32,7 @@ import (
 func clipCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "clip",
-		Short: "CLIP (Radford et al., 2021): tokenize, embed images and texts, zero-shot classification",
+		Short: "CLIP (Radford et al., 2021): tokenize, embed images and texts, zero-shot classification, interpret learned prompts",
 		Long: `clip runs OpenAI's CLIP as github.com/openai/CLIP does: its tokenizer (clip.tokenize,
 the vocabulary built in), its image preprocessing (clip.load's preprocess: bicubic resize of the
 shorter side as PIL resizes, center crop, CLIP's normalisation) and the model from anything
@@ -42,12 +42,13 @@ OpenAI-named state dict (torch.save or safetensors), or a HF CLIPModel folder (o
 	repro clip tokenize "a photo of a cat."
 	repro clip embed -model ViT-B-16.pt -images photos/ -texts "a photo of a cat." -out emb.safetensors
 	repro clip zeroshot -model ViT-B-16.pt -classes "cat,dog,car" photos/
+	repro clip interpret -model ViT-B-16.pt -prompt output/.../CoOp/seed1   # a learned prompt's nearest words
 
 Images are PNG, JPEG, GIF, BMP or WebP files, or folders of them. The preprocessed pixels of a
 PNG are PIL's exactly, so the features are the Python code's; Go's JPEG decoder rounds a few
 pixels differently from libjpeg's (PIL's), by a level or two (a mean 0.05), so JPEG features
 differ from Python's by about that much.`,
-		Sub: []*cli.Command{clipTokenize(), clipEmbed(), clipZeroShot()},
+		Sub: []*cli.Command{clipTokenize(), clipEmbed(), clipZeroShot(), clipInterpret()},
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -485,4 +486,37 @@ func TestHFRunCLIPArchive(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "no config.json beside it")
 	assert.NotContains(t, stderr, "goroutine")
+}
+
+// interpret on a context made of the token embeddings of "a photo of a"
+// (simple_tokenizer's 320, 1125, 539, 320): each vector's nearest word is
+// its own, at distance 0; a context of another width is refused.
+func TestClipInterpret(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	dir := t.TempDir()
+	model := writeVocabCLIP(t, dir)
+	l, err := torchmods.LoadCLIP(model, torchmods.CLIPLoadOptions{VisionHeads: 2, TextHeads: 2}, &strings.Builder{})
+	require.NoError(t, err)
+	defer l.Store.Drop()
+	var rows []*ts.Tensor
+	for _, id := range []int64{320, 1125, 539, 320} {
+		rows = append(rows, l.Model.TokenEmbedding.Weight.MustSelect(0, id, false).MustDetach(true))
+	}
+	prompt := filepath.Join(dir, "prompt.safetensors")
+	require.NoError(t, torchmods.SaveTensors(prompt, []string{"prompt_learner.ctx"}, []*ts.Tensor{ts.MustStack(rows, 0)}, "", nil))
+	stdout, stderr, code := runRepro(t, "clip", "interpret", "-model", model, "-prompt", prompt, "-k", "2", "-vision-heads", "2", "-text-heads", "2")
+	require.Equal(t, 0, code, stderr)
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	require.Len(t, lines, 5, stdout)
+	assert.Equal(t, "Return the top-2 matched words", lines[0])
+	for i, w := range []string{"a</w>", "photo</w>", "of</w>", "a</w>"} {
+		assert.Regexp(t, fmt.Sprintf(`^%d: \["%s", "[^"]+"\] \[0\.0000, \d+\.\d{4}\]$`, i+1, regexpQuote(w)), lines[i+1])
+	}
+
+	narrow := filepath.Join(dir, "narrow.safetensors")
+	require.NoError(t, torchmods.SaveTensors(narrow, []string{"ctx"}, []*ts.Tensor{ts.MustZeros([]int64{4, 5}, gotch.Float, gotch.CPU)}, "", nil))
+	_, stderr, code = runRepro(t, "clip", "interpret", "-model", model, "-prompt", narrow, "-vision-heads", "2", "-text-heads", "2")
+	assert.NotEqual(t, 0, code)
+	assert.Contains(t, stderr, "a context of width 5 for a CLIP whose token embedding is 16 wide")
 }

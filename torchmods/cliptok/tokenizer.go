@@ -299,6 +299,15 @@ func (t *Tokenizer) SOT() int64 { return t.sot }
 // EOT is the id of <|endoftext|> (49407), which CLIP's text encoder pools at.
 func (t *Tokenizer) EOT() int64 { return t.eot }
 
+// Token is the vocabulary entry of id (simple_tokenizer's decoder[id],
+// "</w>" marking a word's end), "" for an id outside the vocabulary.
+func (t *Tokenizer) Token(id int64) string {
+	if id < 0 || id >= int64(len(t.decoder)) {
+		return ""
+	}
+	return t.decoder[id]
+}
+
 // VocabSize is the number of ids (49408): a CLIP's token embedding must
 // have at least as many rows.
 func (t *Tokenizer) VocabSize() int { return len(t.decoder) }
