@@ -23,8 +23,9 @@ type Neighbour struct {
 
 // NearestTokens returns, for each row of ctx [n_ctx, width], the k rows
 // of embedding [vocab, width] nearest to it, nearest first (ties by the
-// lower id, as a stable argsort gives them). Tensor code: it panics on
-// shapes that do not fit.
+// lower id, as a stable argsort gives them), computed in float64 on the
+// embedding's device. It returns Go values, so its tensors live in a
+// scope of its own. Tensor code: it panics on shapes that do not fit.
 func NearestTokens(ctx, embedding *ts.Tensor, k int) [][]Neighbour {
 	cs, es := ctx.MustSize(), embedding.MustSize()
 	if len(cs) != 2 || len(es) != 2 || cs[1] != es[1] {
@@ -33,10 +34,12 @@ func NearestTokens(ctx, embedding *ts.Tensor, k int) [][]Neighbour {
 	if k < 1 || int64(k) > es[0] {
 		panic(fmt.Errorf("cocoop: nearest tokens: k %d for a vocabulary of %d", k, es[0]))
 	}
+	sc := ts.NewScope()
+	defer sc.Close()
 	var out [][]Neighbour
 	ts.NoGrad(func() {
-		c := ctx.MustTotype(gotch.Double, false)
 		e := embedding.MustTotype(gotch.Double, false)
+		c := ctx.MustTo(e.MustDevice(), false).MustTotype(gotch.Double, true)
 		// ||c - e||² = ||c||² - 2 c·e + ||e||², clamped at 0 before the root.
 		d2 := c.MustPowTensorScalar(ts.IntScalar(2), false).MustSumDimIntlist([]int64{1}, true, gotch.Double, true).
 			MustSub(c.MustMatmul(e.MustT(false), false).MustMulScalar(ts.FloatScalar(2), true), true).

@@ -60,7 +60,7 @@ refused, as interpret_prompt.py refuses it.`,
 				return fmt.Errorf("-prompt: a context of width %d for a CLIP whose token embedding is %d wide: not learned on this -model", cw, ew)
 			}
 			var near [][]cocoop.Neighbour
-			if err := torchmods.Try(func() { near = cocoop.NearestTokens(ctx, emb.MustDetach(false).MustTo(ctx.MustDevice(), true), k) }); err != nil {
+			if err := torchmods.Try(func() { near = cocoop.NearestTokens(ctx, emb, k) }); err != nil {
 				return err
 			}
 			fmt.Fprintf(env.Stdout, "Return the top-%d matched words\n", k)
