@@ -7,6 +7,7 @@ package papers
 
 import (
 	"github.com/reprolab/repro/basics"
+	"github.com/reprolab/repro/cap"
 	"github.com/reprolab/repro/causal"
 	"github.com/reprolab/repro/cocoop"
 	"github.com/reprolab/repro/icae"
@@ -34,6 +35,7 @@ func Tasks() []train.Task {
 		pmlm.PretrainTask, pmlm.FinetuneTask, // Bao et al., ICML 2020
 		ir.DenseTask, ir.ICTTask, ir.RerankTask, // Fan et al., 2021 survey: DPR bi-encoder, ICT pre-training, monoBERT re-ranking
 		cocoop.CoOpTask, cocoop.CoCoOpTask, cocoop.ZeroShotTask, cocoop.PretrainTask, // Zhou et al., IJCV 2022 and CVPR 2022; the tiny CLIP of the scenes experiment
+		cap.Task,      // Xu et al., AAAI 2022
 		textclf.Task,  // fine-tuning BERT-family checkpoints on your texts (HF's run_glue.py)
 		imageclf.Task, // fine-tuning ViT checkpoints on your images (MAE's main_finetune.py)
 	}

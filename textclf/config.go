@@ -280,3 +280,26 @@ func mapStrings(s []string, f func(string) string) []string {
 	}
 	return out
 }
+
+// DataPlan is what a config's data keys resolve to against its GLUE task:
+// the files, their layouts, the fixed labels (nil to take the training
+// set's, sorted), the metrics and whether the task is a regression. Tasks
+// that fine-tune on text.classify's data formats (cap.prune) read their
+// data through it.
+type DataPlan struct {
+	Train        string
+	Eval         []string
+	Layout, Test Layout // the training file's layout, the evaluation files'
+	Labels       []string
+	Metrics      []string
+	Regression   bool
+}
+
+// DataPlan resolves the config's [data], labels, metrics and problem.
+func (c *Config) DataPlan() (*DataPlan, error) {
+	p, err := c.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return &DataPlan{Train: p.train, Eval: p.eval, Layout: p.layout, Test: p.test, Labels: p.fixedLabels, Metrics: p.metrics, Regression: p.regression}, nil
+}

@@ -58,6 +58,10 @@ type OpenOptions struct {
 	// max_len, else 128; never more than max_position_embeddings.
 	MaxLen int
 	Device gotch.Device
+	// Store, if set, receives the model's parameters (a training
+	// session's, so that its checkpoints hold them) and Close leaves it to
+	// its owner; nil makes a store of the model's own.
+	Store *torchmods.Store
 	// W receives the load report; nil discards it.
 	W io.Writer
 }
@@ -90,13 +94,21 @@ func Open(spec string, o OpenOptions) (*Model, error) {
 	if o.Device.Name == "" {
 		o.Device = gotch.CPU
 	}
-	store := torchmods.NewStore(o.Device)
+	store, owned := o.Store, o.Store == nil
+	if owned {
+		store = torchmods.NewStore(o.Device)
+	}
+	drop := func() {
+		if owned {
+			store.Drop()
+		}
+	}
 	m, err := build(store, src, tok, labels, regression, head)
 	if err != nil {
-		store.Drop()
+		drop()
 		return nil, err
 	}
-	m.owned = true
+	m.owned = owned
 	m.MaxLen = o.MaxLen
 	if m.MaxLen == 0 {
 		m.MaxLen = 128
@@ -107,7 +119,7 @@ func Open(spec string, o OpenOptions) (*Model, error) {
 	}
 	m.MaxLen = min(m.MaxLen, int(m.Bert.Cfg.MaxPositionEmbeddings))
 	if err := m.load(src, head && !src.head, o.W); err != nil {
-		store.Drop()
+		drop()
 		return nil, err
 	}
 	return m, nil

@@ -52,21 +52,7 @@ type Result struct {
 // "test_accuracy".
 func (r Result) MarshalJSON() ([]byte, error) {
 	type plain Result
-	b, err := json.Marshal(plain(r))
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	for k, v := range r.Metrics {
-		if _, clash := m[k]; clash {
-			return nil, fmt.Errorf("metric %q clashes with a result field", k)
-		}
-		m[k] = jsonFloat(v)
-	}
-	return json.Marshal(m)
+	return train.JSONWithMetrics(plain(r), r.Metrics)
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -93,15 +79,6 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 		}
 	}
 	return nil
-}
-
-// jsonFloat writes NaN (a correlation of constant predictions) as null,
-// which JSON can hold.
-func jsonFloat(v float64) any {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return nil
-	}
-	return v
 }
 
 // dataset is one file read and tokenised.

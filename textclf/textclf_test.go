@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/reprolab/repro/internal/testutil"
 	"github.com/reprolab/repro/mlm"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/torchmods/hub"
@@ -28,33 +29,9 @@ const (
 	vocab   = "testdata/vocab.txt"
 )
 
-var (
-	positive = []string{"good", "great", "excellent", "fine", "loved"}
-	negative = []string{"bad", "awful", "terrible", "boring", "hated"}
-	filler   = []string{"the", "movie", "film", "plot", "acting", "story", "music", "was", "is", "very", "really", "it", "this", "end"}
-)
-
-// sentiment writes n rows of a separable two-class task: a sentence of
-// filler words with one positive or negative word.
+// sentiment writes n rows of a separable two-class task.
 func sentiment(t *testing.T, path string, n int, seed uint64) {
-	t.Helper()
-	rng := rand.New(rand.NewPCG(seed, 1))
-	var b strings.Builder
-	b.WriteString("sentence\tlabel\n")
-	for range n {
-		words := []string{}
-		for range 2 + rng.IntN(4) {
-			words = append(words, filler[rng.IntN(len(filler))])
-		}
-		label, pool := "pos", positive
-		if rng.IntN(2) == 0 {
-			label, pool = "neg", negative
-		}
-		k := rng.IntN(len(words) + 1)
-		words = append(words[:k], append([]string{pool[rng.IntN(len(pool))]}, words[k:]...)...)
-		fmt.Fprintf(&b, "%s\t%s\n", strings.Join(words, " "), label)
-	}
-	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+	testutil.WriteSentiment(t, path, n, seed)
 }
 
 // tinyConfig is a classification run of the fixture on generated data.
@@ -148,10 +125,10 @@ func TestPairRegression(t *testing.T) {
 	write := func(name string, n int) {
 		var b strings.Builder
 		for range n {
-			a, p := positive[rng.IntN(len(positive))], positive[rng.IntN(len(positive))]
+			a, p := testutil.SentimentPositive[rng.IntN(len(testutil.SentimentPositive))], testutil.SentimentPositive[rng.IntN(len(testutil.SentimentPositive))]
 			score := 4.0
 			if rng.IntN(2) == 0 {
-				p, score = negative[rng.IntN(len(negative))], 1.0
+				p, score = testutil.SentimentNegative[rng.IntN(len(testutil.SentimentNegative))], 1.0
 			}
 			fmt.Fprintf(&b, `{"s1": "the movie was %s", "s2": "it is %s", "score": %v}`+"\n", a, p, score)
 		}

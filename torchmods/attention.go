@@ -26,6 +26,18 @@ type AttentionOptions struct {
 	Names      AttentionNames
 	Dropout    float64 // on the attention weights
 	Rotary     *Rotary // rotary position embedding on q and k, if set
+	// HeadDim is each head's width; 0 means Dim/Heads. A BERT with pruned
+	// heads (HF's prune_heads) keeps the head width while the heads fall,
+	// so its projections are Heads*HeadDim wide, not Dim.
+	HeadDim int64
+}
+
+// headDim is HeadDim, or Dim/Heads when unset.
+func (o AttentionOptions) headDim() int64 {
+	if o.HeadDim > 0 {
+		return o.HeadDim
+	}
+	return o.Dim / o.Heads
 }
 
 // Attention is multi-head attention in the layouts of Llama (separate,
@@ -53,14 +65,14 @@ func NewAttention(p Path, o AttentionOptions) *Attention {
 	if o.KVHeads == 0 {
 		o.KVHeads = o.Heads
 	}
-	if o.Heads <= 0 || o.Dim%o.Heads != 0 || o.Heads%o.KVHeads != 0 {
+	if o.Heads <= 0 || (o.HeadDim == 0 && o.Dim%o.Heads != 0) || o.HeadDim < 0 || o.Heads%o.KVHeads != 0 {
 		panic(fmt.Errorf("Attention: width %d, %d heads, %d key/value heads: heads must divide the width and key/value heads the heads", o.Dim, o.Heads, o.KVHeads))
 	}
-	hd := o.Dim / o.Heads
+	hd := o.headDim()
 	a := &Attention{Opt: o}
 	if o.Names.QKV != "" {
-		if o.KVHeads != o.Heads {
-			panic(fmt.Errorf("Attention: a fused qkv projection cannot have grouped key/value heads"))
+		if o.KVHeads != o.Heads || o.Heads*hd != o.Dim {
+			panic(fmt.Errorf("Attention: a fused qkv projection cannot have grouped key/value heads or heads narrower than the width"))
 		}
 		a.QKV = NewLinear(p.Sub(o.Names.QKV), LinearOptions{In: o.Dim, Out: 3 * o.Dim, NoBias: !o.Bias})
 	} else {
@@ -68,7 +80,7 @@ func NewAttention(p Path, o AttentionOptions) *Attention {
 		a.K = NewLinear(p.Sub(o.Names.K), LinearOptions{In: o.Dim, Out: o.KVHeads * hd, NoBias: !o.Bias})
 		a.V = NewLinear(p.Sub(o.Names.V), LinearOptions{In: o.Dim, Out: o.KVHeads * hd, NoBias: !o.Bias})
 	}
-	a.Out = NewLinear(p.Sub(o.Names.Out), LinearOptions{In: o.Dim, Out: o.Dim, NoBias: !o.Bias})
+	a.Out = NewLinear(p.Sub(o.Names.Out), LinearOptions{In: o.Heads * hd, Out: o.Dim, NoBias: !o.Bias})
 	return a
 }
 
@@ -118,12 +130,18 @@ type AttentionInput struct {
 	Positions *ts.Tensor
 	// Cache, if not nil, receives this call's keys and values and supplies earlier ones.
 	Cache *KVCache
+	// HeadMask [Heads], if set, multiplies each head's output: HF's
+	// head_mask, which multiplies the attention probabilities, the same
+	// product since a head's output is its probabilities times its values.
+	// Pruning reads its gradient as the heads' importance (CAP, Michel et
+	// al. 2019).
+	HeadMask *ts.Tensor
 }
 
 // Forward attends and projects back to [B, L, Dim].
 func (a *Attention) Forward(in AttentionInput, train bool) *ts.Tensor {
 	o := a.Opt
-	hd := o.Dim / o.Heads
+	hd := o.headDim()
 	mustLastDim("Attention", in.Query, o.Dim)
 	ctx := in.Context
 	if ctx == nil {
@@ -162,8 +180,14 @@ func (a *Attention) Forward(in AttentionInput, train bool) *ts.Tensor {
 		k, v = repeatKV(k, rep), repeatKV(v, rep)
 	}
 	att := scaledDotProduct(q, k, v, in.Mask, in.Bias, o.Dropout, train) // [B, H, L, hd]
+	if in.HeadMask != nil {
+		if hs := in.HeadMask.MustSize(); len(hs) != 1 || hs[0] != o.Heads {
+			panic(fmt.Errorf("Attention: head mask of shape %v, want [%d]", hs, o.Heads))
+		}
+		att = att.MustMul(in.HeadMask.MustView([]int64{1, o.Heads, 1, 1}, false), true)
+	}
 	s := att.MustSize()
-	out := att.MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{s[0], s[2], o.Dim}, true)
+	out := att.MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{s[0], s[2], o.Heads * hd}, true)
 	return a.Out.Forward(out)
 }
 

@@ -31,6 +31,71 @@ type BertConfig struct {
 	// bucket has a bias per head. The names are s2s-ft's config keys.
 	RelPosBins int64 `json:"rel_pos_bins,omitempty" toml:"rel_pos_bins,omitempty"`
 	MaxRelPos  int64 `json:"max_rel_pos,omitempty" toml:"max_rel_pos,omitempty"`
+	// Pruned, if set, is the shape of a model whose heads and
+	// feed-forward neurons were removed (cap's structured pruning), read
+	// from and written to config.json; nil for a full model. A pointer so
+	// that BertConfig stays comparable.
+	Pruned *BertPruned `json:"-" toml:"-"`
+}
+
+// BertPruned is what was removed from a BERT: per layer, the heads (HF's
+// pruned_heads, by their index in the unpruned layer, so that HF's
+// from_pretrained rebuilds the same shapes) and the feed-forward width
+// that is left (intermediate_sizes, repro's own key: HF has no pruning of
+// feed-forward neurons, so a model with narrower feed-forwards loads in
+// repro only). A layer may lose all its heads or all its neurons: what is
+// left of that block is its output bias.
+type BertPruned struct {
+	Heads        map[int][]int64 // layer -> pruned head indices
+	Intermediate []int64         // per layer; empty: intermediate_size everywhere
+}
+
+// LayerHeads is layer i's number of heads.
+func (c BertConfig) LayerHeads(i int) int64 {
+	if c.Pruned == nil {
+		return c.NumAttentionHeads
+	}
+	return c.NumAttentionHeads - int64(len(c.Pruned.Heads[i]))
+}
+
+// LayerIntermediate is layer i's feed-forward width.
+func (c BertConfig) LayerIntermediate(i int) int64 {
+	if c.Pruned == nil || len(c.Pruned.Intermediate) == 0 {
+		return c.IntermediateSize
+	}
+	return c.Pruned.Intermediate[i]
+}
+
+// prunedErr checks the pruned shape fits the model: known layers, head
+// indices in range and distinct, feed-forward widths between 0 and
+// intermediate_size.
+func (c BertConfig) prunedErr() error {
+	if c.Pruned == nil {
+		return nil
+	}
+	for l, heads := range c.Pruned.Heads {
+		if l < 0 || int64(l) >= c.NumHiddenLayers {
+			return fmt.Errorf("bert: pruned_heads names layer %d of %d", l, c.NumHiddenLayers)
+		}
+		seen := map[int64]bool{}
+		for _, h := range heads {
+			if h < 0 || h >= c.NumAttentionHeads || seen[h] {
+				return fmt.Errorf("bert: pruned_heads of layer %d: %v: indices must be distinct and in [0, %d)", l, heads, c.NumAttentionHeads)
+			}
+			seen[h] = true
+		}
+	}
+	if n := len(c.Pruned.Intermediate); n > 0 {
+		if int64(n) != c.NumHiddenLayers {
+			return fmt.Errorf("bert: intermediate_sizes has %d entries for %d layers", n, c.NumHiddenLayers)
+		}
+		for l, w := range c.Pruned.Intermediate {
+			if w < 0 || w > c.IntermediateSize {
+				return fmt.Errorf("bert: intermediate_sizes[%d] = %d, outside [0, intermediate_size %d]", l, w, c.IntermediateSize)
+			}
+		}
+	}
+	return nil
 }
 
 // BertBase is bert-base-uncased's configuration.
@@ -67,6 +132,9 @@ func (c BertConfig) Validate() error {
 	case c.HiddenAct != "gelu" && c.HiddenAct != "gelu_new" && c.HiddenAct != "gelu_pytorch_tanh" && c.HiddenAct != "relu":
 		return fmt.Errorf("bert: hidden_act %q is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)", c.HiddenAct)
 	}
+	if err := c.prunedErr(); err != nil {
+		return err
+	}
 	return c.relPosErr()
 }
 
@@ -80,6 +148,9 @@ func (c BertConfig) relPosErr() error {
 	}
 	return nil
 }
+
+// Activation is hidden_act as an Activation.
+func (c BertConfig) Activation() Activation { return c.act() }
 
 func (c BertConfig) act() Activation {
 	switch c.HiddenAct {
@@ -102,6 +173,11 @@ type BertLayer struct {
 	// HiddenDrop is the dropout of hidden_dropout_prob; the attention's
 	// (attention_probs_dropout_prob) is Attn.Opt.Dropout.
 	HiddenDrop float64
+	// FFNBias is output.dense.bias of a layer pruned to no feed-forward
+	// neuron (Intermediate and Output nil): all that is left of its
+	// feed-forward is that bias. AttnBias likewise is
+	// attention.output.dense.bias of a layer pruned to no head (Attn nil).
+	FFNBias, AttnBias *ts.Tensor
 }
 
 // Bert is HF's BertModel (bert.*): embeddings, encoder and an optional pooler.
@@ -132,6 +208,9 @@ func NewBert(p Path, c BertConfig, pooler bool) *Bert {
 	if err := c.relPosErr(); err != nil {
 		panic(err)
 	}
+	if err := c.prunedErr(); err != nil {
+		panic(err)
+	}
 	b := &Bert{Cfg: c}
 	e := p.Sub("embeddings")
 	b.Word = NewEmbedding(e.Sub("word_embeddings"), EmbeddingOptions{Num: c.VocabSize, Dim: c.HiddenSize})
@@ -145,18 +224,26 @@ func NewBert(p Path, c BertConfig, pooler bool) *Bert {
 	var linears []*Linear
 	for i := range c.NumHiddenLayers {
 		l := p.Sub(fmt.Sprintf("encoder.layer.%d", i))
-		att := NewAttention(l.Sub("attention"), AttentionOptions{Dim: c.HiddenSize, Heads: c.NumAttentionHeads, Bias: true,
-			Names: AttentionNames{Q: "self.query", K: "self.key", V: "self.value", Out: "output.dense"}, Dropout: c.AttentionDropout})
 		layer := &BertLayer{
-			Attn:         att,
-			AttnNorm:     NewLayerNorm(l.Sub("attention.output.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps}),
-			Intermediate: NewLinear(l.Sub("intermediate.dense"), LinearOptions{In: c.HiddenSize, Out: c.IntermediateSize}),
-			Output:       NewLinear(l.Sub("output.dense"), LinearOptions{In: c.IntermediateSize, Out: c.HiddenSize}),
-			OutNorm:      NewLayerNorm(l.Sub("output.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps}),
-			Act:          c.act(), HiddenDrop: c.HiddenDropout,
+			AttnNorm: NewLayerNorm(l.Sub("attention.output.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps}),
+			Act:      c.act(), HiddenDrop: c.HiddenDropout,
 		}
+		if heads := c.LayerHeads(int(i)); heads > 0 {
+			layer.Attn = NewAttention(l.Sub("attention"), AttentionOptions{Dim: c.HiddenSize, Heads: heads, HeadDim: c.HiddenSize / c.NumAttentionHeads,
+				Bias: true, Names: AttentionNames{Q: "self.query", K: "self.key", V: "self.value", Out: "output.dense"}, Dropout: c.AttentionDropout})
+			linears = append(linears, layer.Attn.Q, layer.Attn.K, layer.Attn.V, layer.Attn.Out)
+		} else {
+			layer.AttnBias = l.Sub("attention.output.dense").New("bias", []int64{c.HiddenSize}, Const(0), true)
+		}
+		if inter := c.LayerIntermediate(int(i)); inter > 0 {
+			layer.Intermediate = NewLinear(l.Sub("intermediate.dense"), LinearOptions{In: c.HiddenSize, Out: inter})
+			layer.Output = NewLinear(l.Sub("output.dense"), LinearOptions{In: inter, Out: c.HiddenSize})
+			linears = append(linears, layer.Intermediate, layer.Output)
+		} else {
+			layer.FFNBias = l.Sub("output.dense").New("bias", []int64{c.HiddenSize}, Const(0), true)
+		}
+		layer.OutNorm = NewLayerNorm(l.Sub("output.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps})
 		b.Layers = append(b.Layers, layer)
-		linears = append(linears, att.Q, att.K, att.V, att.Out, layer.Intermediate, layer.Output)
 	}
 	if pooler {
 		b.Pooler = NewLinear(p.Sub("pooler.dense"), LinearOptions{In: c.HiddenSize, Out: c.HiddenSize})
@@ -217,6 +304,12 @@ type BertInput struct {
 	// -10000 to the scores of forbidden keys, so that a row that allows no
 	// key averages over all of them instead of making NaNs.
 	Mask *ts.Tensor
+	// HeadMask [layers, heads] and FFNMask [layers, intermediate_size],
+	// if set, multiply each head's output and each feed-forward neuron's
+	// activation (HF's head_mask; CAP's intermediate_mask, applied after
+	// the activation): 1 keeps, 0 removes. Pruning reads their gradients
+	// as importance. Only for a model without pruned shapes.
+	HeadMask, FFNMask *ts.Tensor
 }
 
 // ForwardInput runs the encoder and returns the hidden states [B, L, H].
@@ -248,13 +341,51 @@ func (b *Bert) ForwardInput(in BertInput, train bool) *ts.Tensor {
 		v := ts.MustEmbedding(b.RelPosBias.Weight.MustT(false), b.relPosBuckets(pos), -1, false, false) // [B, L, L, heads]
 		bias = v.MustPermute([]int64{0, 3, 1, 2}, true)
 	}
-	for _, l := range b.Layers {
-		a := l.Attn.Forward(AttentionInput{Query: x, Mask: mask, Bias: bias}, train)
+	b.checkLayerMasks(in.HeadMask, in.FFNMask)
+	for i, l := range b.Layers {
+		var hm *ts.Tensor
+		if in.HeadMask != nil {
+			hm = in.HeadMask.MustSelect(0, int64(i), false)
+		}
+		var a *ts.Tensor
+		if l.Attn == nil {
+			a = l.AttnBias.MustExpandAs(x, false)
+		} else {
+			a = l.Attn.Forward(AttentionInput{Query: x, Mask: mask, Bias: bias, HeadMask: hm}, train)
+		}
 		x = l.AttnNorm.Forward(Dropout(a, l.HiddenDrop, train).MustAdd(x, true))
-		h := l.Output.Forward(l.Act.Apply(l.Intermediate.Forward(x)))
+		var h *ts.Tensor
+		if l.Intermediate == nil {
+			h = l.FFNBias.MustExpandAs(x, false)
+		} else {
+			act := l.Act.Apply(l.Intermediate.Forward(x))
+			if in.FFNMask != nil {
+				act = act.MustMul(in.FFNMask.MustSelect(0, int64(i), false), true)
+			}
+			h = l.Output.Forward(act)
+		}
 		x = l.OutNorm.Forward(Dropout(h, l.HiddenDrop, train).MustAdd(x, true))
 	}
 	return x
+}
+
+// checkLayerMasks refuses head and feed-forward masks whose shapes do not
+// match the model, naming both.
+func (b *Bert) checkLayerMasks(head, ffn *ts.Tensor) {
+	c := b.Cfg
+	if (head != nil || ffn != nil) && c.Pruned != nil {
+		panic(fmt.Errorf("bert: head or feed-forward masks on a model with pruned shapes; mask the unpruned model"))
+	}
+	if head != nil {
+		if s := head.MustSize(); len(s) != 2 || s[0] != c.NumHiddenLayers || s[1] != c.NumAttentionHeads {
+			panic(fmt.Errorf("bert: head mask of shape %v, want [layers %d, heads %d]", s, c.NumHiddenLayers, c.NumAttentionHeads))
+		}
+	}
+	if ffn != nil {
+		if s := ffn.MustSize(); len(s) != 2 || s[0] != c.NumHiddenLayers || s[1] != c.IntermediateSize {
+			panic(fmt.Errorf("bert: feed-forward mask of shape %v, want [layers %d, intermediate_size %d]", s, c.NumHiddenLayers, c.IntermediateSize))
+		}
+	}
 }
 
 // checkPositions refuses position ids the embedding table does not have,

@@ -1,9 +1,11 @@
 package torchmods
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 
 	"github.com/sugarme/gotch/ts"
 )
@@ -121,6 +123,9 @@ func BertConfigFromHF(c *HFConfig) (BertConfig, error) {
 	} else if dec {
 		return out, fmt.Errorf("%s: is_decoder true (causal attention) is not implemented", c.Path)
 	}
+	if out.Pruned, err = prunedFromHF(c); err != nil {
+		return out, err
+	}
 	if err := out.Validate(); err != nil {
 		return out, fmt.Errorf("%s: %w", c.Path, err)
 	}
@@ -150,7 +155,75 @@ func (c BertConfig) HFConfig() map[string]any {
 	if c.RelPosBins > 0 {
 		m["rel_pos_bins"], m["max_rel_pos"] = c.RelPosBins, c.MaxRelPos
 	}
+	if c.Pruned != nil {
+		heads := map[string][]int64{}
+		for l, h := range c.Pruned.Heads {
+			if len(h) > 0 {
+				heads[strconv.Itoa(l)] = h
+			}
+		}
+		m["pruned_heads"] = heads
+		if len(c.Pruned.Intermediate) > 0 {
+			m["intermediate_sizes"] = c.Pruned.Intermediate
+		}
+	}
 	return m
+}
+
+// jsonInt is an integer JSON value, as a config decodes it.
+func jsonInt(v any) (int64, bool) {
+	switch v := v.(type) {
+	case json.Number:
+		i, err := v.Int64()
+		return i, err == nil
+	case float64:
+		return int64(v), v == float64(int64(v))
+	}
+	return 0, false
+}
+
+// prunedFromHF reads HF's pruned_heads ({"layer": [heads]}) and repro's
+// intermediate_sizes; nil when neither is there (or pruned_heads is empty,
+// as HF writes it for every model).
+func prunedFromHF(c *HFConfig) (*BertPruned, error) {
+	p := &BertPruned{Heads: map[int][]int64{}}
+	if raw, ok := c.Raw("pruned_heads"); ok && raw != nil {
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%s: pruned_heads is %s, want an object of layer: [head indices]", c.Path, jsonText(raw))
+		}
+		for k, v := range m {
+			l, err := strconv.Atoi(k)
+			list, ok := v.([]any)
+			if err != nil || !ok {
+				return nil, fmt.Errorf("%s: pruned_heads[%q] = %s: want a layer number and a list of head indices", c.Path, k, jsonText(v))
+			}
+			for _, h := range list {
+				i, ok := jsonInt(h)
+				if !ok {
+					return nil, fmt.Errorf("%s: pruned_heads[%q] has %s, not a head index", c.Path, k, jsonText(h))
+				}
+				p.Heads[l] = append(p.Heads[l], i)
+			}
+		}
+	}
+	if raw, ok := c.Raw("intermediate_sizes"); ok && raw != nil {
+		list, ok := raw.([]any)
+		if !ok {
+			return nil, fmt.Errorf("%s: intermediate_sizes is %s, want a list of widths per layer", c.Path, jsonText(raw))
+		}
+		for _, v := range list {
+			i, ok := jsonInt(v)
+			if !ok {
+				return nil, fmt.Errorf("%s: intermediate_sizes has %s, not a width", c.Path, jsonText(v))
+			}
+			p.Intermediate = append(p.Intermediate, i)
+		}
+	}
+	if len(p.Heads) == 0 && len(p.Intermediate) == 0 {
+		return nil, nil
+	}
+	return p, nil
 }
 
 // bertMLMHF is BertForMaskedLM as `repro hf run` calls it.

@@ -19,6 +19,7 @@ type AdamW struct {
 	LRScale map[string]float64
 	groups  []adamGroup
 	step    int64
+	origin  int64 // the step bias correction counts from (Restart)
 }
 
 type adamGroup struct {
@@ -54,8 +55,8 @@ func (a *AdamW) Steps() int64 { return a.step }
 // then zeroes the gradients. Call it inside the step's scope.
 func (a *AdamW) Step(lr float64) error {
 	a.step++
-	bc1 := 1 - math.Pow(a.Beta1, float64(a.step))
-	bc2 := 1 - math.Pow(a.Beta2, float64(a.step))
+	bc1 := 1 - math.Pow(a.Beta1, float64(a.step-a.origin))
+	bc2 := 1 - math.Pow(a.Beta2, float64(a.step-a.origin))
 	return torchmods.Try(func() {
 		ts.NoGrad(func() {
 			for _, g := range a.groups {
@@ -89,6 +90,29 @@ func (a *AdamW) Step(lr float64) error {
 		})
 	})
 }
+
+// Restart zeroes the moments and restarts bias correction: from here on
+// the optimizer updates as a newly made torch.optim.AdamW would, while
+// Steps keeps counting. For recipes that make a fresh optimizer mid-run
+// (CAP's pruning rounds each call trainer.train() anew).
+func (a *AdamW) Restart() error {
+	a.origin = a.step
+	return torchmods.Try(func() {
+		ts.NoGrad(func() {
+			for _, g := range a.groups {
+				for i := range g.params {
+					g.m[i].MustZero_()
+					g.v[i].MustZero_()
+				}
+			}
+		})
+	})
+}
+
+// SetOrigin sets the step bias correction counts from without touching
+// the moments: after resuming a run whose optimizer was restarted at step
+// (a checkpoint holds the moments and the step count, not the origin).
+func (a *AdamW) SetOrigin(step int64) { a.origin = step }
 
 // State lists AdamW's moment tensors by name ("m.<param>", "v.<param>").
 func (a *AdamW) State() ([]string, []*ts.Tensor) {

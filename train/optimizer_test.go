@@ -192,3 +192,60 @@ func TestOptimizerStepLeavesNoTemporaries(t *testing.T) {
 		})
 	}
 }
+
+// A restarted AdamW updates as a new one would (zero moments, bias
+// correction from the restart), while its step count goes on; SetOrigin
+// gives a copy resumed from a checkpoint the same updates.
+func TestAdamWRestart(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	x := ts.MustRandn([]int64{8, 4}, gotch.Float, gotch.CPU)
+	y := ts.MustRandn([]int64{8, 3}, gotch.Float, gotch.CPU)
+	mk := func(from *torchmods.Linear) (*torchmods.Store, *torchmods.Linear) {
+		st := torchmods.NewStore(gotch.CPU)
+		lin := torchmods.NewLinear(st.Root(), torchmods.LinearOptions{In: 4, Out: 3})
+		if from != nil {
+			ts.NoGrad(func() {
+				lin.Weight.Copy_(from.Weight)
+				lin.Bias.Copy_(from.Bias)
+			})
+		}
+		return st, lin
+	}
+	step := func(opt *AdamW, lin *torchmods.Linear) {
+		sc := ts.NewScope()
+		defer sc.Close()
+		require.NoError(t, lin.Forward(x).MustMseLoss(y, 1, false).Backward())
+		require.NoError(t, opt.Step(0.01))
+	}
+	a, la := mk(nil)
+	defer a.Drop()
+	optA := NewAdamW(a, 0.9, 0.999, 1e-8, 0.1)
+	for range 3 {
+		step(optA, la)
+	}
+	require.NoError(t, optA.Restart())
+	b, lb := mk(la) // a new optimizer from a's weights after 3 steps
+	defer b.Drop()
+	optB := NewAdamW(b, 0.9, 0.999, 1e-8, 0.1)
+	step(optA, la)
+	step(optB, lb)
+	assert.Equal(t, lb.Weight.Float64Values(), la.Weight.Float64Values())
+	assert.Equal(t, int64(4), optA.Steps())
+
+	// A checkpoint at step 4 (weights, moments, count), resumed with the
+	// origin set, makes optA's next update.
+	c, lc := mk(la)
+	defer c.Drop()
+	names, tensors := optA.State()
+	saved := map[string]*ts.Tensor{}
+	for i, n := range names {
+		saved[n] = tensors[i].MustDetach(false).MustMulScalar(ts.FloatScalar(1), true)
+	}
+	optC := NewAdamW(c, 0.9, 0.999, 1e-8, 0.1)
+	require.NoError(t, optC.LoadState(saved, 4))
+	optC.SetOrigin(3)
+	step(optA, la)
+	step(optC, lc)
+	assert.Equal(t, la.Weight.Float64Values(), lc.Weight.Float64Values())
+}

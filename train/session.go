@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -632,3 +633,31 @@ func withScalerResults(b []byte, g *GradScaler) []byte {
 
 // Elapsed is the time since the session started.
 func (s *Session) Elapsed() time.Duration { return time.Since(s.start) }
+
+// JSONWithMetrics marshals v (a task's result struct, converted to a type
+// without this method) and adds metrics at its top level, so that
+// `repro exp` reads "dev_accuracy" where another task writes
+// "test_accuracy". NaN and infinite values (a correlation of constant
+// predictions) are written as null, which JSON can hold; a metric named
+// like one of v's fields is an error.
+func JSONWithMetrics(v any, metrics map[string]float64) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	for k, x := range metrics {
+		if _, clash := m[k]; clash {
+			return nil, fmt.Errorf("metric %q clashes with a result field", k)
+		}
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			m[k] = nil
+		} else {
+			m[k] = x
+		}
+	}
+	return json.Marshal(m)
+}

@@ -7,6 +7,8 @@ package testutil
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -116,4 +118,36 @@ func message(msgAndArgs []any) string {
 		return fmt.Sprintf(f, msgAndArgs[1:]...)
 	}
 	return fmt.Sprint(msgAndArgs...)
+}
+
+// Sentiment words for WriteSentiment's separable two-class task.
+var (
+	SentimentPositive = []string{"good", "great", "excellent", "fine", "loved"}
+	SentimentNegative = []string{"bad", "awful", "terrible", "boring", "hated"}
+	sentimentFiller   = []string{"the", "movie", "film", "plot", "acting", "story", "music", "was", "is", "very", "really", "it", "this", "end"}
+)
+
+// WriteSentiment writes n rows of a separable two-class task as a TSV
+// (columns sentence and label, labels pos and neg): a sentence of 2 to 5
+// filler words with one positive or negative word, the fine-tuning tests'
+// data.
+func WriteSentiment(t testing.TB, path string, n int, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var b strings.Builder
+	b.WriteString("sentence\tlabel\n")
+	for range n {
+		var words []string
+		for range 2 + rng.IntN(4) {
+			words = append(words, sentimentFiller[rng.IntN(len(sentimentFiller))])
+		}
+		label, pool := "pos", SentimentPositive
+		if rng.IntN(2) == 0 {
+			label, pool = "neg", SentimentNegative
+		}
+		k := rng.IntN(len(words) + 1)
+		words = append(words[:k], append([]string{pool[rng.IntN(len(pool))]}, words[k:]...)...)
+		fmt.Fprintf(&b, "%s\t%s\n", strings.Join(words, " "), label)
+	}
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
 }
