@@ -273,3 +273,42 @@ func TestConfigErrors(t *testing.T) {
 		assert.ErrorContains(t, c.Validate(), tc.want)
 	}
 }
+
+// Export writes from a checkpoint what the finished run wrote to pruned/:
+// the same really pruned weights (structured) or the same weights with
+// their masks applied (movement pruning), which open alone and score what
+// the run scored.
+func TestExportFromCheckpoint(t *testing.T) {
+	for _, method := range []string{"structured", string(TopK)} {
+		t.Run(method, func(t *testing.T) {
+			c := tinyConfig(t, method)
+			run := t.TempDir()
+			res, err := Task.Start(c, run, false, io.Discard)
+			require.NoError(t, err)
+			out := filepath.Join(t.TempDir(), "export")
+			ckpt, err := Export(c, run, out, ExportOptions{})
+			require.NoError(t, err)
+			assert.Contains(t, ckpt, "checkpoints")
+			want, err := os.ReadFile(filepath.Join(run, "pruned", "model.safetensors"))
+			require.NoError(t, err)
+			got, err := os.ReadFile(filepath.Join(out, "model.safetensors"))
+			require.NoError(t, err)
+			assert.Equal(t, want, got, "the same weights as the run's pruned/")
+			m, err := textclf.Open(out, textclf.OpenOptions{MaxLen: 16})
+			require.NoError(t, err)
+			defer m.Close()
+			ex, _, err := textclf.ReadExamples(c.Data.Eval[0], textclf.Layout{Text: "sentence", Label: "label"}, true)
+			require.NoError(t, err)
+			pred, err := m.Predict(ex)
+			require.NoError(t, err)
+			correct := 0
+			for i, p := range pred {
+				if p.Label == ex[i].Label {
+					correct++
+				}
+			}
+			assert.InDelta(t, res.Metrics["dev_accuracy"], float64(correct)/float64(len(ex)), 1e-9)
+			assert.Less(t, res.PrunedMaxDiff, 1e-5)
+		})
+	}
+}

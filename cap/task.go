@@ -54,9 +54,11 @@ type Result struct {
 	FFN          int64   `json:"ffn"`
 	WeightsKept  float64 `json:"weights_kept"` // share of the encoder's linear weights kept (unstructured)
 	EncoderParam int64   `json:"encoder_params"`
-	// Structured runs write the really pruned model to pruned/: its
-	// encoder's parameters and the largest difference between its outputs
-	// and the masked model's on the first evaluation batch.
+	// Every run writes its pruned model to pruned/: a structured run's
+	// really pruned (smaller) BERT with its encoder's parameters, an
+	// unstructured run's with the masks applied to the weights
+	// (bertarize.py); and the largest difference between its logits and
+	// the masked model's on a fixed batch.
 	PrunedDir     string  `json:"pruned_dir,omitempty"`
 	PrunedParams  int64   `json:"pruned_encoder_params,omitempty"`
 	PrunedMaxDiff float64 `json:"pruned_max_abs_diff,omitempty"`
@@ -261,48 +263,9 @@ func headPercent(c *Config, round int) float64 {
 // and the teacher.
 func (r *runner) load() error {
 	c, s := r.c, r.s
-	plan, err := c.textConfig().DataPlan()
+	plan, trainEx, err := r.open(s.Store, true)
 	if err != nil {
 		return err
-	}
-	if plan.Regression {
-		return fmt.Errorf("cap.prune classifies: the contrastive supervised term needs class labels, and %s is a regression task", c.Data.GLUE)
-	}
-	r.metrics = plan.Metrics
-	trainEx, skipped, err := textclf.ReadExamples(plan.Train, plan.Layout, true)
-	if err != nil {
-		return err
-	}
-	if skipped > 0 {
-		fmt.Fprintf(s.W, "cap: %s: skipped %d rows without a label or text\n", plan.Train, skipped)
-	}
-	r.labels = plan.Labels
-	if r.labels == nil {
-		seen := map[string]bool{}
-		for _, e := range trainEx {
-			if !seen[e.Label] {
-				seen[e.Label] = true
-				r.labels = append(r.labels, e.Label)
-			}
-		}
-		sort.Strings(r.labels)
-		fmt.Fprintf(s.W, "cap: %d labels from %s, sorted: %v\n", len(r.labels), plan.Train, r.labels)
-	}
-	if r.student, err = textclf.Open(c.Pretrained, textclf.OpenOptions{Tokenizer: c.Tokenizer, Labels: r.labels, MaxLen: c.MaxLen,
-		Device: s.Device, Store: s.Store, W: s.W}); err != nil {
-		return fmt.Errorf("pretrained %s: %w", c.Pretrained, err)
-	}
-	r.pad = r.student.Tok.PAD
-	if c.Teacher != "" {
-		if r.teacher, err = textclf.Open(c.Teacher, textclf.OpenOptions{MaxLen: c.MaxLen, Device: s.Device}); err != nil {
-			return fmt.Errorf("teacher %s: %w", c.Teacher, err)
-		}
-		if !slices.Equal(r.teacher.Labels, r.labels) {
-			return fmt.Errorf("teacher %s has labels %v, the task %v: distillation needs the same classes in the same order", c.Teacher, r.teacher.Labels, r.labels)
-		}
-		if r.teacher.Tok.Size != r.student.Tok.Size {
-			return fmt.Errorf("teacher %s has a tokenizer of %d tokens, the pre-trained model's has %d: they must share one", c.Teacher, r.teacher.Tok.Size, r.student.Tok.Size)
-		}
 	}
 	if r.train, err = r.encode(filepath.Base(plan.Train), trainEx, plan.Train); err != nil {
 		return err
@@ -331,6 +294,57 @@ func (r *runner) load() error {
 		r.evals = append(r.evals, d)
 	}
 	return nil
+}
+
+// open resolves the labels (reading the training file when the config
+// lists none) and opens the student into store, with the teacher when
+// withTeacher.
+func (r *runner) open(store *torchmods.Store, withTeacher bool) (*textclf.DataPlan, []textclf.Example, error) {
+	c, s := r.c, r.s
+	plan, err := c.textConfig().DataPlan()
+	if err != nil {
+		return nil, nil, err
+	}
+	if plan.Regression {
+		return nil, nil, fmt.Errorf("cap.prune classifies: the contrastive supervised term needs class labels, and %s is a regression task", c.Data.GLUE)
+	}
+	r.metrics = plan.Metrics
+	trainEx, skipped, err := textclf.ReadExamples(plan.Train, plan.Layout, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if skipped > 0 {
+		fmt.Fprintf(s.W, "cap: %s: skipped %d rows without a label or text\n", plan.Train, skipped)
+	}
+	r.labels = plan.Labels
+	if r.labels == nil {
+		seen := map[string]bool{}
+		for _, e := range trainEx {
+			if !seen[e.Label] {
+				seen[e.Label] = true
+				r.labels = append(r.labels, e.Label)
+			}
+		}
+		sort.Strings(r.labels)
+		fmt.Fprintf(s.W, "cap: %d labels from %s, sorted: %v\n", len(r.labels), plan.Train, r.labels)
+	}
+	if r.student, err = textclf.Open(c.Pretrained, textclf.OpenOptions{Tokenizer: c.Tokenizer, Labels: r.labels, MaxLen: c.MaxLen,
+		Device: s.Device, Store: store, W: s.W}); err != nil {
+		return nil, nil, fmt.Errorf("pretrained %s: %w", c.Pretrained, err)
+	}
+	r.pad = r.student.Tok.PAD
+	if c.Teacher != "" && withTeacher {
+		if r.teacher, err = textclf.Open(c.Teacher, textclf.OpenOptions{MaxLen: c.MaxLen, Device: s.Device}); err != nil {
+			return nil, nil, fmt.Errorf("teacher %s: %w", c.Teacher, err)
+		}
+		if !slices.Equal(r.teacher.Labels, r.labels) {
+			return nil, nil, fmt.Errorf("teacher %s has labels %v, the task %v: distillation needs the same classes in the same order", c.Teacher, r.teacher.Labels, r.labels)
+		}
+		if r.teacher.Tok.Size != r.student.Tok.Size {
+			return nil, nil, fmt.Errorf("teacher %s has a tokenizer of %d tokens, the pre-trained model's has %d: they must share one", c.Teacher, r.teacher.Tok.Size, r.student.Tok.Size)
+		}
+	}
+	return plan, trainEx, nil
 }
 
 func (r *runner) encode(name string, ex []textclf.Example, path string) (dataset, error) {
@@ -740,9 +754,9 @@ func (r *runner) finish(total int64) (*Result, error) {
 	}
 	if r.headMask != nil {
 		res.HeadsKept, res.FFNKept = Kept(r.headMask), Kept(r.ffnMask)
-		if err := r.writePruned(res); err != nil {
-			return nil, err
-		}
+	}
+	if err := r.writePruned(res); err != nil {
+		return nil, err
 	}
 	if c.MLMEval.File != "" {
 		if err := r.mlmEval(res); err != nil {
@@ -781,17 +795,48 @@ func encoderParams(b *torchmods.Bert) int64 {
 	return n
 }
 
-// writePruned really prunes the structured model, checks it against the
-// masked one on the first evaluation (or training) batch, and writes it
-// with its classifier, config.json and tokenizer to pruned/.
+// writePruned writes the pruned model to the run's pruned/ and records
+// it in res.
 func (r *runner) writePruned(res *Result) error {
 	dir := filepath.Join(r.s.Out, "pruned")
+	var err error
+	if r.masked == nil {
+		res.PrunedParams, res.PrunedMaxDiff, err = r.shrinkTo(dir)
+	} else {
+		res.PrunedMaxDiff, err = r.bertarizeTo(dir, r.th)
+	}
+	res.PrunedDir = "pruned"
+	return err
+}
+
+// checkBatch is a fixed batch of random token ids for comparing a
+// written model with the masked one it came from.
+func (r *runner) checkBatch() (ids, mask *ts.Tensor) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	n, l := 4, min(int64(16), r.student.Bert.Cfg.MaxPositionEmbeddings)
+	v := make([]int64, int64(n)*l)
+	for i := range v {
+		v[i] = int64(rng.IntN(int(r.student.Bert.Cfg.VocabSize)))
+	}
+	m := make([]int64, len(v))
+	for i := range m {
+		m[i] = 1
+	}
+	return torchmods.FromSlice(v, []int64{int64(n), l}, r.s.Device), torchmods.FromSlice(m, []int64{int64(n), l}, r.s.Device)
+}
+
+// shrinkTo really prunes the structured model into a smaller BERT, checks
+// it against the masked one, and writes it with its classifier,
+// config.json and tokenizer to dir (text.classify's Open and `repro
+// predict` load it). It returns the encoder's parameters and the largest
+// difference of the logits.
+func (r *runner) shrinkTo(dir string) (params int64, diff float64, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return 0, 0, err
 	}
 	store := torchmods.NewStore(r.s.Device)
 	defer store.Drop()
-	return torchmods.Try(func() {
+	err = torchmods.Try(func() {
 		sc := ts.NewScope()
 		defer sc.Close()
 		small, err := Shrink(store.Root().Sub("bert"), r.student.Bert, r.headMask, r.ffnMask)
@@ -804,31 +849,81 @@ func (r *runner) writePruned(res *Result) error {
 			cls.Bias.Copy_(r.student.Classifier.Bias)
 		})
 		pm := &textclf.Model{Bert: small, Classifier: cls, Tok: r.student.Tok, TokPath: r.student.TokPath, Labels: r.labels, MaxLen: r.student.MaxLen, Store: store}
-		d := r.train
-		if len(r.evals) > 0 {
-			d = r.evals[0]
-		}
-		idx := make([]int, 0, r.c.Data.EvalBatch)
-		for k := range min(r.c.Data.EvalBatch, len(d.y)) {
-			idx = append(idx, k)
-		}
 		ts.NoGrad(func() {
-			ids, types, mask, _, _ := r.batch(d, idx)
-			_, _, want := forward(r.student, ids, types, mask, maskTensor(r.headMask, r.s.Device), maskTensor(r.ffnMask, r.s.Device), false)
-			_, _, got := forward(pm, ids, types, mask, nil, nil, false)
-			res.PrunedMaxDiff = want.MustSub(got, false).MustAbs(true).MustMax(true).Float64Values()[0]
+			ids, mask := r.checkBatch()
+			_, _, want := forward(r.student, ids, nil, mask, maskTensor(r.headMask, r.s.Device), maskTensor(r.ffnMask, r.s.Device), false)
+			_, _, got := forward(pm, ids, nil, mask, nil, nil, false)
+			diff = want.MustSub(got, false).MustAbs(true).MustMax(true).Float64Values()[0]
 		})
-		res.PrunedParams = encoderParams(small)
-		res.PrunedDir = "pruned"
+		params = encoderParams(small)
 		if err := store.Save(filepath.Join(dir, "model.safetensors"), "", map[string]string{"format": "pt"}); err != nil {
 			panic(err)
 		}
 		if err := pm.WriteFiles(dir); err != nil {
 			panic(err)
 		}
-		fmt.Fprintf(r.s.W, "cap: really pruned model in %s: %d encoder parameters of %d, outputs within %.2g of the masked model's\n",
-			dir, res.PrunedParams, res.EncoderParam, res.PrunedMaxDiff)
+		fmt.Fprintf(r.s.W, "cap: really pruned model in %s: %d encoder parameters of %d, logits within %.2g of the masked model's\n",
+			dir, params, encoderParams(r.student.Bert), diff)
 	})
+	return params, diff, err
+}
+
+// bertarizeTo is the official bertarize.py: the unstructured model with
+// its masks at threshold applied to the weights (pruned weights zero) and
+// the mask scores dropped, written as a plain BERT classifier that
+// text.classify, `repro predict` and transformers load. It returns the
+// largest difference of its logits from the masked model's.
+func (r *runner) bertarizeTo(dir string, threshold float64) (diff float64, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	store := torchmods.NewStore(r.s.Device)
+	defer store.Drop()
+	var plain *torchmods.BertForSequenceClassification
+	if err := torchmods.Try(func() {
+		plain = torchmods.NewBertForSequenceClassification(store.Root(), r.student.Bert.Cfg, int64(len(r.labels)))
+	}); err != nil {
+		return 0, err
+	}
+	err = torchmods.Try(func() {
+		sc := ts.NewScope()
+		defer sc.Close()
+		masks := map[string]*ts.Tensor{}
+		for i, mk := range r.masked.Masks(threshold) {
+			masks[r.masked.Names[i]] = mk
+		}
+		ts.NoGrad(func() {
+			for _, p := range store.Params() {
+				src, ok := r.s.Store.Param(p.Name)
+				if !ok {
+					panic(fmt.Errorf("cap: the run's model has no %s", p.Name))
+				}
+				v := src.Tensor
+				if mk, ok := masks[p.Name]; ok {
+					v = v.MustMul(mk, false)
+				}
+				p.Tensor.Copy_(v)
+			}
+		})
+		pm := &textclf.Model{Bert: plain.Bert, Classifier: plain.Classifier, Tok: r.student.Tok, TokPath: r.student.TokPath, Labels: r.labels, MaxLen: r.student.MaxLen, Store: store}
+		ts.NoGrad(func() {
+			ids, mask := r.checkBatch()
+			var want *ts.Tensor
+			if err := r.s.Store.WithParams(r.masked.Fast(threshold), func() { _, _, want = forward(r.student, ids, nil, mask, nil, nil, false) }); err != nil {
+				panic(err)
+			}
+			_, _, got := forward(pm, ids, nil, mask, nil, nil, false)
+			diff = want.MustSub(got, false).MustAbs(true).MustMax(true).Float64Values()[0]
+		})
+		if err := store.Save(filepath.Join(dir, "model.safetensors"), "", map[string]string{"format": "pt"}); err != nil {
+			panic(err)
+		}
+		if err := pm.WriteFiles(dir); err != nil {
+			panic(err)
+		}
+		fmt.Fprintf(r.s.W, "cap: the model with its masks applied (bertarize.py) in %s; logits within %.2g of the masked model's\n", dir, diff)
+	})
+	return diff, err
 }
 
 // pruneState checkpoints the structured masks and the rounds' results.
