@@ -167,8 +167,8 @@ func TestResumesExactly(t *testing.T) {
 			final := filepath.Join(out, "checkpoints", fmt.Sprintf("step-%08d", last), "model.safetensors")
 			want, err := os.ReadFile(final)
 			require.NoError(t, err)
-			// Back to the middle of a round (structured: step 9 of rounds of 6)
-			// or of the threshold's descent (step 8 of 12).
+			// Back to the middle of a round (structured: step 15, in the third
+			// round of 6 steps) or of the threshold's descent (step 8 of 12).
 			keep := map[string]bool{"structured": true}[method]
 			for _, d := range []int64{last, last - 3} {
 				if keep && d == last-3 {
@@ -187,9 +187,9 @@ func TestResumesExactly(t *testing.T) {
 	}
 }
 
-// Unstructured runs: movement pruning keeps the scheduled share of every
-// masked matrix, soft movement with its L1 penalty and magnitude pruning
-// run, and the contrastive terms can be switched off bank by bank.
+// Unstructured runs: movement and magnitude pruning keep the final share
+// of every masked matrix, soft movement with its L1 penalty keeps some,
+// with all banks, one bank or none.
 func TestUnstructuredMethods(t *testing.T) {
 	for _, m := range []struct {
 		method  Method
@@ -220,8 +220,10 @@ func TestUnstructuredMethods(t *testing.T) {
 	}
 }
 
-// Masked heads and neurons change the output, and a layer's head mask
-// multiplies what that head contributes exactly: HF's head_mask.
+// A mask of ones changes nothing, a head's mask value changes the output,
+// and a mask of the wrong shape is refused naming both shapes. (0/1
+// masks are checked exactly against really pruned models in
+// structured_test.go.)
 func TestHeadMaskIsHFs(t *testing.T) {
 	sc := ts.NewScope()
 	defer sc.Close()
@@ -311,4 +313,40 @@ func TestExportFromCheckpoint(t *testing.T) {
 			assert.Less(t, res.PrunedMaxDiff, 1e-5)
 		})
 	}
+}
+
+// A structured run resumed exactly at a round's end (the next round's
+// importance, banks and optimizer restart run after the restore) ends as
+// the run straight through.
+func TestResumesAtRoundBoundary(t *testing.T) {
+	c := tinyConfig(t, "structured")
+	c.Trainer.CheckpointEvery = 6
+	out := t.TempDir()
+	whole, err := Task.Start(c, out, false, io.Discard)
+	require.NoError(t, err)
+	final := filepath.Join(out, "checkpoints", "step-00000018", "model.safetensors")
+	want, err := os.ReadFile(final)
+	require.NoError(t, err)
+	require.NoError(t, os.RemoveAll(filepath.Join(out, "checkpoints", "step-00000018")))
+	require.NoError(t, os.RemoveAll(filepath.Join(out, "checkpoints", "step-00000012")))
+	require.NoError(t, os.Remove(filepath.Join(out, "results.json")))
+	resumed, err := Task.Start(c, out, true, io.Discard)
+	require.NoError(t, err)
+	got, err := os.ReadFile(final)
+	require.NoError(t, err)
+	require.Equal(t, want, got, "the same weights, byte for byte")
+	assert.Equal(t, whole.Metrics, resumed.Metrics)
+	assert.Equal(t, whole.Rounds, resumed.Rounds)
+}
+
+// An unstructured run is evaluated and exported at prune.final_threshold,
+// as the official evaluate() is, even when the schedule has not reached
+// it (a run shorter than its warm-up).
+func TestFinalThresholdAtTheEnd(t *testing.T) {
+	c := tinyConfig(t, string(TopK))
+	c.Prune.Warmup = 10 // the schedule holds 1.0 for 20 steps, the run has 12
+	res, err := Task.Start(c, t.TempDir(), false, io.Discard)
+	require.NoError(t, err)
+	want := float64(2*(4*204+2*409)) / float64(2*(4*1024+2*2048))
+	assert.InDelta(t, want, res.WeightsKept, 1e-12)
 }

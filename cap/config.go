@@ -214,6 +214,9 @@ func (c *Config) Validate() error {
 		if p.Regularization != "" && p.Method != string(Sigmoid) {
 			return config.Field("prune.regularization", "applies to sigmoied_threshold scores only")
 		}
+		if p.Regularization != "" && !(p.FinalThreshold > 0) {
+			return config.Field("prune.final_threshold", "the L1 weight is final_lambda * threshold / final_threshold: final_threshold must be positive")
+		}
 		if p.Method != string(Magnitude) && !(p.MaskLR > 0) {
 			return config.Field("prune.mask_lr", "must be positive, got %v", p.MaskLR)
 		}

@@ -139,10 +139,20 @@ func DrawExtra(rng *rand.Rand, rows, reps, extraExamples int64) ([]int64, error)
 	if k > rows {
 		return nil, fmt.Errorf("cap: contrastive.extra_examples %d / %d representations = %d extra rows, more than the bank's %d examples (random.sample would fail too)", extraExamples, reps, k, rows)
 	}
-	perm := rng.Perm(int(rows))
+	// A partial Fisher-Yates shuffle over a sparse map: k draws, not a
+	// permutation of the whole bank (364,000 rows on QQP) every step.
+	swapped := make(map[int64]int64, k)
+	at := func(i int64) int64 {
+		if v, ok := swapped[i]; ok {
+			return v
+		}
+		return i
+	}
 	out := make([]int64, k)
-	for i := range out {
-		out[i] = int64(perm[i])
+	for i := range k {
+		j := i + rng.Int64N(rows-i)
+		out[i] = at(j)
+		swapped[j] = at(i)
 	}
 	return out, nil
 }

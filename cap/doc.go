@@ -75,6 +75,17 @@
 //   - The learning-rate schedule is repro's linear warm-up and decay
 //     (train.WarmupSchedule, as text.classify's), whose warm-up starts at
 //     lr/warmup on the first step where HF's starts at 0.
+//   - determine_pruning_sequence is called with the layers and heads
+//     swapped in run_glue.py (harmless for bert-base's 12 x 12); repro
+//     passes them the right way round, which matters for other shapes
+//     (the lexname BERT's 2 layers of 4 heads).
+//   - The official scripts use transformers.AdamW, which adds eps before
+//     the bias correction and decays weights after the update; repro's is
+//     torch.optim.AdamW's arithmetic. The difference is of the order of
+//     eps.
+//   - Batches are padded to their longest example, not to max_len as the
+//     official scripts pad; with the attention mask the results are the
+//     same.
 //   - SQuAD (the paper's fourth task) is not built: repro has no extractive
 //     question-answering head or SQuAD reader yet.
 package cap

@@ -98,6 +98,10 @@ type runner struct {
 	rounds            []Round
 	pre, snaps, fine  *Bank
 	opts              ContrastiveOptions
+	// opt is the run's optimizer; a checkpoint holds its origin (the
+	// optimizer step of the round's restart), restored into resumeOrigin.
+	opt          *train.AdamW
+	resumeOrigin int64
 }
 
 // Run prunes the model as configured and reports the pruned model's
@@ -109,6 +113,13 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 		return nil, err
 	}
 	defer r.close()
+	if c.Contrastive.Enabled && int64(len(r.train.y)) < c.Contrastive.ExtraExamples {
+		// Every bank has at least one column: extra_examples / R rows are
+		// drawn from N, which random.sample refuses when they are more.
+		if _, err := DrawExtra(rand.New(rand.NewPCG(0, 0)), int64(len(r.train.y)), 1, c.Contrastive.ExtraExamples); err != nil {
+			return nil, fmt.Errorf("%w; lower contrastive.extra_examples", err)
+		}
+	}
 	loader, err := data.NewLoader(data.LoaderOptions{N: len(r.train.y), Batch: c.Data.Batch, Shuffle: true, Seed: uint64(c.Trainer.Seed)},
 		func(b data.Batch) ([]int, error) { return b.Indices, nil })
 	if err != nil {
@@ -147,6 +158,7 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 		fmt.Fprintf(s.W, "cap: %s pruning of %d encoder matrices; the %d embedding tensors frozen, as the official masked BERT\n", c.Prune.Method, len(r.masked.Names), n)
 	}
 	opt := train.NewAdamW(s.Store, c.Optim.Betas[0], c.Optim.Betas[1], c.Optim.Eps, c.Optim.WeightDecay)
+	r.opt = opt
 	if r.masked != nil && r.masked.Method != Magnitude {
 		opt.LRScale = map[string]float64{}
 		for _, n := range r.masked.Names {
@@ -197,7 +209,7 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 			round := int(step / roundSteps)
 			if step%roundSteps != 0 {
 				if first {
-					opt.SetOrigin(step - step%roundSteps) // resumed mid-round: the round's optimizer began there
+					opt.SetOrigin(r.resumeOrigin) // resumed mid-round: the round's optimizer began there
 				}
 				first = false
 				return nil
@@ -225,7 +237,7 @@ func Run(s *train.Session, c *Config) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			rng := rand.New(rand.NewPCG(uint64(c.Trainer.Seed), uint64(step)*16+uint64(micro)))
+			rng := rand.New(rand.NewPCG(uint64(c.Trainer.Seed)<<20|uint64(micro), uint64(step)))
 			var loss *ts.Tensor
 			err = r.withMasks(r.masked, func(head, ffn *ts.Tensor) {
 				loss = r.loss(idx, true, head, ffn, rng, true)
@@ -707,8 +719,9 @@ func (r *runner) finish(total int64) (*Result, error) {
 	c, s := r.c, r.s
 	res := &Result{Method: c.Prune.Method, Rounds: r.rounds, Train: len(r.train.y), Metrics: map[string]float64{}}
 	if r.masked != nil {
-		r.th, _ = ThresholdSchedule{Total: total, Warmup: c.Prune.Warmup, Initial: c.Prune.InitialThreshold, Final: c.Prune.FinalThreshold,
-			InitialWarmup: c.Prune.InitialWarmup, FinalWarmup: c.Prune.FinalWarmup, FinalLambda: c.Prune.FinalLambda}.At(total)
+		// The official evaluate() uses final_threshold, wherever the
+		// schedule ended.
+		r.th = c.Prune.FinalThreshold
 	}
 	m, err := r.evaluate(r.student, r.masked)
 	if err != nil {
@@ -933,10 +946,17 @@ type savedPrune struct {
 	HeadMask [][]float64 `json:"head_mask"`
 	FFNMask  [][]float64 `json:"ffn_mask"`
 	Rounds   []Round     `json:"rounds"`
+	// OptOrigin is the optimizer step of the current round's restart, for
+	// Adam's bias correction after a resume.
+	OptOrigin int64 `json:"opt_origin"`
 }
 
 func (p pruneState) SaveState() (any, map[string]*ts.Tensor, error) {
-	return savedPrune{HeadMask: p.r.headMask, FFNMask: p.r.ffnMask, Rounds: p.r.rounds}, nil, nil
+	var origin int64
+	if p.r.opt != nil {
+		origin = p.r.opt.Origin()
+	}
+	return savedPrune{HeadMask: p.r.headMask, FFNMask: p.r.ffnMask, Rounds: p.r.rounds, OptOrigin: origin}, nil, nil
 }
 
 func (p pruneState) LoadState(raw json.RawMessage, _ map[string]*ts.Tensor) error {
@@ -947,6 +967,6 @@ func (p pruneState) LoadState(raw json.RawMessage, _ map[string]*ts.Tensor) erro
 	if (s.HeadMask == nil) != (p.r.headMask == nil) || len(s.HeadMask) != len(p.r.headMask) || len(s.FFNMask) != len(p.r.ffnMask) {
 		return fmt.Errorf("checkpoint's pruning masks do not fit this run's model or method")
 	}
-	p.r.headMask, p.r.ffnMask, p.r.rounds = s.HeadMask, s.FFNMask, s.Rounds
+	p.r.headMask, p.r.ffnMask, p.r.rounds, p.r.resumeOrigin = s.HeadMask, s.FFNMask, s.Rounds, s.OptOrigin
 	return nil
 }

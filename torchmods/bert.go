@@ -73,6 +73,9 @@ func (c BertConfig) prunedErr() error {
 	if c.Pruned == nil {
 		return nil
 	}
+	if c.RelPosBins > 0 {
+		return fmt.Errorf("bert: pruned shapes with a relative position bias (rel_pos_bins) are not implemented: the bias is shared by all layers, the heads are not")
+	}
 	for l, heads := range c.Pruned.Heads {
 		if l < 0 || int64(l) >= c.NumHiddenLayers {
 			return fmt.Errorf("bert: pruned_heads names layer %d of %d", l, c.NumHiddenLayers)

@@ -109,9 +109,16 @@ func (a *AdamW) Restart() error {
 	})
 }
 
+// Origin is the step count bias correction counts from: 0, or that of
+// the last Restart. A task that restarts its optimizer checkpoints it
+// and gives it back to SetOrigin when resuming.
+func (a *AdamW) Origin() int64 { return a.origin }
+
 // SetOrigin sets the step bias correction counts from without touching
-// the moments: after resuming a run whose optimizer was restarted at step
-// (a checkpoint holds the moments and the step count, not the origin).
+// the moments: after resuming a run whose optimizer was restarted (a
+// checkpoint holds the moments and the step count, not the origin). The
+// step is the optimizer's own count (Steps), which fp16's skipped steps
+// do not advance, not the loop's.
 func (a *AdamW) SetOrigin(step int64) { a.origin = step }
 
 // State lists AdamW's moment tensors by name ("m.<param>", "v.<param>").

@@ -64,6 +64,9 @@ what_to_prune_mlp(norm_ffn, 12, ones). A second round from those masks: "prune.i
 "prune.ffn_mask_round2" = what_to_prune_mlp(norm_ffn2, 6, ffn_mask_round1); in it an already
 pruned head of layer 0 scores highest there, so the protection is spent on it and layer 0's one
 live head is pruned (layer 0 ends with no heads, as the official code does).
+Distillation (PruneBert.py's F.kl_div(log_softmax(s/T), softmax(t/T), batchmean) * T**2): student
+logits "kd.s" [6,5], teacher logits "kd.t" [6,5], and for T = 1 and 2 "kd.T<T>.loss" [] and
+"kd.T<T>.grad.s" [6,5].
 """
 import math
 import os
@@ -659,6 +662,24 @@ assert hm2[0].sum() == 0 and hm2.sum() == 3 and fm2.sum() == 12
 out.update({"prune.importance_head2": imp_h2, "prune.importance_ffn2": imp_f2, "prune.norm_head2": norm_h2,
             "prune.norm_ffn2": norm_f2, "prune.n_round2": torch.tensor([1, 6]),
             "prune.head_mask_round2": hm2, "prune.ffn_mask_round2": fm2})
+
+# Distillation (PruneBertForSequenceClassification.forward, PruneBert.py 135-143), T = 1 and 2:
+# kd.s (student logits, requires grad), kd.t (teacher logits), kd.T<t>.loss and kd.T<t>.grad.s
+torch.manual_seed(2023)
+kd_s, kd_t = torch.randn(6, 5) * 2, torch.randn(6, 5) * 2
+out["kd.s"], out["kd.t"] = kd_s.clone(), kd_t
+for T in (1.0, 2.0):
+    s_ = kd_s.clone().requires_grad_(True)
+    loss_logits = (
+        F.kl_div(
+            input=F.log_softmax(s_ / T, dim=-1),
+            target=F.softmax(kd_t / T, dim=-1),
+            reduction="batchmean",
+        )
+        * (T ** 2)
+    )
+    loss_logits.backward()
+    out[f"kd.T{int(T)}.loss"], out[f"kd.T{int(T)}.grad.s"] = loss_logits.detach(), s_.grad
 
 n, size = st_write.write(os.path.join(here, "cap_parity.safetensors"), out,
                          {"torch": torch.__version__, "script": "gen_cap_parity.py",
