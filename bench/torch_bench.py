@@ -13,11 +13,11 @@ from torch import nn
 
 p = argparse.ArgumentParser()
 p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm", "pmlm",
-                                                  "dense_biencoder", "monobert", "clip"])
+                                                  "dense_biencoder", "monobert", "clip", "bert_dense_infer", "bert_pruned_infer"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
-p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert, clip: the batch bench/gobench -inputs wrote (safetensors)")
-p.add_argument("--weights", help="pmlm, dense_biencoder, monobert, clip: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
+p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer: the batch bench/gobench -inputs wrote (safetensors)")
+p.add_argument("--weights", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
 args = p.parse_args()
 dev = torch.device("cuda:0" if args.device == "cuda" else "cpu")
 torch.manual_seed(0)
@@ -714,8 +714,114 @@ def clip_step():
     return timed_steps(steps, opt, loss)
 
 
+# bench/gobench's cap.go: BERT-base inference before and after CAP's structured pruning at 90%
+# sparsity (capKeptHeads, capKeptFFN: 15 of 144 heads, 3,687 of 36,864 neurons, at least one head a
+# layer, as cap.PruningSequence([90]) leaves them).
+CAP_KEPT_HEADS = [2, 1, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1]
+CAP_KEPT_FFN = [520, 480, 450, 420, 390, 350, 310, 270, 220, 160, 80, 37]
+
+
+class CapBert(nn.Module):
+    """HF's BertModel with the pooler after prune_heads, and with feed-forwards narrowed as cap.Shrink
+    narrows them: layer l has heads[l] heads of width H // A (query, key and value H -> heads[l] * 64,
+    the attention output heads[l] * 64 -> H) and a feed-forward of inters[l] neurons; post-norm,
+    GELU, no dropout. HF's (and torchmods') parameter names, so that --weights loads gobench's initial
+    weights; HFBert's embeddings, output blocks and initialisation. Attention is
+    scaled_dot_product_attention where torch has it (2.0 on), as torchmods' Attention uses the fused op
+    where libtorch has it, else HFBert's matmul path (q scaled first, padded keys at -inf)."""
+
+    class SelfAttention(nn.Module):
+        def __init__(self, H, A, hd):
+            super().__init__()
+            self.A, self.hd = A, hd
+            self.query, self.key, self.value = nn.Linear(H, A * hd), nn.Linear(H, A * hd), nn.Linear(H, A * hd)
+
+        def forward(self, x, pad):
+            import math
+            B, L, _ = x.shape
+            split = lambda t: t.view(B, L, self.A, self.hd).permute(0, 2, 1, 3)
+            q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+            if hasattr(nn.functional, "scaled_dot_product_attention"):
+                ctx = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~pad)
+            else:
+                scores = (q / math.sqrt(self.hd)) @ k.transpose(-1, -2)
+                ctx = scores.masked_fill(pad, float("-inf")).softmax(-1) @ v
+            return ctx.permute(0, 2, 1, 3).contiguous().view(B, L, self.A * self.hd)
+
+    class Layer(nn.Module):
+        def __init__(self, H, A, hd, I):
+            super().__init__()
+            self.attention = nn.Module()
+            self.attention.self, self.attention.output = CapBert.SelfAttention(H, A, hd), HFBert.DenseNorm(A * hd, H)
+            self.intermediate = nn.Module()
+            self.intermediate.dense = nn.Linear(H, I)
+            self.output = HFBert.DenseNorm(I, H)
+
+        def forward(self, x, pad):
+            a = self.attention.output(self.attention.self(x, pad), x)
+            return self.output(nn.functional.gelu(self.intermediate.dense(a)), a)
+
+    def __init__(self, V, H, A, heads, inters):
+        super().__init__()
+        self.embeddings = HFBert.Embeddings(V, H)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList([CapBert.Layer(H, a, H // A, i) for a, i in zip(heads, inters)])
+        self.pooler = nn.Module()
+        self.pooler.dense = nn.Linear(H, H)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Embedding)):
+                    m.weight.normal_(0, 0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    m.bias.zero_()
+            self.embeddings.word_embeddings.weight[0].zero_()
+
+    def forward(self, ids, mask):
+        """The pooled output [B, H] of ids [B, L] with HF's attention_mask [B, L] (nonzero = a real token)."""
+        pad = (mask == 0)[:, None, None, :]
+        pos = torch.arange(ids.shape[1], device=ids.device)[None]
+        x = self.embeddings(ids, torch.zeros_like(ids), pos)
+        for layer in self.encoder.layer:
+            x = layer(x, pad)
+        return torch.tanh(self.pooler.dense(x[:, 0]))
+
+
+def cap_infer_step(pruned):
+    """bench/gobench's bert_dense_infer and bert_pruned_infer: BERT-base inference (eval mode, no
+    gradients; the encoder with the padding mask and the pooler) on the batch gobench wrote
+    (--inputs), dense or with CAP's pruned shapes; on CPU one forward a repetition, on CUDA 20.
+    With --weights, gobench's weights and the pooled output's sums to stderr, as gobench prints them."""
+    import sys
+    workload = "bert_pruned_infer" if pruned else "bert_dense_infer"
+    b = need_inputs(workload)
+    heads, inters = (CAP_KEPT_HEADS, CAP_KEPT_FFN) if pruned else ([12] * 12, [3072] * 12)
+    model = CapBert(30522, 768, 12, heads, inters)
+    if args.weights:
+        model.load_state_dict(read_safetensors(args.weights))  # strict: every name and shape as gobench's
+    model = model.to(dev).eval()
+    steps = 20 if dev.type == "cuda" else 1
+    if args.weights:
+        with torch.no_grad():
+            pooled = model(b["ids"], b["mask"]).double()
+        print(f"torch_bench {workload}: {b['ids'].shape[0]} x {b['ids'].shape[1]}, pooled sum {pooled.sum().item():.6f}, "
+              f"sum of squares {(pooled * pooled).sum().item():.6f}", file=sys.stderr)
+
+    def run():
+        start = time.perf_counter()
+        with torch.no_grad():
+            for i in range(steps):
+                out = model(b["ids"], b["mask"])
+                if i == steps - 1:
+                    check[0] = sync(out)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
 if args.workload == "clip":
     run = clip_step()
+elif args.workload in ("bert_dense_infer", "bert_pruned_infer"):
+    run = cap_infer_step(args.workload == "bert_pruned_infer")
 elif args.workload == "pmlm":
     run = pmlm_step()
 elif args.workload == "dense_biencoder":

@@ -6,10 +6,12 @@
 #   scripts/bench_vs_pytorch.sh [--device cpu|cuda] [--runs N] [--workloads "smallop mlp encoder"]
 #
 # Workloads (the default is the first three): smallop mlp encoder mae_vitb bert_mlm metapt_first
-# metapt_second llama_lm pmlm dense_biencoder monobert clip. A workload whose two sides must see the
-# same inputs (pmlm: the packed pseudo-masked batch, drawn by pmlm's own masking; dense_biencoder
-# and monobert: the padded queries, passages and pairs batched by the ir package; clip: the images
-# and the token ids with their end-of-text positions) has gobench write them to a file with
+# metapt_second llama_lm pmlm dense_biencoder monobert clip bert_dense_infer bert_pruned_infer. A
+# workload whose two sides must see the same inputs (pmlm: the packed pseudo-masked batch, drawn by
+# pmlm's own masking; dense_biencoder and monobert: the padded queries, passages and pairs batched by
+# the ir package; clip: the images and the token ids with their end-of-text positions;
+# bert_dense_infer and bert_pruned_infer, BERT-base inference before and after CAP's structured
+# pruning: the padded token ids and their attention mask) has gobench write them to a file with
 # -inputs, which torch_bench.py reads with --inputs; gobench runs first in every run.
 #
 # Python: $PYTHON, else /usr/bin/python3 (Debian's python3-torch; install it with
