@@ -45,12 +45,19 @@ func NewBlock(p Path, o BlockOptions) *Block {
 	}
 }
 
-// Forward applies the block to x [B, L, Dim].
+// Forward applies the block to x [B, L, Dim]. It runs in a scope of its
+// own and keeps only its output, so that a block's intermediates are freed
+// when it is done, not when the caller's scope closes: autograd keeps its
+// own references to what backward needs (see Bert's layer).
 func (b *Block) Forward(x *ts.Tensor, train bool) *ts.Tensor {
+	sc := ts.NewScope()
+	defer sc.Close()
 	h := b.Attn.Forward(AttentionInput{Query: b.Norm1.Forward(x)}, train)
 	x = x.MustAdd(DropPath(h, b.DropPath, train), false)
 	h = b.MLP.Forward(b.Norm2.Forward(x), train)
-	return x.MustAdd(DropPath(h, b.DropPath, train), false)
+	out := x.MustAdd(DropPath(h, b.DropPath, train), false)
+	sc.Keep(out)
+	return out
 }
 
 // ViTOptions configures NewViT.
