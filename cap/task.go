@@ -557,27 +557,20 @@ func (r *runner) pruneRound(round int, nHeads, nFFN int64, opt *train.AdamW, ste
 			want = BankPretrained
 		}
 		if slices.Contains(c.Contrastive.Banks, want) {
-			reps, err := r.encodeReps(r.student, nil, false)
-			if err != nil {
-				return err
-			}
+			// The model as it is, before this round's masks.
 			if round == 0 {
 				r.pre.Drop()
-				r.pre, err = func() (*Bank, error) {
-					defer reps.MustDrop()
-					var b *Bank
-					err := torchmods.Try(func() {
-						sc := ts.NewScope()
-						defer sc.Close()
-						b = NewBank(reps, torchmods.FromSlice(r.train.y, []int64{int64(len(r.train.y))}, gotch.CPU))
-					})
-					return b, err
-				}()
+				if r.pre, err = r.encodeBank(r.student, nil); err != nil {
+					return err
+				}
+			} else {
+				reps, err := r.encodeReps(r.student, nil, false)
 				if err != nil {
 					return err
 				}
-			} else if err := torchmods.Try(func() { r.addSnapshot(reps) }); err != nil {
-				return err
+				if err := torchmods.Try(func() { r.addSnapshot(reps) }); err != nil {
+					return err
+				}
 			}
 		}
 	}
