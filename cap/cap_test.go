@@ -159,37 +159,37 @@ func accuracy(t *testing.T, m *textclf.Model, path string) float64 {
 // weights, byte for byte, and the same metrics as the run straight
 // through: the masks, banks, rounds and schedule position come back.
 func TestResumesExactly(t *testing.T) {
-	for _, method := range []string{"structured", string(TopK)} {
-		t.Run(method, func(t *testing.T) {
-			c := tinyConfig(t, method)
-			out := t.TempDir()
-			whole, err := Task.Start(c, out, false, io.Discard)
-			require.NoError(t, err)
-			last := c.Trainer.MaxSteps
-			if method == "structured" {
-				last *= 3
-			}
-			final := filepath.Join(out, "checkpoints", fmt.Sprintf("step-%08d", last), "model.safetensors")
-			want, err := os.ReadFile(final)
-			require.NoError(t, err)
-			// Back to the middle of a round (structured: step 15, in the third
-			// round of 6 steps) or of the threshold's descent (step 8 of 12).
-			keep := map[string]bool{"structured": true}[method]
-			for _, d := range []int64{last, last - 3} {
-				if keep && d == last-3 {
-					continue
-				}
-				require.NoError(t, os.RemoveAll(filepath.Join(out, "checkpoints", fmt.Sprintf("step-%08d", d))))
-			}
-			require.NoError(t, os.Remove(filepath.Join(out, "results.json")))
-			resumed, err := Task.Start(c, out, true, io.Discard)
-			require.NoError(t, err)
-			got, err := os.ReadFile(final)
-			require.NoError(t, err)
-			require.Equal(t, want, got, "the same weights, byte for byte")
-			assert.Equal(t, whole.Metrics, resumed.Metrics)
-		})
+	// Structured: 3 rounds of 6 steps, checkpoints every 3; back to step
+	// 15, in the third round. topK: 12 steps, checkpoints every 4; back to
+	// step 8, in the threshold's descent.
+	for method, last := range map[string]int64{"structured": 18, string(TopK): 12} {
+		t.Run(method, func(t *testing.T) { resumeMatches(t, tinyConfig(t, method), last, last) })
 	}
+}
+
+// resumeMatches runs c straight through to step last, deletes the
+// checkpoints at the given steps and results.json, resumes, and requires
+// the same final weights, metrics and rounds.
+func resumeMatches(t *testing.T, c *Config, last int64, drop ...int64) {
+	t.Helper()
+	out := t.TempDir()
+	whole, err := Task.Start(c, out, false, io.Discard)
+	require.NoError(t, err)
+	ckpt := func(step int64) string { return filepath.Join(out, "checkpoints", fmt.Sprintf("step-%08d", step)) }
+	final := filepath.Join(ckpt(last), "model.safetensors")
+	want, err := os.ReadFile(final)
+	require.NoError(t, err)
+	for _, d := range drop {
+		require.NoError(t, os.RemoveAll(ckpt(d)))
+	}
+	require.NoError(t, os.Remove(filepath.Join(out, "results.json")))
+	resumed, err := Task.Start(c, out, true, io.Discard)
+	require.NoError(t, err)
+	got, err := os.ReadFile(final)
+	require.NoError(t, err)
+	require.Equal(t, want, got, "the same weights, byte for byte")
+	assert.Equal(t, whole.Metrics, resumed.Metrics)
+	assert.Equal(t, whole.Rounds, resumed.Rounds)
 }
 
 // Unstructured runs: movement and magnitude pruning keep the final share
@@ -316,22 +316,7 @@ func TestExportFromCheckpoint(t *testing.T) {
 func TestResumesAtRoundBoundary(t *testing.T) {
 	c := tinyConfig(t, "structured")
 	c.Trainer.CheckpointEvery = 6
-	out := t.TempDir()
-	whole, err := Task.Start(c, out, false, io.Discard)
-	require.NoError(t, err)
-	final := filepath.Join(out, "checkpoints", "step-00000018", "model.safetensors")
-	want, err := os.ReadFile(final)
-	require.NoError(t, err)
-	require.NoError(t, os.RemoveAll(filepath.Join(out, "checkpoints", "step-00000018")))
-	require.NoError(t, os.RemoveAll(filepath.Join(out, "checkpoints", "step-00000012")))
-	require.NoError(t, os.Remove(filepath.Join(out, "results.json")))
-	resumed, err := Task.Start(c, out, true, io.Discard)
-	require.NoError(t, err)
-	got, err := os.ReadFile(final)
-	require.NoError(t, err)
-	require.Equal(t, want, got, "the same weights, byte for byte")
-	assert.Equal(t, whole.Metrics, resumed.Metrics)
-	assert.Equal(t, whole.Rounds, resumed.Rounds)
+	resumeMatches(t, c, 18, 18, 12) // back to step 6, the end of round 1
 }
 
 // An unstructured run is evaluated and exported at prune.final_threshold,
