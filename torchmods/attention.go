@@ -30,6 +30,18 @@ type AttentionOptions struct {
 	// heads (HF's prune_heads) keeps the head width while the heads fall,
 	// so its projections are Heads*HeadDim wide, not Dim.
 	HeadDim int64
+	// ContextDim is the width of the context that cross-attention reads
+	// keys and values from; 0 means Dim. ALBEF's fusion layers attend from
+	// text of one width to image tokens of another (encoder_width).
+	ContextDim int64
+}
+
+// contextDim is ContextDim, or Dim when unset.
+func (o AttentionOptions) contextDim() int64 {
+	if o.ContextDim > 0 {
+		return o.ContextDim
+	}
+	return o.Dim
 }
 
 // headDim is HeadDim, or Dim/Heads when unset.
@@ -71,14 +83,14 @@ func NewAttention(p Path, o AttentionOptions) *Attention {
 	hd := o.headDim()
 	a := &Attention{Opt: o}
 	if o.Names.QKV != "" {
-		if o.KVHeads != o.Heads || o.Heads*hd != o.Dim {
-			panic(fmt.Errorf("Attention: a fused qkv projection cannot have grouped key/value heads or heads narrower than the width"))
+		if o.KVHeads != o.Heads || o.Heads*hd != o.Dim || o.contextDim() != o.Dim {
+			panic(fmt.Errorf("Attention: a fused qkv projection cannot have grouped key/value heads, heads narrower than the width or a context of another width"))
 		}
 		a.QKV = NewLinear(p.Sub(o.Names.QKV), LinearOptions{In: o.Dim, Out: 3 * o.Dim, NoBias: !o.Bias})
 	} else {
 		a.Q = NewLinear(p.Sub(o.Names.Q), LinearOptions{In: o.Dim, Out: o.Heads * hd, NoBias: !o.Bias})
-		a.K = NewLinear(p.Sub(o.Names.K), LinearOptions{In: o.Dim, Out: o.KVHeads * hd, NoBias: !o.Bias})
-		a.V = NewLinear(p.Sub(o.Names.V), LinearOptions{In: o.Dim, Out: o.KVHeads * hd, NoBias: !o.Bias})
+		a.K = NewLinear(p.Sub(o.Names.K), LinearOptions{In: o.contextDim(), Out: o.KVHeads * hd, NoBias: !o.Bias})
+		a.V = NewLinear(p.Sub(o.Names.V), LinearOptions{In: o.contextDim(), Out: o.KVHeads * hd, NoBias: !o.Bias})
 	}
 	a.Out = NewLinear(p.Sub(o.Names.Out), LinearOptions{In: o.Heads * hd, Out: o.Dim, NoBias: !o.Bias})
 	return a
@@ -121,7 +133,7 @@ func (c *KVCache) append(k, v *ts.Tensor) (*ts.Tensor, *ts.Tensor) {
 // AttentionInput is what one call attends with.
 type AttentionInput struct {
 	Query   *ts.Tensor // [B, L, Dim]
-	Context *ts.Tensor // [B, S, Dim] for cross-attention; nil for self-attention
+	Context *ts.Tensor // [B, S, ContextDim] for cross-attention; nil for self-attention
 	// Mask broadcasts to [B, Heads, L, S]: bool true = not allowed, float = added.
 	Mask *ts.Tensor
 	// Bias is added to the scores, broadcasting to [B, Heads, L, S] (T5's relative positions).
@@ -145,9 +157,12 @@ func (a *Attention) Forward(in AttentionInput, train bool) *ts.Tensor {
 	mustLastDim("Attention", in.Query, o.Dim)
 	ctx := in.Context
 	if ctx == nil {
+		if o.contextDim() != o.Dim {
+			panic(fmt.Errorf("Attention: built for a context of width %d (cross-attention) but given none", o.contextDim()))
+		}
 		ctx = in.Query
 	} else {
-		mustLastDim("Attention context", ctx, o.Dim)
+		mustLastDim("Attention context", ctx, o.contextDim())
 	}
 	heads := func(x *ts.Tensor, n int64) *ts.Tensor { // [B, T, n*hd] -> [B, n, T, hd]
 		s := x.MustSize()

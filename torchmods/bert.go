@@ -31,6 +31,17 @@ type BertConfig struct {
 	// bucket has a bias per head. The names are s2s-ft's config keys.
 	RelPosBins int64 `json:"rel_pos_bins,omitempty" toml:"rel_pos_bins,omitempty"`
 	MaxRelPos  int64 `json:"max_rel_pos,omitempty" toml:"max_rel_pos,omitempty"`
+	// CrossAttention adds a cross-attention block (crossattention.self.
+	// {query,key,value}, crossattention.output.{dense,LayerNorm}) between
+	// the self-attention and the feed-forward of every layer from
+	// FusionLayer on, attending to BertInput.Context. HF's
+	// add_cross_attention is FusionLayer 0; ALBEF's xbert (and so MUMC,
+	// BLIP) reads fusion_layer: layers below it form the text encoder,
+	// those from it on the multimodal encoder. EncoderWidth is the
+	// context's width (encoder_width); 0 means hidden_size.
+	CrossAttention bool  `json:"add_cross_attention,omitempty" toml:"add_cross_attention,omitempty"`
+	FusionLayer    int64 `json:"fusion_layer,omitempty" toml:"fusion_layer,omitempty"`
+	EncoderWidth   int64 `json:"encoder_width,omitempty" toml:"encoder_width,omitempty"`
 	// Pruned, if set, is the shape of a model whose heads and
 	// feed-forward neurons were removed (cap's structured pruning), read
 	// from and written to config.json; nil for a full model. A pointer so
@@ -48,6 +59,17 @@ type BertConfig struct {
 type BertPruned struct {
 	Heads        map[int][]int64 // layer -> pruned head indices
 	Intermediate []int64         // per layer; empty: intermediate_size everywhere
+}
+
+// HasCross says whether layer i has a cross-attention block.
+func (c BertConfig) HasCross(i int) bool { return c.CrossAttention && int64(i) >= c.FusionLayer }
+
+// ContextWidth is the width of what the cross-attention reads: encoder_width, or hidden_size.
+func (c BertConfig) ContextWidth() int64 {
+	if c.EncoderWidth > 0 {
+		return c.EncoderWidth
+	}
+	return c.HiddenSize
 }
 
 // LayerHeads is layer i's number of heads.
@@ -75,6 +97,9 @@ func (c BertConfig) prunedErr() error {
 	}
 	if c.RelPosBins > 0 {
 		return fmt.Errorf("bert: pruned shapes with a relative position bias (rel_pos_bins) are not implemented: the bias is shared by all layers, the heads are not")
+	}
+	if c.CrossAttention {
+		return fmt.Errorf("bert: pruned shapes with cross-attention layers are not implemented")
 	}
 	for l, heads := range c.Pruned.Heads {
 		if l < 0 || int64(l) >= c.NumHiddenLayers {
@@ -134,6 +159,10 @@ func (c BertConfig) Validate() error {
 		return fmt.Errorf("bert: hidden_size %d is not a multiple of num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)
 	case c.HiddenAct != "gelu" && c.HiddenAct != "gelu_new" && c.HiddenAct != "gelu_pytorch_tanh" && c.HiddenAct != "relu":
 		return fmt.Errorf("bert: hidden_act %q is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)", c.HiddenAct)
+	case c.CrossAttention && (c.FusionLayer < 0 || c.FusionLayer > c.NumHiddenLayers):
+		return fmt.Errorf("bert: fusion_layer %d outside [0, num_hidden_layers %d]", c.FusionLayer, c.NumHiddenLayers)
+	case c.EncoderWidth < 0:
+		return fmt.Errorf("bert: encoder_width %d is negative", c.EncoderWidth)
 	}
 	if err := c.prunedErr(); err != nil {
 		return err
@@ -166,11 +195,15 @@ func (c BertConfig) act() Activation {
 }
 
 // BertLayer is HF's BertLayer: post-norm self-attention (attention.self.
-// {query,key,value}, attention.output.dense and LayerNorm) and feed-forward
-// (intermediate.dense, output.dense and LayerNorm).
+// {query,key,value}, attention.output.dense and LayerNorm), optionally
+// cross-attention (crossattention.*, the same layout, keys and values
+// read from the context), and feed-forward (intermediate.dense,
+// output.dense and LayerNorm).
 type BertLayer struct {
 	Attn                 *Attention
 	AttnNorm, OutNorm    *LayerNorm
+	Cross                *Attention // nil in a layer without cross-attention
+	CrossNorm            *LayerNorm
 	Intermediate, Output *Linear
 	Act                  Activation
 	// HiddenDrop is the dropout of hidden_dropout_prob; the attention's
@@ -237,6 +270,12 @@ func NewBert(p Path, c BertConfig, pooler bool) *Bert {
 			linears = append(linears, layer.Attn.Q, layer.Attn.K, layer.Attn.V, layer.Attn.Out)
 		} else {
 			layer.AttnBias = l.Sub("attention.output.dense").New("bias", []int64{c.HiddenSize}, Const(0), true)
+		}
+		if c.HasCross(int(i)) {
+			layer.Cross = NewAttention(l.Sub("crossattention"), AttentionOptions{Dim: c.HiddenSize, Heads: c.NumAttentionHeads, ContextDim: c.ContextWidth(),
+				Bias: true, Names: AttentionNames{Q: "self.query", K: "self.key", V: "self.value", Out: "output.dense"}, Dropout: c.AttentionDropout})
+			layer.CrossNorm = NewLayerNorm(l.Sub("crossattention.output.LayerNorm"), NormOptions{Dim: c.HiddenSize, Eps: c.LayerNormEps})
+			linears = append(linears, layer.Cross.Q, layer.Cross.K, layer.Cross.V, layer.Cross.Out)
 		}
 		if inter := c.LayerIntermediate(int(i)); inter > 0 {
 			layer.Intermediate = NewLinear(l.Sub("intermediate.dense"), LinearOptions{In: c.HiddenSize, Out: inter})
@@ -313,11 +352,130 @@ type BertInput struct {
 	// the activation): 1 keeps, 0 removes. Pruning reads their gradients
 	// as importance. Only for a model without pruned shapes.
 	HeadMask, FFNMask *ts.Tensor
+	// Embeds [B, L, H], if set, replaces the embedding layer: the layers
+	// run on these hidden states (ALBEF's encoder_embeds, which feeds the
+	// text encoder's output to the fusion layers). IDs may then be nil;
+	// TypeIDs and Positions are not used.
+	Embeds *ts.Tensor
+	// Context [B, S, encoder_width] is what the cross-attention layers
+	// attend to (the image tokens); ContextMask [B, S], nonzero = attend,
+	// nil for all. A layer with cross-attention refuses to run without it.
+	Context, ContextMask *ts.Tensor
+	// Causal lets each token attend only to itself and earlier tokens
+	// (ALBEF's is_decoder=True at call time, the answer decoder), on top
+	// of Mask, which must then be nil or [B, L].
+	Causal bool
+	// From and To select the layers [From, To) to run; To 0 means all.
+	// ALBEF's modes: "text" is [0, fusion_layer), "fusion" is
+	// [fusion_layer, layers) on Embeds, "multi_modal" is all.
+	From, To int
 }
 
 // ForwardInput runs the encoder and returns the hidden states [B, L, H].
 func (b *Bert) ForwardInput(in BertInput, train bool) *ts.Tensor {
+	from, to := b.layerRange(in)
+	var x *ts.Tensor
+	var s []int64
+	if in.Embeds != nil {
+		if es := in.Embeds.MustSize(); len(es) != 3 || es[2] != b.Cfg.HiddenSize {
+			panic(fmt.Errorf("bert: input embeddings of shape %v, want [batch, length, hidden_size %d]", es, b.Cfg.HiddenSize))
+		}
+		x, s = in.Embeds, in.Embeds.MustSize()[:2]
+	} else {
+		x, s = b.embed(in, train)
+	}
+	mask := attentionMask(in.Mask, s, x.DType())
+	if in.Causal {
+		mask = causalMask(in.Mask, s, x.MustDevice())
+	}
+	var bias *ts.Tensor // [B or 1, heads, L, L]
+	if b.RelPosBias != nil {
+		if in.Embeds != nil {
+			panic(fmt.Errorf("bert: input embeddings with a relative position bias: the bias needs the positions"))
+		}
+		pos := in.Positions
+		if pos == nil {
+			pos = ts.MustArange(ts.IntScalar(s[1]), gotch.Int64, x.MustDevice()).MustUnsqueeze(0, true)
+		}
+		v := ts.MustEmbedding(b.RelPosBias.Weight.MustT(false), b.relPosBuckets(pos), -1, false, false) // [B, L, L, heads]
+		bias = v.MustPermute([]int64{0, 3, 1, 2}, true)
+	}
+	cross := b.crossInputs(in, s, from, to)
+	b.checkLayerMasks(in.HeadMask, in.FFNMask)
+	for i := from; i < to; i++ {
+		x = b.layer(i, b.Layers[i], x, mask, bias, cross, in, train)
+	}
+	return x
+}
+
+// layerRange is BertInput's [From, To), checked against the model.
+func (b *Bert) layerRange(in BertInput) (from, to int) {
+	from, to = in.From, in.To
+	if to == 0 {
+		to = len(b.Layers)
+	}
+	if from < 0 || from > to || to > len(b.Layers) {
+		panic(fmt.Errorf("bert: layers [%d, %d) of a model with %d", in.From, in.To, len(b.Layers)))
+	}
+	return from, to
+}
+
+// crossContext is what the cross-attention layers read: the context and
+// its additive mask [B, 1, 1, S].
+type crossContext struct{ ctx, mask *ts.Tensor }
+
+// crossInputs checks the context against the layers that will run: a
+// cross-attention layer needs one, and its batch must match.
+func (b *Bert) crossInputs(in BertInput, s []int64, from, to int) crossContext {
+	need := -1
+	for i := from; i < to; i++ {
+		if b.Layers[i].Cross != nil {
+			need = i
+			break
+		}
+	}
+	if in.Context == nil {
+		if need >= 0 {
+			panic(fmt.Errorf("bert: layer %d has cross-attention (fusion_layer %d) but no context (image tokens) was given", need, b.Cfg.FusionLayer))
+		}
+		return crossContext{}
+	}
+	cs := in.Context.MustSize()
+	if len(cs) != 3 || cs[0] != s[0] {
+		panic(fmt.Errorf("bert: context of shape %v for a batch of %d, want [batch, tokens, encoder_width]", cs, s[0]))
+	}
+	c := crossContext{ctx: in.Context}
+	if in.ContextMask != nil {
+		if ms := in.ContextMask.MustSize(); len(ms) != 2 || ms[0] != cs[0] || ms[1] != cs[1] {
+			panic(fmt.Errorf("bert: context mask of shape %v for a context of %v, want [batch, tokens]", ms, cs))
+		}
+		c.mask = in.ContextMask.MustEq(ts.IntScalar(0), false).MustView([]int64{cs[0], 1, 1, cs[1]}, true)
+	}
+	return c
+}
+
+// causalMask is ALBEF's decoder mask (get_extended_attention_mask with
+// is_decoder): query i sees key j <= i that the padding mask [B, L] (nil
+// for none) allows; bool [B or 1, 1, L, L], true = not attended.
+func causalMask(pad *ts.Tensor, s []int64, dev gotch.Device) *ts.Tensor {
+	l := s[1]
+	future := ts.MustOnes([]int64{l, l}, gotch.Bool, dev).MustTriu(1, true).MustView([]int64{1, 1, l, l}, true)
+	if pad == nil {
+		return future
+	}
+	if ps := pad.MustSize(); len(ps) != 2 || (ps[0] != s[0] && ps[0] != 1) || ps[1] != l {
+		panic(fmt.Errorf("bert: a causal model takes a padding mask [batch, length], got shape %v for input of %v", ps, s))
+	}
+	return future.MustLogicalOr(attentionMask(pad, s, gotch.Float), true)
+}
+
+// embed is the embedding layer on IDs, TypeIDs and Positions: [B, L, H]
+// and the input's [B, L].
+func (b *Bert) embed(in BertInput, train bool) (*ts.Tensor, []int64) {
 	ids := in.IDs
+	if ids == nil {
+		panic(fmt.Errorf("bert: neither input ids nor input embeddings were given"))
+	}
 	s := ids.MustSize()
 	if len(s) != 2 {
 		panic(fmt.Errorf("bert: input ids of shape %v, want [batch, length]", s))
@@ -337,18 +495,7 @@ func (b *Bert) ForwardInput(in BertInput, train bool) *ts.Tensor {
 		typeIDs = ids.MustZerosLike(false)
 	}
 	x := b.Word.Forward(ids).MustAdd(b.TokenType.Forward(typeIDs), true).MustAdd(b.Position.Forward(pos), true)
-	x = Dropout(b.EmbNorm.Forward(x), b.Cfg.HiddenDropout, train)
-	mask := attentionMask(in.Mask, s, x.DType())
-	var bias *ts.Tensor // [B or 1, heads, L, L]
-	if b.RelPosBias != nil {
-		v := ts.MustEmbedding(b.RelPosBias.Weight.MustT(false), b.relPosBuckets(pos), -1, false, false) // [B, L, L, heads]
-		bias = v.MustPermute([]int64{0, 3, 1, 2}, true)
-	}
-	b.checkLayerMasks(in.HeadMask, in.FFNMask)
-	for i, l := range b.Layers {
-		x = b.layer(i, l, x, mask, bias, in, train)
-	}
-	return x
+	return Dropout(b.EmbNorm.Forward(x), b.Cfg.HiddenDropout, train), s
 }
 
 // layer runs encoder layer i in a scope of its own, keeping only its
@@ -358,7 +505,7 @@ func (b *Bert) ForwardInput(in BertInput, train bool) *ts.Tensor {
 // backward pass needs, so training is unchanged; what goes is the Go
 // handles that kept every layer's intermediates alive at once (inference
 // of BERT-base at 8 x 128 tokens peaked at 2.2x PyTorch's memory).
-func (b *Bert) layer(i int, l *BertLayer, x, mask, bias *ts.Tensor, in BertInput, train bool) *ts.Tensor {
+func (b *Bert) layer(i int, l *BertLayer, x, mask, bias *ts.Tensor, cross crossContext, in BertInput, train bool) *ts.Tensor {
 	sc := ts.NewScope()
 	defer sc.Close()
 	var hm *ts.Tensor
@@ -372,6 +519,10 @@ func (b *Bert) layer(i int, l *BertLayer, x, mask, bias *ts.Tensor, in BertInput
 		a = l.Attn.Forward(AttentionInput{Query: x, Mask: mask, Bias: bias, HeadMask: hm}, train)
 	}
 	x = l.AttnNorm.Forward(Dropout(a, l.HiddenDrop, train).MustAdd(x, true))
+	if l.Cross != nil {
+		c := l.Cross.Forward(AttentionInput{Query: x, Context: cross.ctx, Mask: cross.mask}, train)
+		x = l.CrossNorm.Forward(Dropout(c, l.HiddenDrop, train).MustAdd(x, true))
+	}
 	var h *ts.Tensor
 	if l.Intermediate == nil {
 		h = l.FFNBias.MustExpandAs(x, false)

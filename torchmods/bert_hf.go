@@ -123,6 +123,20 @@ func BertConfigFromHF(c *HFConfig) (BertConfig, error) {
 	} else if dec {
 		return out, fmt.Errorf("%s: is_decoder true (causal attention) is not implemented", c.Path)
 	}
+	// Cross-attention: HF's add_cross_attention (every layer), or ALBEF's
+	// fusion_layer (the layers from it on) with encoder_width.
+	if out.CrossAttention, err = c.Bool("add_cross_attention", false); err != nil {
+		return out, err
+	}
+	if c.Has("fusion_layer") {
+		out.CrossAttention = true
+		if out.FusionLayer, err = c.Int("fusion_layer", 0); err != nil {
+			return out, err
+		}
+	}
+	if out.EncoderWidth, err = c.Int("encoder_width", 0); err != nil {
+		return out, err
+	}
 	if out.Pruned, err = prunedFromHF(c); err != nil {
 		return out, err
 	}
@@ -154,6 +168,11 @@ func (c BertConfig) HFConfig() map[string]any {
 	}
 	if c.RelPosBins > 0 {
 		m["rel_pos_bins"], m["max_rel_pos"] = c.RelPosBins, c.MaxRelPos
+	}
+	if c.CrossAttention {
+		// ALBEF's spelling, which HF's BertModel ignores (it would need
+		// add_cross_attention, and then in every layer).
+		m["fusion_layer"], m["encoder_width"] = c.FusionLayer, c.ContextWidth()
 	}
 	if c.Pruned != nil {
 		heads := map[string][]int64{}

@@ -98,6 +98,12 @@ func (s *Store) Root() Path { return Path{store: s} }
 // Sub is the child path p.name.
 func (p Path) Sub(name string) Path { return Path{store: p.store, prefix: p.join(name)} }
 
+// Prefix is the path's name ("encoder.layer.0"; "" at the root).
+func (p Path) Prefix() string { return p.prefix }
+
+// Store is the store the path names into.
+func (p Path) Store() *Store { return p.store }
+
 func (p Path) join(name string) string {
 	if p.prefix == "" {
 		return name
