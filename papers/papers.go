@@ -20,6 +20,7 @@ import (
 	"github.com/reprolab/repro/template"
 	"github.com/reprolab/repro/textclf"
 	"github.com/reprolab/repro/train"
+	"github.com/reprolab/repro/vqa"
 )
 
 // Tasks lists every task, by paper.
@@ -35,7 +36,8 @@ func Tasks() []train.Task {
 		pmlm.PretrainTask, pmlm.FinetuneTask, // Bao et al., ICML 2020
 		ir.DenseTask, ir.ICTTask, ir.RerankTask, // Fan et al., 2021 survey: DPR bi-encoder, ICT pre-training, monoBERT re-ranking
 		cocoop.CoOpTask, cocoop.CoCoOpTask, cocoop.ZeroShotTask, cocoop.PretrainTask, // Zhou et al., IJCV 2022 and CVPR 2022; the tiny CLIP of the scenes experiment
-		cap.Task,      // Xu et al., AAAI 2022
+		cap.Task,                           // Xu et al., AAAI 2022
+		vqa.PretrainTask, vqa.FinetuneTask, // Li et al., MICCAI 2023 (MUMC)
 		textclf.Task,  // fine-tuning BERT-family checkpoints on your texts (HF's run_glue.py)
 		imageclf.Task, // fine-tuning ViT checkpoints on your images (MAE's main_finetune.py)
 	}

@@ -19,9 +19,14 @@ func Uniform(bound float64) Init {
 	}
 }
 
-// Const fills with v (LayerNorm's ones and zeros).
+// Const fills with v (LayerNorm's ones and zeros). A shape with no
+// dimensions makes a 0-d tensor (a learned temperature), which gotch's
+// full cannot: it is made as [1] and squeezed.
 func Const(v float64) Init {
 	return func(shape []int64, dev gotch.Device) *ts.Tensor {
+		if len(shape) == 0 {
+			return ts.MustFull([]int64{1}, ts.FloatScalar(v), gotch.Float, dev).MustSqueeze(true)
+		}
 		return ts.MustFull(shape, ts.FloatScalar(v), gotch.Float, dev)
 	}
 }

@@ -19,8 +19,9 @@ import (
 // terms (image-to-image, text-to-text: each online feature against the
 // momentum features of its own modality, itself the positive) use the
 // one-hot targets. L = (i2t + t2i + unimodal·(i2i + t2t)) / 2, unimodal
-// 0.5 in MUMC and 0 for ALBEF's ITA. The momentum features are then
-// enqueued, as the official function does.
+// 0.5 in MUMC and 0 for ALBEF's ITA. The official function then
+// enqueues the momentum features; here the caller does (Queue.Enqueue),
+// so that a held-out measurement can leave the queue alone.
 func ContrastiveLoss(imageFeat, textFeat, imageFeatM, textFeatM *ts.Tensor, q *Queue, temp *ts.Tensor, alpha, unimodal float64) *ts.Tensor {
 	b := imageFeat.MustSize()[0]
 	var imageAll, textAll, i2tTargets, t2iTargets, hard *ts.Tensor
@@ -44,7 +45,6 @@ func ContrastiveLoss(imageFeat, textFeat, imageFeatM, textFeatM *ts.Tensor, q *Q
 		uni := term(imageFeat, imageAll, hard).MustAdd(term(textFeat, textAll, hard), true)
 		loss = loss.MustAdd(uni.MustMulScalar(ts.FloatScalar(unimodal), true), true)
 	}
-	q.Enqueue(imageFeatM, textFeatM)
 	return loss.MustDivScalar(ts.FloatScalar(2), true)
 }
 

@@ -62,7 +62,11 @@ func (m *ModelConfig) Validate() error {
 	case m.DecoderLayers < 0:
 		return config.Field("model.decoder_layers", "must not be negative, got %d", m.DecoderLayers)
 	}
-	if err := t.Validate(); err != nil {
+	check := *t
+	if check.VocabSize == 0 { // the tokenizer's size, filled in once it is loaded
+		check.VocabSize = 1
+	}
+	if err := check.Validate(); err != nil {
 		return config.Field("model.text", "%v", err)
 	}
 	return nil

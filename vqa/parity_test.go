@@ -184,6 +184,7 @@ func TestContrastiveLossMatchesOfficial(t *testing.T) {
 	q := &Queue{Image: x.tensor("ita.in.image_queue"), Text: x.tensor("ita.in.text_queue"), Ptr: x.tensor("ita.in.queue_ptr"), Size: 12}
 	loss := ContrastiveLoss(imageFeat, textFeat, x.tensor("ita.in.image_feat_m"), x.tensor("ita.in.text_feat_m"), q, temp, x.floats("ita.in.alpha")[0], 0.5)
 	assert.InDelta(t, x.floats("ita.out.loss")[0], floats(loss)[0], parityTol)
+	q.Enqueue(x.tensor("ita.in.image_feat_m"), x.tensor("ita.in.text_feat_m"))
 	loss.MustBackward()
 	assertClose(t, x.floats("ita.grad.image_feat"), floats(imageFeat.MustGrad(false)), "")
 	assertClose(t, x.floats("ita.grad.text_feat"), floats(textFeat.MustGrad(false)), "")
