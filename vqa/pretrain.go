@@ -275,10 +275,10 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 	} else if c.Model.Text.VocabSize < tok.Size {
 		return nil, config.Field("model.text.vocab_size", "%d is smaller than the tokenizer's %d tokens", c.Model.Text.VocabSize, tok.Size)
 	}
-	heldout := heldoutPairs(ds.Pairs)
+	heldout := heldoutPairs(ds.Pairs, int(c.Data.Batch))
 	trainPairs := ds.Pairs[:len(ds.Pairs)-len(heldout)]
 	if int64(len(trainPairs)) < c.Data.Batch {
-		return nil, config.Field("data.batch", "%d is more than the %d training pairs", c.Data.Batch, len(trainPairs))
+		return nil, config.Field("data.batch", "%d is more than the %d training pairs (of %d, %d held out)", c.Data.Batch, len(trainPairs), len(ds.Pairs), len(heldout))
 	}
 	aug, err := c.Data.augment(c.Model.ImageRes)
 	if err != nil {
@@ -373,14 +373,14 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 	return res, err
 }
 
-// heldoutPairs is the last tenth of the pairs (at most 512, at least one
-// batch's worth where there are enough), never trained on.
-func heldoutPairs(p []Pair) []Pair {
-	n := min(512, len(p)/10)
+// heldoutPairs is the last tenth of the pairs, at least one batch and
+// at most 512 pairs, never trained on.
+func heldoutPairs(p []Pair, batch int) []Pair {
+	n := min(512, max(len(p)/10, batch))
 	return p[len(p)-n:]
 }
 
-// heldout measures the losses on the held-out pairs in batches, with
+// heldout measures the mean losses over the held-out pairs' batches, with
 // fixed masks and negatives (seeded by batch), full alpha, and no change
 // to the queues or the momentum copies.
 func (m *PretrainModel) heldout(c *PretrainConfig, tok *mlm.Tokenizer, src images, pairs []Pair, aug data.Augment, dev gotch.Device) (ita, itm, ml float64, err error) {
@@ -389,8 +389,9 @@ func (m *PretrainModel) heldout(c *PretrainConfig, tok *mlm.Tokenizer, src image
 	batch := func(start int) {
 		sc := ts.NewScope()
 		defer sc.Close()
+		end := min(start+b, len(pairs))
 		var names, caps []string
-		for _, p := range pairs[start : start+b] {
+		for _, p := range pairs[start:end] {
 			names, caps = append(names, p.Image), append(caps, p.Caption)
 		}
 		px, err := imageBatch(src, names, aug, false, nil)
@@ -402,7 +403,7 @@ func (m *PretrainModel) heldout(c *PretrainConfig, tok *mlm.Tokenizer, src image
 			panic(err)
 		}
 		rng := rand.New(rand.NewPCG(7, uint64(start)))
-		a, i, l, err := m.losses(c, tok, torchmods.FromSlice(px, []int64{int64(b), 3, c.Model.ImageRes, c.Model.ImageRes}, dev), text, c.Objective.Alpha, rng, false)
+		a, i, l, err := m.losses(c, tok, torchmods.FromSlice(px, []int64{int64(end - start), 3, c.Model.ImageRes, c.Model.ImageRes}, dev), text, c.Objective.Alpha, rng, false)
 		if err != nil {
 			panic(err)
 		}
@@ -418,8 +419,10 @@ func (m *PretrainModel) heldout(c *PretrainConfig, tok *mlm.Tokenizer, src image
 	}
 	err = torchmods.Try(func() {
 		ts.NoGrad(func() {
-			for start := 0; start+b <= len(pairs); start += b {
-				batch(start)
+			for start := 0; start < len(pairs); start += b {
+				if len(pairs)-start >= 2 { // matching needs a negative
+					batch(start)
+				}
 			}
 		})
 	})

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"image"
+	"os"
+	"path/filepath"
+
+	"github.com/reprolab/repro/data"
+	"github.com/reprolab/repro/internal/cli"
+	"github.com/reprolab/repro/train"
+	"github.com/reprolab/repro/vqa"
+)
+
+func vqaCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "vqa",
+		Short: "MUMC medical VQA (Li et al., MICCAI 2023): answer questions about an image, write the synthetic scans",
+		Long: `Pre-training and fine-tuning are vqa.pretrain and vqa.finetune configs run by "repro train"
+(configs/vqa/); experiments/vqa_synth.toml is the CPU experiment.
+
+	repro vqa answer -run runs/exp/vqa_synth/finetune/mumc/seed-0 scan.png "is there a lesion in the liver?"
+	repro vqa synth data/synthvqa`,
+		Sub: []*cli.Command{vqaAnswer(), vqaSynth()},
+	}
+}
+
+func vqaAnswer() *cli.Command {
+	var run, checkpoint, device string
+	var k int64
+	return &cli.Command{
+		Name:  "answer",
+		Short: "answer questions about an image with a vqa.finetune run",
+		Usage: "-run RUN [-checkpoint DIR] [-k N] IMAGE QUESTION...",
+		Long: `answer loads RUN's config.toml and weights (its newest checkpoint unless -checkpoint names one),
+ranks the run's candidate answers for each question about IMAGE (a PNG or JPEG) as MUMC's
+rank_answer does, and prints the -k best with their probabilities. For a run on the synthetic
+scans, IMAGE may also name one of them (train_00001.png).`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&run, "run", "", "a vqa.finetune run folder")
+			fs.StringVar(&checkpoint, "checkpoint", "", "a checkpoint folder of RUN (default: the newest)")
+			fs.Int64Var(&k, "k", 3, "answers to print per question")
+			fs.StringVar(&device, "device", "cpu", "cpu or cuda")
+		},
+		Run: func(env *cli.Env, args []string) error {
+			if run == "" || len(args) < 2 {
+				return cli.Usagef("want -run RUN, an IMAGE and at least one QUESTION")
+			}
+			_, cfg, err := loadTaskConfig(filepath.Join(run, "config.toml"), nil)
+			if err != nil {
+				return err
+			}
+			c, ok := cfg.(*vqa.FinetuneConfig)
+			if !ok {
+				return fmt.Errorf("%s is not a vqa.finetune run", run)
+			}
+			dev, err := train.DeviceOf(train.TrainerConfig{Device: device})
+			if err != nil {
+				return cli.Usagef("-device: %v", err)
+			}
+			weights := run
+			if checkpoint != "" {
+				weights = checkpoint
+			}
+			a, err := vqa.OpenAnswerer(c, weights, dev, env.Stderr)
+			if err != nil {
+				return err
+			}
+			img, err := vqaImage(c, args[0])
+			if err != nil {
+				return err
+			}
+			ranked, err := a.Answer(img, args[1:], k)
+			if err != nil {
+				return err
+			}
+			for i, q := range args[1:] {
+				fmt.Fprintf(env.Stdout, "%s\n", q)
+				for _, r := range ranked[i] {
+					fmt.Fprintf(env.Stdout, "  %-24s %.3f\n", r.Answer, r.Prob)
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// vqaImage decodes a file, or names one of the synthetic scans of the
+// run's data when no such file exists.
+func vqaImage(c *vqa.FinetuneConfig, path string) (image.Image, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return data.DecodeImage(bytes.NewReader(b), path, data.ImageFolderOptions{})
+	}
+	if c.Data.Kind != "synthetic" {
+		return nil, err
+	}
+	s, serr := vqa.Synthesize(vqa.SynthOptions{Size: c.Data.Synth.Size, Train: c.Data.Synth.Train, Val: c.Data.Synth.Val, Test: c.Data.Synth.Test,
+		PretrainExtra: c.Data.Synth.PretrainExtra, QuestionsPerImage: c.Data.Synth.QuestionsPerImage, Seed: c.Data.Synth.Seed})
+	if serr != nil {
+		return nil, serr
+	}
+	px, perr := s.Pixels(path)
+	if perr != nil {
+		return nil, fmt.Errorf("%w; and no synthetic scan of the run is named %s", err, path)
+	}
+	n := c.Data.Synth.Size
+	return &image.Gray{Pix: px, Stride: n, Rect: image.Rect(0, 0, n, n)}, nil
+}
+
+func vqaSynth() *cli.Command {
+	o := vqa.DefaultSynthOptions()
+	return &cli.Command{
+		Name:  "synth",
+		Short: "write the synthetic radiology scans and their questions in MUMC's file formats",
+		Usage: "[-size N] [-train N] [-val N] [-test N] [-extra N] [-questions N] [-seed N] OUT",
+		Long: `synth writes the dataset that data.kind = "synthetic" generates in memory, as files a
+data.kind = "files" config reads: OUT/images/*.png, trainset.json, valset.json and testset.json
+(MUMC's question format), answer_list.json, captions.json (ALBEF's caption format) and a
+README.txt on how the scans are drawn and which lesion sites are held out of training.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.IntVar(&o.Size, "size", o.Size, "pixels per side")
+			fs.IntVar(&o.Train, "train", o.Train, "training images")
+			fs.IntVar(&o.Val, "val", o.Val, "validation images")
+			fs.IntVar(&o.Test, "test", o.Test, "test images")
+			fs.IntVar(&o.PretrainExtra, "extra", o.PretrainExtra, "caption-only images for pre-training")
+			fs.IntVar(&o.QuestionsPerImage, "questions", o.QuestionsPerImage, "questions per image")
+			fs.Uint64Var(&o.Seed, "seed", o.Seed, "generator seed")
+		},
+		Run: func(env *cli.Env, args []string) error {
+			if len(args) != 1 {
+				return cli.Usagef("want OUT, got %q", args)
+			}
+			s, err := vqa.Synthesize(o)
+			if err != nil {
+				return err
+			}
+			if err := s.Write(args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "wrote %d images, %d / %d / %d questions and %d caption pairs to %s\n",
+				len(s.Images), len(s.Train), len(s.Val), len(s.Test), len(s.Captions), args[0])
+			return nil
+		},
+	}
+}

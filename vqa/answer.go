@@ -1,0 +1,131 @@
+package vqa
+
+import (
+	"fmt"
+	"image"
+	"io"
+	"strings"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/reprolab/repro/data"
+	"github.com/reprolab/repro/mlm"
+	"github.com/reprolab/repro/torchmods"
+	"github.com/reprolab/repro/torchmods/safetensors"
+)
+
+// Ranked is one candidate answer and its probability among the k re-ranked.
+type Ranked struct {
+	Answer string
+	Prob   float64
+}
+
+// Answerer answers questions about images with a fine-tuned model: the
+// run's config and weights, its tokenizer and candidate answers.
+type Answerer struct {
+	cfg     *FinetuneConfig
+	model   *VQAModel
+	tok     *mlm.Tokenizer
+	answers []string
+	tokens  textBatch
+	aug     data.Augment
+	dev     gotch.Device
+}
+
+// OpenAnswerer loads a vqa.finetune run's model (config c; weights: the
+// run directory, the newest checkpoint, or one checkpoint folder) on dev,
+// without its momentum copies, which only training uses. The load must
+// be complete: anything missing or unexpected is an error naming it.
+func OpenAnswerer(c *FinetuneConfig, weights string, dev gotch.Device, w io.Writer) (*Answerer, error) {
+	ds, err := c.Data.Open(true)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := c.Data.Tokenizer(ds)
+	if err != nil {
+		return nil, err
+	}
+	if c.Model.Text.VocabSize == 0 {
+		c.Model.Text.VocabSize = tok.Size
+	}
+	store := torchmods.NewStore(dev)
+	m, err := NewVQAModel(store.Root(), c.Model, false, c.Momentum)
+	if err != nil {
+		return nil, err
+	}
+	src, err := torchmods.Resolve(weights)
+	if err != nil {
+		return nil, err
+	}
+	wf, err := torchmods.ReadWeights(src.File)
+	if err != nil {
+		return nil, err
+	}
+	var keep []safetensors.Tensor
+	for _, t := range wf.Tensors {
+		if !strings.HasPrefix(t.Name, "visual_encoder_m.") && !strings.HasPrefix(t.Name, "text_encoder_m.") && !strings.HasPrefix(t.Name, "text_decoder_m.") {
+			keep = append(keep, t)
+		}
+	}
+	rep, err := loadPrefixed(store, keep, "", 0, w)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src.File, err)
+	}
+	if len(rep.Missing)+len(rep.Unexpected)+len(rep.Mismatched) > 0 {
+		return nil, fmt.Errorf("%s does not hold this run's VQA model: %s", src.File, rep)
+	}
+	fmt.Fprintf(w, "VQA model from %s: %s\n", src.File, rep)
+	answers := prepAnswers(ds.Answers)
+	at, err := answerTokens(tok, answers, c.Eos)
+	if err != nil {
+		return nil, err
+	}
+	aug, err := c.Data.augment(c.Model.ImageRes)
+	if err != nil {
+		return nil, err
+	}
+	return &Answerer{cfg: c, model: m, tok: tok, answers: answers, tokens: at, aug: aug, dev: dev}, nil
+}
+
+// Answer ranks the candidate answers for each question about img and
+// returns the best k of each, most probable first (rank_answer with
+// k_test; k above the number of candidates is capped).
+func (a *Answerer) Answer(img image.Image, questions []string, k int64) ([][]Ranked, error) {
+	if len(questions) == 0 {
+		return nil, fmt.Errorf("vqa: no question to answer")
+	}
+	k = min(max(k, 1), int64(len(a.answers)))
+	var qs []string
+	for _, q := range questions {
+		qs = append(qs, PreQuestion(q, 50))
+	}
+	q, err := tokenize(a.tok, qs, a.cfg.MaxLen)
+	if err != nil {
+		return nil, err
+	}
+	px := a.aug.Eval(img)
+	var out [][]Ranked
+	err = torchmods.Try(func() {
+		sc := ts.NewScope()
+		defer sc.Close()
+		ts.NoGrad(func() {
+			s := a.cfg.Model.ImageRes
+			n := int64(len(qs))
+			one := torchmods.FromSlice(px, []int64{1, 3, s, s}, a.dev)
+			image := ImageTokens(a.model.Visual, one, 0, nil, false).MustRepeat([]int64{n, 1, 1}, true)
+			mask := matrix(q.mask, a.dev)
+			states := FuseQuestion(a.model.Text, matrix(q.ids, a.dev), mask, image, false)
+			ids, probs := RankAnswers(a.model.Decoder, states, mask, matrix(a.tokens.ids, a.dev), matrix(a.tokens.mask, a.dev), k, a.tok.PAD)
+			iv, pv := ids.Int64Values(), probs.Float64Values()
+			for i := range n {
+				var r []Ranked
+				for j := range k {
+					r = append(r, Ranked{Answer: a.answers[iv[i*k+j]], Prob: pv[i*k+j]})
+				}
+				out = append(out, r)
+			}
+		})
+	})
+	return out, err
+}
