@@ -32,15 +32,15 @@ type FinetuneConfig struct {
 	// Distill adds the momentum encoders and decoder, whose answer
 	// probabilities are the soft targets (VQA.yaml: distill True).
 	Distill  bool    `toml:"distill"`
-	Alpha    float64 `toml:"alpha"`     // 0.4
-	WarmUp   bool    `toml:"warm_up"`   // alpha rises from 0 over the first epoch
-	Momentum float64 `toml:"momentum"`  // 0.995
-	LR       float64 `toml:"lr"`        // 2e-5; cosine per epoch to min_lr
-	MinLR    float64 `toml:"min_lr"`    // 1e-8
+	Alpha    float64 `toml:"alpha"`    // 0.4
+	WarmUp   bool    `toml:"warm_up"`  // alpha rises from 0 over the first epoch
+	Momentum float64 `toml:"momentum"` // 0.995
+	LR       float64 `toml:"lr"`       // 2e-5; cosine per epoch to min_lr
+	MinLR    float64 `toml:"min_lr"`   // 1e-8
 	Decay    float64 `toml:"weight_decay"`
-	KTest    int64   `toml:"k_test"`    // candidates re-ranked by full likelihood: 128
-	MaxLen   int     `toml:"max_len"`   // question tokens: 25
-	Eos      string  `toml:"eos"`       // appended to every answer: "[SEP]"
+	KTest    int64   `toml:"k_test"`  // candidates re-ranked by full likelihood: 128
+	MaxLen   int     `toml:"max_len"` // question tokens: 25
+	Eos      string  `toml:"eos"`     // appended to every answer: "[SEP]"
 	// Select is how the reported epoch is chosen: "val" (the best
 	// validation accuracy; the official code picks the best test epoch,
 	// which this does not offer) or "last".
@@ -85,9 +85,9 @@ type Accuracies struct {
 // FinetuneResult is results.json.
 type FinetuneResult struct {
 	Val       Accuracies `json:"val"`
-	Test      Accuracies `json:"test"`       // at the selected evaluation
-	TestLast  Accuracies `json:"test_last"`  // at the last
-	Epoch     float64    `json:"epoch"`      // of the selected evaluation
+	Test      Accuracies `json:"test"`      // at the selected evaluation
+	TestLast  Accuracies `json:"test_last"` // at the last
+	Epoch     float64    `json:"epoch"`     // of the selected evaluation
 	Steps     int64      `json:"steps"`
 	Questions [3]int     `json:"questions"` // train, val, test
 }

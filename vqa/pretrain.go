@@ -30,13 +30,13 @@ type ObjectiveConfig struct {
 	// independently for the online and the momentum encoder; 0.15 in the
 	// official code (model_pretrain.py). See doc.go on the paper's value.
 	ImageMaskRatio float64 `toml:"image_mask_ratio"`
-	QueueSize      int64   `toml:"queue_size"`       // 65,536
-	Momentum       float64 `toml:"momentum"`         // 0.995
-	Temp           float64 `toml:"temp"`             // the temperature's start, 0.07; clamped to [0.001, 0.5]
-	Alpha          float64 `toml:"alpha"`            // distillation weight, 0.4
-	AlphaRamp      float64 `toml:"alpha_ramp"`       // epochs over which alpha rises linearly from 0: 2 in pretrain.py
-	MLMProbability float64 `toml:"mlm_probability"`  // 0.15
-	MaxTextLen     int     `toml:"max_text_len"`     // tokens, with [CLS] and [SEP]: 25
+	QueueSize      int64   `toml:"queue_size"`        // 65,536
+	Momentum       float64 `toml:"momentum"`          // 0.995
+	Temp           float64 `toml:"temp"`              // the temperature's start, 0.07; clamped to [0.001, 0.5]
+	Alpha          float64 `toml:"alpha"`             // distillation weight, 0.4
+	AlphaRamp      float64 `toml:"alpha_ramp"`        // epochs over which alpha rises linearly from 0: 2 in pretrain.py
+	MLMProbability float64 `toml:"mlm_probability"`   // 0.15
+	MaxTextLen     int     `toml:"max_text_len"`      // tokens, with [CLS] and [SEP]: 25
 	MaxCaptionWord int     `toml:"max_caption_words"` // pre_caption's max_words: 30
 }
 
