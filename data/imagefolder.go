@@ -387,6 +387,13 @@ func (a Augment) Eval(img image.Image) []float32 {
 	return a.normalise(crop)
 }
 
+// Squash is the evaluation transform of ALBEF-style code,
+// transforms.Resize((Size, Size)): the whole image resized to a square,
+// its aspect ratio not kept, nothing cropped.
+func (a Augment) Squash(img image.Image) []float32 {
+	return a.normalise(resize(img, img.Bounds(), a.Size, a.Size))
+}
+
 // evalGeometry is torchvision's Resize(int(Size/CropPct)) then
 // CenterCrop(Size) for an image of bounds b: the resized w x h (the long
 // side truncated, as torchvision) and the crop's origin, which

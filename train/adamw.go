@@ -31,8 +31,31 @@ type adamGroup struct {
 // NewAdamW sets up AdamW over the store's trainable parameters.
 func NewAdamW(store *torchmods.Store, beta1, beta2, eps, weightDecay float64) *AdamW {
 	decay, noDecay := store.Groups()
+	return newAdamW([]adamGroup{{params: decay, decay: true}, {params: noDecay}}, beta1, beta2, eps, weightDecay)
+}
+
+// NewAdamWDecayAll is AdamW with weight decay on every trainable
+// parameter, biases and norms included: torch.optim.AdamW(
+// model.parameters(), weight_decay=...), as ALBEF's and MUMC's scripts
+// build it, where NewAdamW follows the usual no-decay group.
+func NewAdamWDecayAll(store *torchmods.Store, beta1, beta2, eps, weightDecay float64) *AdamW {
+	decay, noDecay := store.Groups()
+	all := map[*torchmods.Param]bool{}
+	for _, p := range append(decay, noDecay...) {
+		all[p] = true
+	}
+	var params []*torchmods.Param
+	for _, p := range store.Params() { // creation order, as model.parameters()
+		if all[p] {
+			params = append(params, p)
+		}
+	}
+	return newAdamW([]adamGroup{{params: params, decay: true}}, beta1, beta2, eps, weightDecay)
+}
+
+func newAdamW(groups []adamGroup, beta1, beta2, eps, weightDecay float64) *AdamW {
 	a := &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay}
-	for _, g := range []adamGroup{{params: decay, decay: true}, {params: noDecay}} {
+	for _, g := range groups {
 		for _, p := range g.params {
 			var m, v *ts.Tensor
 			ts.NoGrad(func() {

@@ -76,7 +76,7 @@ func OpenAnswerer(c *FinetuneConfig, weights string, dev gotch.Device, w io.Writ
 		return nil, fmt.Errorf("%s does not hold this run's VQA model: %s", src.File, rep)
 	}
 	fmt.Fprintf(w, "VQA model from %s: %s\n", src.File, rep)
-	answers := prepAnswers(ds.Answers)
+	answers := ds.Answers
 	at, err := answerTokens(tok, answers, c.Eos)
 	if err != nil {
 		return nil, err
@@ -100,7 +100,7 @@ func (a *Answerer) Answer(img image.Image, questions []string, k int64) ([][]Ran
 	for _, q := range questions {
 		qs = append(qs, PreQuestion(q, 50))
 	}
-	q, err := tokenize(a.tok, qs, a.cfg.MaxLen)
+	q, err := albefTokens(a.tok, qs, a.cfg.MaxLen, false)
 	if err != nil {
 		return nil, err
 	}

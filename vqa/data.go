@@ -44,7 +44,8 @@ type DataConfig struct {
 	// pre-training, 0.5-1 VQA; [1, 1] keeps the whole image), horizontal
 	// flips (MUMC: on; they swap left and right, which questions about
 	// position ask) and RandAugment ("" for none; MUMC's is RandomAugment(2,
-	// 7) with its own list of operations, see doc.go).
+	// 7), ALBEF's own operations and magnitudes, which are not ported: this
+	// is timm's, e.g. "rand-m7-n2"; see doc.go).
 	Scale       [2]float64 `toml:"scale"`
 	Flip        bool       `toml:"flip"`
 	RandAugment string     `toml:"randaugment"`
@@ -66,7 +67,9 @@ func (s SynthConfig) options() SynthOptions {
 	return SynthOptions{Size: s.Size, Train: s.Train, Val: s.Val, Test: s.Test, PretrainExtra: s.PretrainExtra, QuestionsPerImage: s.QuestionsPerImage, Seed: s.Seed}
 }
 
-// DefaultData is the synthetic set with MUMC's transforms minus the flip.
+// DefaultData is the synthetic set, without augmentation: flips would
+// swap the left and right that questions ask about, crops could cut
+// lesions out, and MUMC's RandomAugment is not ported (see doc.go).
 func DefaultData() DataConfig {
 	o := DefaultSynthOptions()
 	return DataConfig{Kind: "synthetic", Synth: SynthConfig{Size: o.Size, Train: o.Train, Val: o.Val, Test: o.Test, PretrainExtra: o.PretrainExtra,
@@ -133,11 +136,24 @@ type Dataset struct {
 	Describe         string // what was read or generated, for the log
 }
 
-// Pair is one image with its caption (pre-processed by PreCaption).
-type Pair struct{ Image, Caption string }
+// Pair is one image with its captions (pre-processed by PreCaption);
+// pre-training draws one of them each time it visits the image, as
+// pretrain_dataset does.
+type Pair struct {
+	Image    string
+	Captions []string
+}
 
-// Open reads or generates the dataset. Captions with several texts give
-// one pair each.
+// Caption is the caption a visit uses: one drawn by rng, or the first
+// when rng is nil (the held-out measurement).
+func (p Pair) Caption(rng *rand.Rand) string {
+	if rng == nil || len(p.Captions) == 1 {
+		return p.Captions[0]
+	}
+	return p.Captions[rng.IntN(len(p.Captions))]
+}
+
+// Open reads or generates the dataset.
 func (d DataConfig) Open(needQuestions bool) (*Dataset, error) {
 	ds := &Dataset{}
 	var caps []Caption
@@ -189,8 +205,12 @@ func (d DataConfig) Open(needQuestions bool) (*Dataset, error) {
 			len(caps), len(ds.Train), len(ds.Val), len(ds.Test), len(ds.Answers), d.ImageRoot)
 	}
 	for _, c := range caps {
+		p := Pair{Image: c.Image}
 		for _, text := range c.Captions {
-			ds.Pairs = append(ds.Pairs, Pair{Image: c.Image, Caption: PreCaption(text, 30)})
+			p.Captions = append(p.Captions, PreCaption(text, 30))
+		}
+		if len(p.Captions) > 0 {
+			ds.Pairs = append(ds.Pairs, p)
 		}
 	}
 	return ds, nil
@@ -201,14 +221,12 @@ func (d DataConfig) Open(needQuestions bool) (*Dataset, error) {
 func (ds *Dataset) texts() []string {
 	var out []string
 	for _, p := range ds.Pairs {
-		out = append(out, p.Caption)
+		out = append(out, p.Captions...)
 	}
 	for _, it := range ds.Train {
 		out = append(out, PreQuestion(it.Question, 30), PreAnswer(it.Answer))
 	}
-	for _, a := range ds.Answers { // every candidate must be spellable
-		out = append(out, PreAnswer(a))
-	}
+	out = append(out, ds.Answers...) // every candidate must be spellable
 	return out
 }
 
@@ -252,7 +270,8 @@ func (d DataConfig) augment(size int64) (data.Augment, error) {
 }
 
 // imageBatch turns images into one [B, 3, S, S] float slice: training
-// images through the random transform, evaluation images resized.
+// images through the random transform, evaluation images resized to the
+// square whole (create_dataset's test transform, Resize((S, S))).
 func imageBatch(src images, names []string, a data.Augment, train bool, rng *rand.Rand) ([]float32, error) {
 	var out []float32
 	for _, n := range names {
@@ -263,7 +282,7 @@ func imageBatch(src images, names []string, a data.Augment, train bool, rng *ran
 		if train {
 			out = append(out, a.Train(img, rng)...)
 		} else {
-			out = append(out, a.Eval(img)...)
+			out = append(out, a.Squash(img)...)
 		}
 	}
 	return out, nil

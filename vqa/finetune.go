@@ -26,9 +26,13 @@ type FinetuneConfig struct {
 	// med_pretrain_NN.pth); "" fine-tunes from scratch (the no
 	// pre-training baseline), with vision_init if set.
 	Pretrained string `toml:"pretrained"`
-	// VisionInit initialises only the image encoder from MAE weights when
-	// there is no pre-training run.
+	// VisionInit and TextInit initialise the image encoder from MAE
+	// weights and the text encoder and decoder from a BERT checkpoint
+	// (model_vqa.py's from_pretrained('bert-base-uncased'): the decoder
+	// takes its first layers and MLM head) when there is no pre-training
+	// run; "" leaves them random.
 	VisionInit string `toml:"vision_init"`
+	TextInit   string `toml:"text_init"`
 	// Distill adds the momentum encoders and decoder, whose answer
 	// probabilities are the soft targets (VQA.yaml: distill True).
 	Distill  bool    `toml:"distill"`
@@ -66,8 +70,10 @@ func (c *FinetuneConfig) Validate() error {
 		return config.Field("eos", `must be "[SEP]" (train_vqa.py's) or "", got %q`, c.Eos)
 	case c.Select != "val" && c.Select != "last":
 		return config.Field("select", `must be "val" or "last", got %q (the test split never chooses the epoch)`, c.Select)
-	case c.Pretrained != "" && c.VisionInit != "":
-		return config.Field("vision_init", "the pre-training run already holds the image encoder; set one of pretrained and vision_init")
+	case c.Pretrained != "" && (c.VisionInit != "" || c.TextInit != ""):
+		return config.Field("vision_init", "the pre-training run already holds the encoders; set pretrained, or vision_init and text_init")
+	case c.Distill && c.Trainer.Accumulate > 1:
+		return config.Field("trainer.accumulate", "must be 1 with distill: the momentum update runs once per forward pass, as in train_vqa.py, which has no accumulation")
 	}
 	if err := c.Data.validate(true); err != nil {
 		return err
@@ -123,27 +129,46 @@ type qaBatch struct {
 	questions, answers []string
 }
 
-// answerTokens tokenises answers as train_vqa.py feeds them to the
-// decoder: [CLS] answer [SEP], and the eos "[SEP]" that the official
-// code appends to the text (BERT's tokenizer reads it as a second
-// [SEP]), padded to the longest.
-func answerTokens(tok *mlm.Tokenizer, answers []string, eos string) (textBatch, error) {
-	b, err := tokenize(tok, answers, 512)
-	if err != nil {
-		return b, err
-	}
-	if eos == "" {
-		return b, nil
-	}
-	for i := range b.ids {
-		n := 0
-		for _, m := range b.mask[i] {
-			n += int(m)
+// albefTokens tokenises texts as train_vqa.py's tokenizer does, ALBEF's
+// BertTokenizer, which adds [CLS] and no [SEP] to a single text: [CLS]
+// text, cut at maxLen tokens, padded to the longest. With eos, a [SEP]
+// ends each text: the answers, to which the official code appends the
+// string "[SEP]", so that the decoder learns where an answer stops.
+func albefTokens(tok *mlm.Tokenizer, texts []string, maxLen int, eos bool) (textBatch, error) {
+	var b textBatch
+	longest := 0
+	for _, t := range texts {
+		e, err := tok.Encode(t, 1<<20)
+		if err != nil {
+			return b, fmt.Errorf("tokenizing %q: %w", t, err)
 		}
-		b.ids[i] = append(b.ids[i][:n], append([]int64{tok.SEP}, b.ids[i][n:]...)...)
-		b.mask[i] = append(b.mask[i][:n], append([]int64{1}, b.mask[i][n:]...)...)
+		ids := e.IDs[:len(e.IDs)-1] // [CLS] text, the [SEP] dropped
+		if len(ids) > maxLen {
+			ids = ids[:maxLen]
+		}
+		if eos {
+			ids = append(ids, tok.SEP)
+		}
+		b.ids = append(b.ids, ids)
+		longest = max(longest, len(ids))
+	}
+	for i, ids := range b.ids {
+		m := make([]int64, longest)
+		for j := range ids {
+			m[j] = 1
+		}
+		for len(b.ids[i]) < longest {
+			b.ids[i] = append(b.ids[i], tok.PAD)
+		}
+		b.mask = append(b.mask, m)
 	}
 	return b, nil
+}
+
+// answerTokens are the answers as the decoder reads them: [CLS] answer
+// and, with eos "[SEP]", a [SEP].
+func answerTokens(tok *mlm.Tokenizer, answers []string, eos string) (textBatch, error) {
+	return albefTokens(tok, answers, 1<<20, eos != "")
 }
 
 // Finetune trains on the training questions, evaluates on validation
@@ -162,6 +187,8 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 	}
 	if c.Model.Text.VocabSize == 0 {
 		c.Model.Text.VocabSize = tok.Size
+	} else if c.Model.Text.VocabSize < tok.Size {
+		return nil, config.Field("model.text.vocab_size", "%d is smaller than the tokenizer's %d tokens", c.Model.Text.VocabSize, tok.Size)
 	}
 	aug, err := c.Data.augment(c.Model.ImageRes)
 	if err != nil {
@@ -204,13 +231,16 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 			if _, err := LoadPretrained(s.Store, m, c.Pretrained, w); err != nil {
 				return nil, fmt.Errorf("pretrained: %w", err)
 			}
-		case c.VisionInit != "":
-			if err := initVision(s, m, c.VisionInit); err != nil {
+		default:
+			if err := initVQA(s, m, c); err != nil {
 				return nil, err
 			}
 		}
 	}
-	answers, err := answerTokens(tok, prepAnswers(ds.Answers), c.Eos)
+	// The candidates as the answer list spells them (train_vqa.py
+	// tokenises answer_list as it is; the prediction is scored after
+	// pre_answer, as the training answers were normalised).
+	answers, err := answerTokens(tok, ds.Answers, c.Eos)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +256,7 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 		return m.Evaluate(tok, ds.Images, items, ds.Answers, answers, aug, c, k, s.Device)
 	}
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, LR: lr,
-		Opt: train.NewAdamW(s.Store, 0.9, 0.999, 1e-8, c.Decay),
+		Opt: train.NewAdamWDecayAll(s.Store, 0.9, 0.999, 1e-8, c.Decay), // AdamW(model.parameters())
 		Loss: func(step int64, micro int) (*ts.Tensor, error) {
 			qb, err := loader.Next()
 			if err != nil {
@@ -266,19 +296,28 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 	return res, nil
 }
 
-// prepAnswers normalises the candidate answers as the training answers are.
-func prepAnswers(a []string) []string {
-	out := make([]string, len(a))
-	for i, x := range a {
-		out[i] = PreAnswer(x)
+// initVQA loads MAE weights into the image encoder and BERT weights into
+// the text encoder and decoder, where the config names them, then copies
+// them into the momentum copies.
+func initVQA(s *train.Session, m *VQAModel, c *FinetuneConfig) error {
+	if c.VisionInit != "" {
+		if err := loadVision(s, c.VisionInit, m.Cfg); err != nil {
+			return err
+		}
 	}
-	return out
-}
-
-// initVision loads MAE weights into the image encoder (and its momentum copy).
-func initVision(s *train.Session, m *VQAModel, path string) error {
-	if err := loadVision(s, path, m.Cfg); err != nil {
-		return err
+	if c.TextInit != "" {
+		tensors, file, variant, err := readBert(c.TextInit)
+		if err != nil {
+			return fmt.Errorf("text_init: %w", err)
+		}
+		rep, err := loadPrefixed(s.Store, BertToVQA(tensors, m.Cfg.decoderConfig().NumHiddenLayers), "", 0, s.W)
+		if err != nil {
+			return fmt.Errorf("text_init %s: %w", file, err)
+		}
+		fmt.Fprintf(s.W, "text encoder and decoder from %s (%s names): %s\n", file, variant, rep)
+		if len(rep.Loaded) == 0 {
+			return fmt.Errorf("text_init %s: no tensor matched (%s)", file, rep)
+		}
 	}
 	if m.Momentum != nil {
 		m.Momentum.Copy()
@@ -290,7 +329,7 @@ func initVision(s *train.Session, m *VQAModel, path string) error {
 // per question, distilled from the momentum model, averaged over the batch.
 func (m *VQAModel) loss(tok *mlm.Tokenizer, imgs *ts.Tensor, qb qaBatch, c *FinetuneConfig, alpha float64) (*ts.Tensor, error) {
 	dev := imgs.MustDevice()
-	q, err := tokenize(tok, qb.questions, c.MaxLen)
+	q, err := albefTokens(tok, qb.questions, c.MaxLen, false)
 	if err != nil {
 		return nil, err
 	}
@@ -334,7 +373,7 @@ func (m *VQAModel) Evaluate(tok *mlm.Tokenizer, src images, items []Item, answer
 		if err != nil {
 			return err
 		}
-		q, err := tokenize(tok, qs, c.MaxLen)
+		q, err := albefTokens(tok, qs, c.MaxLen, false)
 		if err != nil {
 			return err
 		}

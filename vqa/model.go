@@ -225,6 +225,7 @@ func NewVQAModel(p torchmods.Path, c ModelConfig, distill bool, momentum float64
 	dec := c.decoderConfig()
 	err := torchmods.Try(func() {
 		m.Visual = torchmods.NewViT(p.Sub("visual_encoder"), c.vit(false))
+		albefViTInit(m.Visual)
 		m.Text = torchmods.NewBert(p.Sub("text_encoder"), c.Text, false)
 		m.Decoder = torchmods.NewBertForMaskedLM(p.Sub("text_decoder"), dec)
 		if distill {
@@ -242,6 +243,29 @@ func NewVQAModel(p torchmods.Path, c ModelConfig, distill bool, momentum float64
 		}
 	}
 	return m, nil
+}
+
+// albefViTInit re-initialises a ViT as ALBEF's vit.py does, the VQA
+// model's image encoder before any weights load: Linear weights
+// trunc_normal(std .02) and biases zero, cls_token and pos_embed
+// trunc_normal(.02), the patch projection PyTorch's Conv2d default
+// (U(±1/sqrt(fan_in)) for weight and bias), where NewViT follows MAE.
+func albefViTInit(v *torchmods.ViT) {
+	ts.NoGrad(func() {
+		for _, b := range v.Blocks {
+			for _, l := range []*torchmods.Linear{b.Attn.QKV, b.Attn.Out, b.MLP.FC1, b.MLP.FC2} {
+				l.Weight.Copy_(torchmods.TruncNormal(0.02)(l.Weight.MustSize(), l.Weight.MustDevice()))
+				l.Bias.MustZero_()
+			}
+		}
+		for _, t := range []*ts.Tensor{v.ClsToken, v.PosEmbed} {
+			t.Copy_(torchmods.TruncNormal(0.02)(t.MustSize(), t.MustDevice()))
+		}
+		pe := v.PatchEmbed
+		fanIn := pe.InChans * pe.Patch * pe.Patch
+		pe.Weight.Copy_(torchmods.FanInUniform(fanIn)(pe.Weight.MustSize(), pe.Weight.MustDevice()))
+		pe.Bias.Copy_(torchmods.FanInUniform(fanIn)(pe.Bias.MustSize(), pe.Bias.MustDevice()))
+	})
 }
 
 // FuseQuestion runs the question [B, L] (mask [B, L]) through all the

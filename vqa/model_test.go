@@ -2,6 +2,8 @@ package vqa
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"math/rand/v2"
 	"testing"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/reprolab/repro/mlm"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/torchmods/safetensors"
 )
@@ -224,4 +227,42 @@ func TestCausalDecoderIgnoresTheFuture(t *testing.T) {
 	diff := floats(a.MustNarrow(1, 2, 2, false).MustSub(b.MustNarrow(1, 2, 2, false), false).MustAbs(true).MustMax(true))[0]
 	assert.Greater(t, diff, 1e-3, "later positions do see the changed tokens")
 	assert.False(t, math.IsNaN(diff))
+}
+
+// A BERT checkpoint initialises the VQA text encoder (every layer) and
+// the decoder (embeddings, its first layers, the MLM head), as
+// model_vqa.py's from_pretrained calls; the pooler has no place.
+func TestBertToVQA(t *testing.T) {
+	var in []safetensors.Tensor
+	for _, n := range []string{"bert.embeddings.LayerNorm.weight", "bert.encoder.layer.0.output.dense.weight", "bert.encoder.layer.1.output.dense.weight",
+		"bert.pooler.dense.weight", "cls.predictions.transform.dense.weight"} {
+		in = append(in, safetensors.Tensor{Name: n})
+	}
+	var got []string
+	for _, x := range BertToVQA(in, 1) {
+		got = append(got, x.Name)
+	}
+	assert.Equal(t, []string{"text_encoder.embeddings.LayerNorm.weight", "text_decoder.bert.embeddings.LayerNorm.weight",
+		"text_encoder.encoder.layer.0.output.dense.weight", "text_decoder.bert.encoder.layer.0.output.dense.weight",
+		"text_encoder.encoder.layer.1.output.dense.weight", "text_decoder.cls.predictions.transform.dense.weight"}, got)
+}
+
+// Questions and answers are tokenised as ALBEF's tokenizer does for one
+// text, [CLS] and no [SEP]: a question is [CLS] words (cut at max_len),
+// an answer with train_vqa.py's eos "[SEP]" is [CLS] words [SEP].
+func TestALBEFTokens(t *testing.T) {
+	vocab := filepath.Join(t.TempDir(), "vocab.txt")
+	require.NoError(t, os.WriteFile(vocab, []byte("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nis\nthere\na\nlesion\nyes\nleft\nkidney\n"), 0o644))
+	tok, err := mlm.LoadTokenizer(vocab)
+	require.NoError(t, err)
+	q, err := albefTokens(tok, []string{"is there a lesion", "is there"}, 4, false)
+	require.NoError(t, err)
+	assert.Equal(t, [][]int64{{2, 5, 6, 7}, {2, 5, 6, 0}}, q.ids, "[CLS] and three words of the four; no [SEP]")
+	assert.Equal(t, [][]int64{{1, 1, 1, 1}, {1, 1, 1, 0}}, q.mask)
+	a, err := answerTokens(tok, []string{"yes", "left kidney"}, "[SEP]")
+	require.NoError(t, err)
+	assert.Equal(t, [][]int64{{2, 9, 3, 0}, {2, 10, 11, 3}}, a.ids)
+	a, err = answerTokens(tok, []string{"yes"}, "")
+	require.NoError(t, err)
+	assert.Equal(t, [][]int64{{2, 9}}, a.ids)
 }

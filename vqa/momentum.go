@@ -72,10 +72,19 @@ func (m *Momentum) Copy() {
 func (m *Momentum) Update() {
 	ts.NoGrad(func() {
 		for i, t := range m.Target {
-			t.MustMulScalar_(ts.FloatScalar(m.M))
-			t.MustAdd_(m.Online[i].MustMulScalar(ts.FloatScalar(1-m.M), false))
+			m.update(t, m.Online[i])
 		}
 	})
+}
+
+// update moves one copy, in a scope of its own so that the temporary
+// (1-m)·online is freed at once, not one per parameter (a whole model's
+// worth) at the end of the caller's step.
+func (m *Momentum) update(target, online *ts.Tensor) {
+	sc := ts.NewScope()
+	defer sc.Close()
+	target.MustMulScalar_(ts.FloatScalar(m.M))
+	target.MustAdd_(online.MustMulScalar(ts.FloatScalar(1-m.M), false))
 }
 
 // Queue holds the momentum features of past batches, the extra negatives

@@ -67,12 +67,20 @@ type PretrainConfig struct {
 	// (bert-base-uncased: MUMC's from_pretrained); the cross-attention
 	// layers it lacks start random. "" starts random.
 	TextInit string `toml:"text_init"`
+	// Checkpoint then loads a whole pre-training state dict over those, as
+	// pretrain.py's --checkpoint (ALBEF.pth by default there; or MUMC's
+	// med_pretrain_NN.pth, or a vqa.pretrain run): every tensor whose name
+	// and shape match, the image position tables interpolated, the rest
+	// reported (load_checkpoint).
+	Checkpoint string `toml:"checkpoint"`
 }
 
 // Validate checks every section, naming the key.
 func (c *PretrainConfig) Validate() error {
 	o := c.Objective
 	switch {
+	case c.Trainer.Accumulate > 1:
+		return config.Field("trainer.accumulate", "must be 1: the momentum update, the enqueue and the alpha ramp happen once per forward pass, as in pretrain.py, which has no accumulation")
 	case !o.ITA && !o.ITM && !o.MLM:
 		return config.Field("objective.ita", "at least one of ita, itm and mlm must be on")
 	case o.Unimodal < 0 || !(o.ImageMaskRatio >= 0 && o.ImageMaskRatio < 1):
@@ -288,11 +296,12 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 		func(b data.Batch) (pairBatch, error) {
 			var pb pairBatch
 			var names []string
+			rng := b.Rand()
 			for _, i := range b.Indices {
 				names = append(names, trainPairs[i].Image)
-				pb.captions = append(pb.captions, trainPairs[i].Caption)
+				pb.captions = append(pb.captions, trainPairs[i].Caption(rng))
 			}
-			px, err := imageBatch(ds.Images, names, aug, true, b.Rand())
+			px, err := imageBatch(ds.Images, names, aug, true, rng)
 			pb.pixels = px
 			return pb, err
 		})
@@ -308,6 +317,9 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.WorldSize() > 1 {
+		return nil, fmt.Errorf("vqa.pretrain runs on one process: the official code gathers every rank's momentum features into the queues (concat_all_gather), which is not implemented")
+	}
 	if !s.Resuming() {
 		if err := initEncoders(s, m, c); err != nil {
 			return nil, err
@@ -318,7 +330,7 @@ func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 	var sums [3]float64
 	var count int
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, LR: c.Optim.pretrainSchedule(perEpoch),
-		Opt: train.NewAdamW(s.Store, 0.9, 0.999, 1e-8, c.Optim.WeightDecay),
+		Opt: train.NewAdamWDecayAll(s.Store, 0.9, 0.999, 1e-8, c.Optim.WeightDecay), // AdamW(model.parameters()): biases and norms decay too
 		Loss: func(step int64, micro int) (*ts.Tensor, error) {
 			pb, err := loader.Next()
 			if err != nil {
@@ -380,7 +392,8 @@ func heldoutPairs(p []Pair, batch int) []Pair {
 	return p[len(p)-n:]
 }
 
-// heldout measures the mean losses over the held-out pairs' batches, with
+// heldout measures the losses on the held-out pairs, batch by batch
+// (each batch's mean weighted by its size), with
 // fixed masks and negatives (seeded by batch), full alpha, and no change
 // to the queues or the momentum copies.
 func (m *PretrainModel) heldout(c *PretrainConfig, tok *mlm.Tokenizer, src images, pairs []Pair, aug data.Augment, dev gotch.Device) (ita, itm, ml float64, err error) {
@@ -392,7 +405,7 @@ func (m *PretrainModel) heldout(c *PretrainConfig, tok *mlm.Tokenizer, src image
 		end := min(start+b, len(pairs))
 		var names, caps []string
 		for _, p := range pairs[start:end] {
-			names, caps = append(names, p.Image), append(caps, p.Caption)
+			names, caps = append(names, p.Image), append(caps, p.Caption(nil))
 		}
 		px, err := imageBatch(src, names, aug, false, nil)
 		if err != nil {
@@ -407,15 +420,16 @@ func (m *PretrainModel) heldout(c *PretrainConfig, tok *mlm.Tokenizer, src image
 		if err != nil {
 			panic(err)
 		}
+		w := float64(end - start) // weighted by the batch's size: the mean over pairs
 		for _, x := range []struct {
 			t   *ts.Tensor
 			dst *float64
 		}{{a, &ita}, {i, &itm}, {l, &ml}} {
 			if x.t != nil {
-				*x.dst += x.t.Float64Values()[0]
+				*x.dst += w * x.t.Float64Values()[0]
 			}
 		}
-		n++
+		n += w
 	}
 	err = torchmods.Try(func() {
 		ts.NoGrad(func() {

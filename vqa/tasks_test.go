@@ -159,3 +159,46 @@ func TestVisionInitFromMAECheckpoint(t *testing.T) {
 	assert.ErrorContains(t, err, "vision_init")
 	assert.ErrorContains(t, err, "nothing")
 }
+
+// The VQA loss reaches every module: the image encoder through the
+// fusion layers' cross-attention, the question's text layers, the
+// decoder; the momentum copies get no gradient.
+func TestVQALossReachesEveryModule(t *testing.T) {
+	sc := ts.NewScope()
+	defer sc.Close()
+	dir := t.TempDir()
+	c := microFinetune(dir, "")
+	ds, err := c.Data.Open(true)
+	require.NoError(t, err)
+	tok, err := c.Data.Tokenizer(ds)
+	require.NoError(t, err)
+	c.Model.Text.VocabSize = tok.Size
+	store := torchmods.NewStore(gotch.CPU)
+	m, err := NewVQAModel(store.Root(), c.Model, true, 0.995)
+	require.NoError(t, err)
+	aug, err := c.Data.augment(c.Model.ImageRes)
+	require.NoError(t, err)
+	var qb qaBatch
+	var names []string
+	for _, it := range ds.Train[:4] {
+		names = append(names, it.Image)
+		qb.questions, qb.answers = append(qb.questions, PreQuestion(it.Question, 30)), append(qb.answers, PreAnswer(it.Answer))
+	}
+	qb.pixels, err = imageBatch(ds.Images, names, aug, false, nil)
+	require.NoError(t, err)
+	imgs := torchmods.FromSlice(qb.pixels, []int64{4, 3, c.Model.ImageRes, c.Model.ImageRes}, gotch.CPU)
+	loss, err := m.loss(tok, imgs, qb, c, 0.4)
+	require.NoError(t, err)
+	loss.MustBackward()
+	for _, name := range []string{"visual_encoder.patch_embed.proj.weight", "visual_encoder.blocks.0.attn.qkv.weight", "text_encoder.embeddings.word_embeddings.weight",
+		"text_encoder.encoder.layer.0.attention.self.query.weight", "text_encoder.encoder.layer.1.crossattention.self.key.weight",
+		"text_decoder.bert.encoder.layer.0.crossattention.self.value.weight", "text_decoder.cls.predictions.bias"} {
+		p, ok := store.Param(name)
+		require.True(t, ok, name)
+		g := p.Tensor.MustGrad(false)
+		require.True(t, g.MustDefined(), name)
+		assert.Greater(t, floats(g.MustAbs(false).MustMax(true))[0], 0.0, name)
+	}
+	p, _ := store.Param("visual_encoder_m.blocks.0.attn.qkv.weight")
+	assert.False(t, p.Tensor.MustGrad(false).MustDefined())
+}

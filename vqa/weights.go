@@ -72,29 +72,80 @@ func initEncoders(s *train.Session, m *PretrainModel, c *PretrainConfig) error {
 		}
 	}
 	if c.TextInit != "" {
-		src, err := torchmods.Resolve(c.TextInit)
+		tensors, file, variant, err := readBert(c.TextInit)
 		if err != nil {
 			return fmt.Errorf("text_init: %w", err)
 		}
-		wf, err := torchmods.ReadWeights(src.File)
+		rep, err := loadPrefixed(s.Store, tensors, "text_encoder.", 0, w)
 		if err != nil {
-			return fmt.Errorf("text_init: %w", err)
+			return fmt.Errorf("text_init %s: %w", file, err)
 		}
-		im, err := torchmods.BertFamily.ImportNames(wf.Tensors)
-		if err != nil {
-			return fmt.Errorf("text_init %s: %w", src.File, err)
-		}
-		rep, err := loadPrefixed(s.Store, im.Tensors, "text_encoder.", 0, w)
-		if err != nil {
-			return fmt.Errorf("text_init %s: %w", src.File, err)
-		}
-		fmt.Fprintf(w, "text_encoder from %s (%s names): %s\n", src.File, im.Variant, rep)
+		fmt.Fprintf(w, "text_encoder from %s (%s names): %s\n", file, variant, rep)
 		if len(rep.Loaded) == 0 {
-			return fmt.Errorf("text_init %s: no tensor matched the BERT (%s)", src.File, rep)
+			return fmt.Errorf("text_init %s: no tensor matched the BERT (%s)", file, rep)
 		}
 	}
 	m.Momentum.Copy()
+	if c.Checkpoint != "" {
+		tensors, file, err := readStateDict(c.Checkpoint)
+		if err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+		rep, err := loadPrefixed(s.Store, tensors, "", c.Model.ImageRes/c.Model.Patch, w)
+		if err != nil {
+			return fmt.Errorf("checkpoint %s: %w", file, err)
+		}
+		sort.Strings(rep.Missing)
+		fmt.Fprintf(w, "pre-training state from %s: %s\n", file, rep)
+		if len(rep.Loaded) == 0 {
+			return fmt.Errorf("checkpoint %s: no tensor matched the model (%s)", file, rep)
+		}
+	}
 	return nil
+}
+
+// readBert reads a BERT checkpoint (a HF folder, weight file or hub
+// name) with its names made HF's current ones (bert.*, cls.*).
+func readBert(path string) (tensors []safetensors.Tensor, file, variant string, err error) {
+	src, err := torchmods.Resolve(path)
+	if err != nil {
+		return nil, "", "", err
+	}
+	wf, err := torchmods.ReadWeights(src.File)
+	if err != nil {
+		return nil, "", "", err
+	}
+	im, err := torchmods.BertFamily.ImportNames(wf.Tensors)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("%s: %w", src.File, err)
+	}
+	return im.Tensors, src.File, im.Variant, nil
+}
+
+// readStateDict reads a state dict from a run, checkpoint or weight file,
+// without the "model." prefix of torch.save({'model': state_dict}).
+func readStateDict(path string) ([]safetensors.Tensor, string, error) {
+	src, err := torchmods.Resolve(path)
+	if err != nil {
+		return nil, "", err
+	}
+	wf, err := torchmods.ReadWeights(src.File)
+	if err != nil {
+		return nil, "", err
+	}
+	tensors := wf.Tensors
+	prefixed := 0
+	for _, t := range tensors {
+		if strings.HasPrefix(t.Name, "model.") {
+			prefixed++
+		}
+	}
+	if prefixed == len(tensors) && prefixed > 0 {
+		for i := range tensors {
+			tensors[i].Name = strings.TrimPrefix(tensors[i].Name, "model.")
+		}
+	}
+	return tensors, src.File, nil
 }
 
 // loadVision loads MAE weights (a repro mae.pretrain run, the official
@@ -167,6 +218,35 @@ func PretrainedToVQA(tensors []safetensors.Tensor, fusion int64) []safetensors.T
 	return out
 }
 
+// BertToVQA names a BERT checkpoint's tensors (bert.*, cls.*, as
+// BertForMaskedLM) for the VQA model as model_vqa.py's from_pretrained
+// calls load it: the text encoder takes every layer (its cross-attention
+// stays random), the decoder the embeddings, the first decoderLayers
+// layers and the MLM head.
+func BertToVQA(tensors []safetensors.Tensor, decoderLayers int64) []safetensors.Tensor {
+	var out []safetensors.Tensor
+	for _, t := range tensors {
+		if rest, ok := strings.CutPrefix(t.Name, "cls."); ok {
+			t.Name = "text_decoder.cls." + rest
+			out = append(out, t)
+			continue
+		}
+		rest, ok := strings.CutPrefix(t.Name, "bert.")
+		if !ok || strings.HasPrefix(rest, "pooler.") {
+			continue
+		}
+		enc := t
+		enc.Name = "text_encoder." + rest
+		out = append(out, enc)
+		if layer, _, ok := cutLayer(rest); ok && layer >= decoderLayers {
+			continue
+		}
+		t.Name = "text_decoder.bert." + rest
+		out = append(out, t)
+	}
+	return out
+}
+
 // cutLayer splits "encoder.layer.N.rest" into N and rest.
 func cutLayer(name string) (int64, string, bool) {
 	r, ok := strings.CutPrefix(name, "encoder.layer.")
@@ -187,34 +267,18 @@ func cutLayer(name string) (int64, string, bool) {
 // unused is reported on w. Without distillation the momentum copies in
 // the file are unused.
 func LoadPretrained(store *torchmods.Store, m *VQAModel, path string, w io.Writer) (torchmods.LoadReport, error) {
-	src, err := torchmods.Resolve(path)
+	tensors, file, err := readStateDict(path)
 	if err != nil {
 		return torchmods.LoadReport{}, err
-	}
-	wf, err := torchmods.ReadWeights(src.File)
-	if err != nil {
-		return torchmods.LoadReport{}, err
-	}
-	tensors := wf.Tensors
-	prefixed := 0
-	for _, t := range tensors {
-		if strings.HasPrefix(t.Name, "model.") {
-			prefixed++
-		}
-	}
-	if prefixed == len(tensors) && prefixed > 0 { // torch.save({'model': state_dict}, ...)
-		for i := range tensors {
-			tensors[i].Name = strings.TrimPrefix(tensors[i].Name, "model.")
-		}
 	}
 	rep, err := loadPrefixed(store, PretrainedToVQA(tensors, m.Cfg.Text.FusionLayer), "", m.Cfg.ImageRes/m.Cfg.Patch, w)
 	if err != nil {
-		return rep, fmt.Errorf("%s: %w", src.File, err)
+		return rep, fmt.Errorf("%s: %w", file, err)
 	}
 	sort.Strings(rep.Missing)
-	fmt.Fprintf(w, "VQA model from %s: %s\n", src.File, rep)
+	fmt.Fprintf(w, "VQA model from %s: %s\n", file, rep)
 	if len(rep.Loaded) == 0 {
-		return rep, fmt.Errorf("%s: no tensor matched the VQA model (%s)", src.File, rep)
+		return rep, fmt.Errorf("%s: no tensor matched the VQA model (%s)", file, rep)
 	}
 	if m.Momentum != nil && len(keepPrefix(rep.Loaded, "visual_encoder_m.")) == 0 {
 		m.Momentum.Copy() // a file without momentum copies: start them from the loaded weights
