@@ -13,11 +13,13 @@ from torch import nn
 
 p = argparse.ArgumentParser()
 p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm", "pmlm",
-                                                  "dense_biencoder", "monobert", "clip", "bert_dense_infer", "bert_pruned_infer"])
+                                                  "dense_biencoder", "monobert", "clip", "bert_dense_infer", "bert_pruned_infer", "vqa_step"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
-p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer: the batch bench/gobench -inputs wrote (safetensors)")
-p.add_argument("--weights", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
+p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step: the batch bench/gobench -inputs wrote (safetensors)")
+p.add_argument("--weights", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
+p.add_argument("--mumc", help="vqa_step: a checkout of github.com/pengfeiliHEU/MUMC at 27b544d0 whose models/ is run "
+                              "(default: $MUMC_DIR)")
 args = p.parse_args()
 dev = torch.device("cuda:0" if args.device == "cuda" else "cpu")
 torch.manual_seed(0)
@@ -370,11 +372,18 @@ def need_inputs(workload):
     return {k: v.to(dev) for k, v in read_safetensors(args.inputs).items()}
 
 
-def load_weights(model, workload, shape, loss_fn):
-    """With --weights: gobench's initial weights into model, and the step-0 loss to stderr."""
+def load_weights(model, workload, shape, loss_fn, may_miss=None):
+    """With --weights: gobench's initial weights into model, and the step-0 loss to stderr. Every name
+    must match (strict), but those for which may_miss(name) is true may be absent from the file."""
     if args.weights:
         import sys
-        model.load_state_dict(read_safetensors(args.weights))
+        if may_miss is None:
+            model.load_state_dict(read_safetensors(args.weights))
+        else:
+            res = model.load_state_dict(read_safetensors(args.weights), strict=False)
+            bad = [k for k in res.missing_keys if not may_miss(k)] + list(res.unexpected_keys)
+            if bad:
+                raise SystemExit(f"torch_bench {workload}: --weights does not match the model: {bad[:8]}")
         with torch.no_grad():
             print(f"torch_bench {workload}: {shape}, step-0 loss {loss_fn().item():.6f}", file=sys.stderr)
 
@@ -818,7 +827,144 @@ def cap_infer_step(pruned):
     return run
 
 
-if args.workload == "clip":
+# bench/gobench's vqa_step: one training step of MUMC's VQA fine-tuning, run through the OFFICIAL model code
+# of github.com/pengfeiliHEU/MUMC (commit 27b544d025901945006113012adfc7d755cd196e), imported from a checkout
+# (--mumc or $MUMC_DIR; nothing of it is copied here): models/model_vqa.py's MUMC_VQA (forward with train=True,
+# copy_params, _momentum_update), models/xbert.py's BertModel and BertLMHeadModel and models/vision/vit.py's
+# VisionTransformer. Debian has neither transformers nor timm: vqa/testdata/gen_vqa_parity.py's
+# load_official installs the stubs its parity fixtures use (none changes a number), and vit.py's two timm
+# names that build a ViT, PatchEmbed and trunc_normal_, are set in its module to TimmPatchEmbed below and
+# torch.nn.init.trunc_normal_ (timm's trunc_normal_ is a copy of it).
+MUMC_COMMIT = "27b544d025901945006113012adfc7d755cd196e"
+
+
+class TimmPatchEmbed(nn.Module):
+    """timm 0.4.12's PatchEmbed (MUMC's requirements.txt pin), the only timm module vit.py's ViT builds: a
+    patch-sized, patch-strided Conv2d (proj), flattened to [B, patches, embed_dim]; no norm_layer."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, norm_layer=None, flatten=True):
+        super().__init__()
+        self.img_size, self.patch_size = (img_size, img_size), (patch_size, patch_size)
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.flatten = flatten
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        assert H == self.img_size[0] and W == self.img_size[1], f"input image size ({H}*{W}) doesn't match model {self.img_size}"
+        x = self.proj(x)
+        if self.flatten:
+            x = x.flatten(2).transpose(1, 2)  # BCHW -> BNC
+        return self.norm(x)
+
+
+class Pretokenized:
+    """Stands in for MUMC_VQA's BertTokenizer: forward calls self.tokenizer(texts, padding='longest', ...) on
+    the question and answer strings; here it is called with the name of a batch ("question", "answer") and
+    returns gobench's ids and attention mask for it, already tokenised and padded (so, as on the Go side,
+    no tokenising is timed). pad_token_id is [PAD]'s, 0."""
+    pad_token_id = 0
+
+    class Encoding:
+        def __init__(self, ids, mask):
+            self.input_ids, self.attention_mask = ids, mask
+
+        def to(self, device):
+            return self
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __call__(self, name, **kwargs):
+        return Pretokenized.Encoding(self.batch[name + "_ids"], self.batch[name + "_mask"])
+
+
+def vqa_sizes():
+    """bench/gobench's vqaSizes: (ViT, BERT and decoder sizes, batch, steps per repetition)."""
+    if dev.type == "cuda":  # the paper's: ViT-B/16 at 384 px, bert-base with fusion_layer 6, a 6-layer decoder
+        return dict(img_size=384, patch_size=16, embed_dim=768, depth=12, num_heads=12), \
+            dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 fusion_layer=6, encoder_width=768), 6, 8, 10
+    return dict(img_size=64, patch_size=8, embed_dim=64, depth=2, num_heads=4), \
+        dict(vocab_size=300, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+             fusion_layer=2, encoder_width=64), 2, 32, 5
+
+
+def vqa_step():
+    """bench/gobench's vqa_step: one step of train_vqa.py's train() on the batch gobench wrote (--inputs):
+    loss = MUMC_VQA.forward(image, question, answer, alpha=0.4, train=True) with distill True (the ViT, the
+    text encoder over the image tokens, then under no_grad _momentum_update and the momentum ViT, text
+    encoder and decoder, whose softmaxed logits are the decoder's soft labels; the decoder's loss with
+    reduction 'none', summed and divided by the batch), backward, and train_vqa.py's optimizer,
+    torch.optim.AdamW(model.parameters(), weight_decay=0.05) (every parameter decayed; the frozen momentum
+    copies get no gradient and are skipped), at lr 1e-4 (gobench: train.NewAdamWDecayAll). The model is MUMC_VQA.__init__'s body with the sizes of
+    vqa_sizes (it hard-codes ViT-B/16) and fresh modules for from_pretrained's checkpoints; no dropout."""
+    import os
+    import sys
+    from functools import partial
+    checkout = args.mumc or os.environ.get("MUMC_DIR")
+    if not checkout or not os.path.isfile(os.path.join(checkout, "models", "model_vqa.py")):
+        raise SystemExit("torch_bench: vqa_step runs the official MUMC code: set MUMC_DIR (or --mumc) to a checkout of "
+                         f"github.com/pengfeiliHEU/MUMC at {MUMC_COMMIT}, e.g.\n"
+                         "  mkdir -p /tmp/mumc && git -C /work/.mirror/pengfeiliHEU+MUMC/repo archive "
+                         f"{MUMC_COMMIT} | tar -x -C /tmp/mumc\n"
+                         f"(MUMC_DIR is {checkout!r})")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vqa", "testdata"))
+    from gen_vqa_parity import load_official
+    xbert, _, model_vqa = load_official(checkout)
+    vit = sys.modules["models.vision.vit"]
+    vit.PatchEmbed, vit.trunc_normal_ = TimmPatchEmbed, nn.init.trunc_normal_
+    vit_kw, bert_kw, dec_layers, B, steps = vqa_sizes()
+    b = need_inputs("vqa_step")
+
+    def bert_config():  # config_bert.json's keys at vqa_sizes' sizes, without dropout
+        return xbert.BertConfig(hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                max_position_embeddings=512, type_vocab_size=2, pad_token_id=0, initializer_range=0.02,
+                                layer_norm_eps=1e-12, **bert_kw)
+
+    model = model_vqa.MUMC_VQA.__new__(model_vqa.MUMC_VQA)
+    nn.Module.__init__(model)
+    model.tokenizer = Pretokenized(b)
+    model.distill = True
+    config_encoder, config_decoder = bert_config(), bert_config()
+    config_decoder.fusion_layer = 0
+    config_decoder.num_hidden_layers = dec_layers
+
+    def vit_encoder():
+        return vit.VisionTransformer(**vit_kw, mlp_ratio=4, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+
+    model.visual_encoder = vit_encoder()
+    model.text_encoder = xbert.BertModel(config_encoder, add_pooling_layer=False)
+    model.text_decoder = xbert.BertLMHeadModel(config_decoder)
+    model.visual_encoder_m = vit_encoder()
+    model.text_encoder_m = xbert.BertModel(config_encoder, add_pooling_layer=False)
+    model.text_decoder_m = xbert.BertLMHeadModel(config_decoder)
+    model.model_pairs = [[model.visual_encoder, model.visual_encoder_m],
+                         [model.text_encoder, model.text_encoder_m],
+                         [model.text_decoder, model.text_decoder_m]]
+    model.copy_params()
+    model.momentum = 0.995
+    model = model.to(dev).train()
+    image = b["images"]
+
+    def loss():
+        return model(image, "question", "answer", alpha=0.4, train=True)
+
+    # gobench holds neither the position_ids buffers nor the decoders' cls.predictions.decoder, tied to the
+    # word embeddings and to cls.predictions.bias (xbert's BertLMPredictionHead)
+    load_weights(model, "vqa_step", f"{B} images of {vit_kw['img_size']} px, questions of {b['question_ids'].shape[1]}, "
+                                    f"answers of {b['answer_ids'].shape[1]}", loss,
+                 may_miss=lambda k: k.endswith("embeddings.position_ids") or ".cls.predictions.decoder." in k)
+    opt = torch.optim.AdamW(params=model.parameters(), lr=1e-4, weight_decay=0.05)
+
+    return timed_steps(steps, opt, loss)
+
+
+if args.workload == "vqa_step":
+    run = vqa_step()
+elif args.workload == "clip":
     run = clip_step()
 elif args.workload in ("bert_dense_infer", "bert_pruned_infer"):
     run = cap_infer_step(args.workload == "bert_pruned_infer")

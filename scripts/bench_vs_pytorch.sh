@@ -6,13 +6,21 @@
 #   scripts/bench_vs_pytorch.sh [--device cpu|cuda] [--runs N] [--workloads "smallop mlp encoder"]
 #
 # Workloads (the default is the first three): smallop mlp encoder mae_vitb bert_mlm metapt_first
-# metapt_second llama_lm pmlm dense_biencoder monobert clip bert_dense_infer bert_pruned_infer. A
-# workload whose two sides must see the same inputs (pmlm: the packed pseudo-masked batch, drawn by
-# pmlm's own masking; dense_biencoder and monobert: the padded queries, passages and pairs batched by
-# the ir package; clip: the images and the token ids with their end-of-text positions;
-# bert_dense_infer and bert_pruned_infer, BERT-base inference before and after CAP's structured
-# pruning: the padded token ids and their attention mask) has gobench write them to a file with
-# -inputs, which torch_bench.py reads with --inputs; gobench runs first in every run.
+# metapt_second llama_lm pmlm dense_biencoder monobert clip bert_dense_infer bert_pruned_infer
+# vqa_step. A workload whose two sides must see the same inputs (pmlm: the packed pseudo-masked
+# batch, drawn by pmlm's own masking; dense_biencoder and monobert: the padded queries, passages and
+# pairs batched by the ir package; clip: the images and the token ids with their end-of-text
+# positions; bert_dense_infer and bert_pruned_infer, BERT-base inference before and after CAP's
+# structured pruning: the padded token ids and their attention mask; vqa_step, a MUMC VQA
+# fine-tuning step: the images and the question and answer ids with their masks) has gobench write
+# them to a file with -inputs, which torch_bench.py reads with --inputs; gobench runs first in every
+# run.
+#
+# vqa_step's PyTorch side runs the official MUMC code (pengfeiliHEU/MUMC's models/), imported from a
+# checkout at commit 27b544d0 named by $MUMC_DIR, which it needs:
+#   mkdir -p /tmp/mumc && git -C /work/.mirror/pengfeiliHEU+MUMC/repo archive \
+#       27b544d025901945006113012adfc7d755cd196e | tar -x -C /tmp/mumc
+#   MUMC_DIR=/tmp/mumc scripts/bench_vs_pytorch.sh --workloads vqa_step
 #
 # Python: $PYTHON, else /usr/bin/python3 (Debian's python3-torch; install it with
 # REPRO_DEV=1 scripts/install_libtorch.sh), else python3. Raw results go to $BENCH_OUT if set.
@@ -32,6 +40,14 @@ if [ -z "$py" ]; then
   if /usr/bin/python3 -c 'import torch' 2>/dev/null; then py=/usr/bin/python3; else py=python3; fi
 fi
 "$py" -c 'import torch' 2>/dev/null || { echo "bench_vs_pytorch: $py has no torch; on Debian run REPRO_DEV=1 scripts/install_libtorch.sh" >&2; exit 1; }
+case " $workloads " in
+  *" vqa_step "*)
+    [ -n "${MUMC_DIR:-}" ] && [ -f "$MUMC_DIR/models/model_vqa.py" ] || {
+      echo "bench_vs_pytorch: vqa_step runs the official MUMC code: set MUMC_DIR to a checkout of github.com/pengfeiliHEU/MUMC at 27b544d025901945006113012adfc7d755cd196e (see the top of $0); MUMC_DIR is '${MUMC_DIR:-}'" >&2
+      exit 1
+    }
+    export MUMC_DIR ;;
+esac
 
 tmp=$(mktemp -d)
 bin=$tmp/gobench

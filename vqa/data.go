@@ -3,6 +3,7 @@ package vqa
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"image"
 	"math/rand/v2"
 	"os"
@@ -30,8 +31,12 @@ type DataConfig struct {
 	// Train, Val and Test are VQA files (MUMC's converted JSON, VQA-RAD's
 	// public release, SLAKE, PathVQA: see ReadItems); AnswerList is the
 	// candidate answers inference ranks (MUMC's answer_list.json).
-	Train      []string `toml:"train"`
-	Val        []string `toml:"val"`
+	Train []string `toml:"train"`
+	Val   []string `toml:"val"`
+	// ValSplit, when val lists no file (VQA-RAD has no validation split),
+	// holds out this share of the training images, with their questions,
+	// as the validation split: every image's questions on one side.
+	ValSplit   float64  `toml:"val_split"`
 	Test       []string `toml:"test"`
 	AnswerList string   `toml:"answer_list"`
 	// Vocab is a BERT vocab.txt (bert-base-uncased's for the paper); for
@@ -90,8 +95,12 @@ func (d *DataConfig) validate(needQuestions bool) error {
 		return config.Field("data.vocab", "must name a BERT vocab.txt (trained and written there for synthetic data)")
 	case d.Kind == "files" && d.ImageRoot == "":
 		return config.Field("data.image_root", "must name the image folder when data.kind is files")
-	case d.Kind == "files" && needQuestions && (len(d.Train) == 0 || len(d.Val) == 0 || len(d.Test) == 0 || d.AnswerList == ""):
-		return config.Field("data.train", "train, val, test and answer_list must all be set when data.kind is files (the epoch is chosen on val, never on test)")
+	case d.Kind == "files" && needQuestions && (len(d.Train) == 0 || len(d.Test) == 0 || d.AnswerList == ""):
+		return config.Field("data.train", "train, test and answer_list must all be set when data.kind is files")
+	case d.Kind == "files" && needQuestions && len(d.Val) == 0 && !(d.ValSplit > 0 && d.ValSplit < 1):
+		return config.Field("data.val", "name the validation files, or set val_split in (0, 1) to hold out training images: the epoch is chosen on val, never on test")
+	case len(d.Val) > 0 && d.ValSplit != 0:
+		return config.Field("data.val_split", "val names validation files already; remove val_split")
 	case d.Kind == "files" && !needQuestions && len(d.Captions) == 0:
 		return config.Field("data.captions", "must list the pre-training caption files when data.kind is files")
 	}
@@ -194,6 +203,10 @@ func (d DataConfig) Open(needQuestions bool) (*Dataset, error) {
 			if ds.Val, err = read(d.Val); err != nil {
 				return nil, err
 			}
+			if len(d.Val) == 0 {
+				ds.Train, ds.Val = splitByImage(ds.Train, d.ValSplit)
+				ds.Describe = fmt.Sprintf("val: %d questions of %.0f%% of the training images, held out (data.val_split); ", len(ds.Val), 100*d.ValSplit)
+			}
 			if ds.Test, err = read(d.Test); err != nil {
 				return nil, err
 			}
@@ -201,7 +214,7 @@ func (d DataConfig) Open(needQuestions bool) (*Dataset, error) {
 				return nil, err
 			}
 		}
-		ds.Describe = fmt.Sprintf("%d caption pairs, questions %d train / %d val / %d test, %d candidate answers, images in %s",
+		ds.Describe += fmt.Sprintf("%d caption pairs, questions %d train / %d val / %d test, %d candidate answers, images in %s",
 			len(caps), len(ds.Train), len(ds.Val), len(ds.Test), len(ds.Answers), d.ImageRoot)
 	}
 	for _, c := range caps {
@@ -214,6 +227,22 @@ func (d DataConfig) Open(needQuestions bool) (*Dataset, error) {
 		}
 	}
 	return ds, nil
+}
+
+// splitByImage moves the questions of a share of the images (every
+// image whose FNV hash of its name falls in the share, so the split does
+// not depend on the order of the file) to a second list.
+func splitByImage(items []Item, share float64) (keep, held []Item) {
+	for _, it := range items {
+		h := fnv.New64a()
+		h.Write([]byte(it.Image))
+		if float64(h.Sum64()%10000) < share*10000 {
+			held = append(held, it)
+		} else {
+			keep = append(keep, it)
+		}
+	}
+	return keep, held
 }
 
 // texts are what a trained vocabulary is learnt from: captions, questions

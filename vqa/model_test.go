@@ -2,9 +2,9 @@ package vqa
 
 import (
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
