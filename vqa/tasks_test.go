@@ -202,3 +202,52 @@ func TestVQALossReachesEveryModule(t *testing.T) {
 	p, _ := store.Param("visual_encoder_m.blocks.0.attn.qkv.weight")
 	assert.False(t, p.Tensor.MustGrad(false).MustDefined())
 }
+
+// The synthetic set written to disk (repro vqa synth) reads back through
+// the file readers as the same questions, captions and images, and a
+// val_split holds out whole images.
+func TestSynthFilesReadBack(t *testing.T) {
+	dir := t.TempDir()
+	mem := microData(dir)
+	s, err := Synthesize(mem.Synth.options())
+	require.NoError(t, err)
+	require.NoError(t, s.Write(filepath.Join(dir, "synth")))
+	files := mem
+	files.Kind, files.ImageRoot = "files", filepath.Join(dir, "synth", "images")
+	files.Captions = []string{filepath.Join(dir, "synth", "captions.json")}
+	files.Train, files.Test = []string{filepath.Join(dir, "synth", "trainset.json")}, []string{filepath.Join(dir, "synth", "testset.json")}
+	files.Val, files.AnswerList = []string{filepath.Join(dir, "synth", "valset.json")}, filepath.Join(dir, "synth", "answer_list.json")
+	require.NoError(t, files.validate(true))
+	a, err := mem.Open(true)
+	require.NoError(t, err)
+	b, err := files.Open(true)
+	require.NoError(t, err)
+	assert.Equal(t, a.Train, b.Train)
+	assert.Equal(t, a.Val, b.Val)
+	assert.Equal(t, a.Test, b.Test)
+	assert.Equal(t, a.Answers, b.Answers)
+	assert.Equal(t, a.Pairs, b.Pairs)
+	aug, err := files.augment(48)
+	require.NoError(t, err)
+	x, err := imageBatch(a.Images, []string{a.Test[0].Image}, aug, false, nil)
+	require.NoError(t, err)
+	y, err := imageBatch(b.Images, []string{b.Test[0].Image}, aug, false, nil)
+	require.NoError(t, err)
+	assert.Equal(t, x, y, "the PNG holds the generated pixels")
+
+	files.Val, files.ValSplit = nil, 0.25
+	require.NoError(t, files.validate(true))
+	c, err := files.Open(true)
+	require.NoError(t, err)
+	assert.Equal(t, len(a.Train), len(c.Train)+len(c.Val))
+	assert.NotEmpty(t, c.Val)
+	held := map[string]bool{}
+	for _, it := range c.Val {
+		held[it.Image] = true
+	}
+	for _, it := range c.Train {
+		assert.False(t, held[it.Image], "an image's questions are all on one side")
+	}
+	files.ValSplit = 0
+	assert.ErrorContains(t, files.validate(true), "data.val")
+}
