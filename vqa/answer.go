@@ -38,16 +38,9 @@ type Answerer struct {
 // without its momentum copies, which only training uses. The load must
 // be complete: anything missing or unexpected is an error naming it.
 func OpenAnswerer(c *FinetuneConfig, weights string, dev gotch.Device, w io.Writer) (*Answerer, error) {
-	ds, err := c.Data.Open(true)
+	ds, tok, err := openData(c.Data, &c.Model, true, io.Discard)
 	if err != nil {
 		return nil, err
-	}
-	tok, err := c.Data.Tokenizer(ds)
-	if err != nil {
-		return nil, err
-	}
-	if c.Model.Text.VocabSize == 0 {
-		c.Model.Text.VocabSize = tok.Size
 	}
 	store := torchmods.NewStore(dev)
 	m, err := NewVQAModel(store.Root(), c.Model, false, c.Momentum)

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode"
+
+	"github.com/reprolab/repro/torchmods/cliptok"
 )
 
 // This file ports the text normalisation of MUMC's dataset/utils.py
@@ -28,7 +29,7 @@ import (
 // maxWords behaves like a Python slice words[:maxWords]: it drops the last
 // -maxWords words (MUMC uses 30 for training and 50 for testing).
 func PreQuestion(q string, maxWords int) string {
-	q = stripPunct(pyLower(q))
+	q = stripPunct(cliptok.PyLower(q))
 	q = strings.ReplaceAll(q, " \t", " ")
 	q = strings.ReplaceAll(q, "is/are", "is")
 	q = strings.ReplaceAll(q, "near/in", "in")
@@ -51,7 +52,7 @@ func PreQuestion(q string, maxWords int) string {
 // numbers from JSON get the same text from ReadItems and ReadAnswerList,
 // which convert numbers with Python's str() semantics.
 func PreAnswer(a string) string {
-	a = stripPunct(pyLower(a))
+	a = stripPunct(cliptok.PyLower(a))
 	a = strings.ReplaceAll(a, " \t", " ")
 	a = strings.ReplaceAll(a, "x ray", "xray")
 	a = strings.ReplaceAll(a, "x-ray", "xray")
@@ -67,7 +68,7 @@ func PreAnswer(a string) string {
 // words of a split on single spaces. A single whitespace character that is
 // not a space (a lone tab, say) is kept as it is.
 func PreCaption(c string, maxWords int) string {
-	c = stripPunct(pyLower(c))
+	c = stripPunct(cliptok.PyLower(c))
 	c = strings.ReplaceAll(c, "-", " ")
 	c = strings.ReplaceAll(c, "/", " ")
 	c = strings.ReplaceAll(c, "<person>", "person")
@@ -140,79 +141,6 @@ func collapseSpaces(s string) string {
 		i = j
 	}
 	return b.String()
-}
-
-// pyLower is Python's str.lower. It differs from strings.ToLower in two
-// places that matter for exactness: U+0130 (capital I with dot) becomes
-// "i\u0307" (its full lower-case mapping), and a capital sigma at the end of
-// a word becomes a final sigma (ς) rather than σ (Unicode's Final_Sigma
-// context, which CPython implements). Both are unlikely in English medical
-// text; the Unicode tables are Go's, which may be a version apart from the
-// Python that ran MUMC. Invalid UTF-8 bytes become U+FFFD.
-func pyLower(s string) string {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return strings.ToLower(s)
-	}
-	rs := []rune(s)
-	var b strings.Builder
-	for i, r := range rs {
-		switch r {
-		case 0x130:
-			b.WriteString("i\u0307")
-		case 0x3a3:
-			if finalSigma(rs, i) {
-				b.WriteRune(0x3c2)
-			} else {
-				b.WriteRune(0x3c3)
-			}
-		default:
-			b.WriteRune(unicode.ToLower(r))
-		}
-	}
-	return b.String()
-}
-
-// finalSigma ports CPython's handle_capital_sigma: the sigma at rs[i] is
-// final when it follows a cased letter (skipping case-ignorable characters)
-// and no cased letter follows (again skipping case-ignorable characters).
-func finalSigma(rs []rune, i int) bool {
-	j := i - 1
-	for j >= 0 && isCaseIgnorable(rs[j]) {
-		j--
-	}
-	if j < 0 || !isCased(rs[j]) {
-		return false
-	}
-	j = i + 1
-	for j < len(rs) && isCaseIgnorable(rs[j]) {
-		j++
-	}
-	return j == len(rs) || !isCased(rs[j])
-}
-
-// isCased is Unicode's Cased property: Lowercase, Uppercase or Lt.
-func isCased(r rune) bool {
-	return unicode.IsUpper(r) || unicode.IsLower(r) || unicode.IsTitle(r) ||
-		unicode.Is(unicode.Other_Lowercase, r) || unicode.Is(unicode.Other_Uppercase, r)
-}
-
-// isCaseIgnorable is Unicode's Case_Ignorable property: Mn, Me, Cf, Lm, Sk,
-// or Word_Break MidLetter, MidNumLet or Single_Quote (listed by hand, Go has
-// no Word_Break table).
-func isCaseIgnorable(r rune) bool {
-	switch r {
-	case '\'', '.', ':', 0xb7, 0x387, 0x55f, 0x5f4, 0x2018, 0x2019, 0x2024,
-		0x2027, 0xfe13, 0xfe52, 0xfe55, 0xff07, 0xff0e, 0xff1a:
-		return true
-	}
-	return unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf, unicode.Lm, unicode.Sk)
 }
 
 // Prediction is one line of MUMC's result file ({"qid": ..., "answer": ...}),

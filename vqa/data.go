@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"image"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -281,6 +282,27 @@ func (d DataConfig) Tokenizer(ds *Dataset) (*mlm.Tokenizer, error) {
 		}
 	}
 	return mlm.LoadTokenizer(d.Vocab)
+}
+
+// openData opens the dataset (logging what was read or generated) and
+// its tokenizer, and sets the model's vocabulary to the tokenizer's
+// when the config leaves it 0, refusing one too small for it.
+func openData(d DataConfig, m *ModelConfig, needQuestions bool, w io.Writer) (*Dataset, *mlm.Tokenizer, error) {
+	ds, err := d.Open(needQuestions)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintln(w, ds.Describe)
+	tok, err := d.Tokenizer(ds)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Text.VocabSize == 0 {
+		m.Text.VocabSize = tok.Size
+	} else if m.Text.VocabSize < tok.Size {
+		return nil, nil, config.Field("model.text.vocab_size", "%d is smaller than the tokenizer's %d tokens", m.Text.VocabSize, tok.Size)
+	}
+	return ds, tok, nil
 }
 
 // augment is the image transform: CLIP's normalisation, as MUMC's

@@ -276,28 +276,25 @@ func stringField(o map[string]json.RawMessage, key string) (string, error) {
 	return s, nil
 }
 
-// idField returns o[key], a JSON string or number, as text.
+// idField returns o[key], a JSON string or number, as text (a number as
+// Python's str() writes it).
 func idField(o map[string]json.RawMessage, key string) (string, error) {
-	raw, ok := o[key]
-	if !ok {
-		return "", fmt.Errorf("missing key %q", key)
-	}
-	s, err := pyStr(raw)
-	if err != nil || isBoolOrNull(raw) {
-		return "", fmt.Errorf("key %q: want an integer or a string, got %s", key, jsonKind(raw))
-	}
-	return s, nil
+	return numberOrString(o, key, "an integer or a string")
 }
 
 // answerField returns o[key], a JSON string or number, as Python's str().
 func answerField(o map[string]json.RawMessage, key string) (string, error) {
+	return numberOrString(o, key, "a string or a number")
+}
+
+func numberOrString(o map[string]json.RawMessage, key, want string) (string, error) {
 	raw, ok := o[key]
 	if !ok {
 		return "", fmt.Errorf("missing key %q", key)
 	}
 	s, err := pyStr(raw)
 	if err != nil || isBoolOrNull(raw) {
-		return "", fmt.Errorf("key %q: want a string or a number, got %s", key, jsonKind(raw))
+		return "", fmt.Errorf("key %q: want %s, got %s", key, want, jsonKind(raw))
 	}
 	return s, nil
 }

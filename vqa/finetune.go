@@ -135,12 +135,11 @@ type qaBatch struct {
 // ends each text: the answers, to which the official code appends the
 // string "[SEP]", so that the decoder learns where an answer stops.
 func albefTokens(tok *mlm.Tokenizer, texts []string, maxLen int, eos bool) (textBatch, error) {
-	var b textBatch
-	longest := 0
+	var rows [][]int64
 	for _, t := range texts {
 		e, err := tok.Encode(t, 1<<20)
 		if err != nil {
-			return b, fmt.Errorf("tokenizing %q: %w", t, err)
+			return textBatch{}, fmt.Errorf("tokenizing %q: %w", t, err)
 		}
 		ids := e.IDs[:len(e.IDs)-1] // [CLS] text, the [SEP] dropped
 		if len(ids) > maxLen {
@@ -149,20 +148,9 @@ func albefTokens(tok *mlm.Tokenizer, texts []string, maxLen int, eos bool) (text
 		if eos {
 			ids = append(ids, tok.SEP)
 		}
-		b.ids = append(b.ids, ids)
-		longest = max(longest, len(ids))
+		rows = append(rows, ids)
 	}
-	for i, ids := range b.ids {
-		m := make([]int64, longest)
-		for j := range ids {
-			m[j] = 1
-		}
-		for len(b.ids[i]) < longest {
-			b.ids[i] = append(b.ids[i], tok.PAD)
-		}
-		b.mask = append(b.mask, m)
-	}
-	return b, nil
+	return padded(rows, tok.PAD), nil
 }
 
 // answerTokens are the answers as the decoder reads them: [CLS] answer
@@ -176,19 +164,9 @@ func answerTokens(tok *mlm.Tokenizer, answers []string, eos string) (textBatch, 
 // evaluation with the best validation accuracy.
 func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 	w := s.W
-	ds, err := c.Data.Open(true)
+	ds, tok, err := openData(c.Data, &c.Model, true, w)
 	if err != nil {
 		return nil, err
-	}
-	fmt.Fprintln(w, ds.Describe)
-	tok, err := c.Data.Tokenizer(ds)
-	if err != nil {
-		return nil, err
-	}
-	if c.Model.Text.VocabSize == 0 {
-		c.Model.Text.VocabSize = tok.Size
-	} else if c.Model.Text.VocabSize < tok.Size {
-		return nil, config.Field("model.text.vocab_size", "%d is smaller than the tokenizer's %d tokens", c.Model.Text.VocabSize, tok.Size)
 	}
 	aug, err := c.Data.augment(c.Model.ImageRes)
 	if err != nil {

@@ -170,28 +170,41 @@ type textBatch struct {
 	ids, mask [][]int64
 }
 
+// tokenize is HF's BertTokenizer on texts, as the pre-training calls it:
+// [CLS] text [SEP], cut at maxLen tokens, padded to the longest.
 func tokenize(tok *mlm.Tokenizer, texts []string, maxLen int) (textBatch, error) {
-	var b textBatch
-	longest := 0
+	var rows [][]int64
 	for _, t := range texts {
 		e, err := tok.Encode(t, maxLen)
 		if err != nil {
-			return b, fmt.Errorf("tokenizing %q: %w", t, err)
+			return textBatch{}, fmt.Errorf("tokenizing %q: %w", t, err)
 		}
-		b.ids = append(b.ids, e.IDs)
-		longest = max(longest, len(e.IDs))
+		rows = append(rows, e.IDs)
 	}
-	for i, ids := range b.ids {
-		m := make([]int64, longest)
+	return padded(rows, tok.PAD), nil
+}
+
+// padded pads rows of ids to the longest with pad, with the attention
+// mask (1 on the ids, 0 on the padding).
+func padded(rows [][]int64, pad int64) textBatch {
+	longest := 0
+	for _, r := range rows {
+		longest = max(longest, len(r))
+	}
+	var b textBatch
+	for _, r := range rows {
+		ids, m := make([]int64, longest), make([]int64, longest)
+		copy(ids, r)
 		for j := range ids {
-			m[j] = 1
+			if j < len(r) {
+				m[j] = 1
+			} else {
+				ids[j] = pad
+			}
 		}
-		for len(b.ids[i]) < longest {
-			b.ids[i] = append(b.ids[i], tok.PAD)
-		}
-		b.mask = append(b.mask, m)
+		b.ids, b.mask = append(b.ids, ids), append(b.mask, m)
 	}
-	return b, nil
+	return b
 }
 
 func matrix(rows [][]int64, dev gotch.Device) *ts.Tensor {
@@ -269,19 +282,9 @@ func (m *PretrainModel) losses(c *PretrainConfig, tok *mlm.Tokenizer, imgs *ts.T
 // pairs at the end.
 func Pretrain(s *train.Session, c *PretrainConfig) (*PretrainResult, error) {
 	w := s.W
-	ds, err := c.Data.Open(false)
+	ds, tok, err := openData(c.Data, &c.Model, false, w)
 	if err != nil {
 		return nil, err
-	}
-	fmt.Fprintln(w, ds.Describe)
-	tok, err := c.Data.Tokenizer(ds)
-	if err != nil {
-		return nil, err
-	}
-	if c.Model.Text.VocabSize == 0 {
-		c.Model.Text.VocabSize = tok.Size
-	} else if c.Model.Text.VocabSize < tok.Size {
-		return nil, config.Field("model.text.vocab_size", "%d is smaller than the tokenizer's %d tokens", c.Model.Text.VocabSize, tok.Size)
 	}
 	heldout := heldoutPairs(ds.Pairs, int(c.Data.Batch))
 	trainPairs := ds.Pairs[:len(ds.Pairs)-len(heldout)]

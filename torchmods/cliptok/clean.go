@@ -63,7 +63,7 @@ func clean(text string, ftfy bool) string {
 	}
 	text = pyStrip(htmlUnescape(htmlUnescape(text)))
 	text = pyStrip(collapseWhitespace(text))
-	return pyLower(text)
+	return PyLower(text)
 }
 
 // validUTF8 reads invalid UTF-8 as Python's errors="replace" does.
@@ -100,11 +100,24 @@ func collapseWhitespace(s string) string {
 	return b.String()
 }
 
-// pyLower is Python's str.lower(): the simple lower-case mapping but for
+// PyLower is Python's str.lower(): the simple lower-case mapping but for
 // U+0130 (İ, "i" + U+0307, SpecialCasing.txt's one unconditional lower
 // mapping of more than one character) and the capital sigma, "ς" in
-// Final_Sigma context and "σ" elsewhere.
-func pyLower(s string) string {
+// Final_Sigma context and "σ" elsewhere. Code that ports Python text
+// normalisation (CLIP's, MUMC's pre_question) lower-cases with it. The
+// Unicode tables are Go's, which may be a version apart from the
+// Python's; invalid UTF-8 bytes become U+FFFD.
+func PyLower(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToLower(s)
+	}
 	rs := []rune(s)
 	var b strings.Builder
 	for i, r := range rs {

@@ -250,7 +250,7 @@ func TestUnicodeMatchesPython(t *testing.T) {
 		if !ok {
 			wl = s
 		}
-		if gl := pyLower(s); gl != wl {
+		if gl := PyLower(s); gl != wl {
 			diffLower = append(diffLower, fmt.Sprintf("U+%04X %q, Python %q", c, gl, wl))
 		}
 	}
@@ -262,10 +262,10 @@ func TestUnicodeMatchesPython(t *testing.T) {
 func TestFinalSigma(t *testing.T) {
 	// Python: "ΟΔΥΣΣΕΥΣ ΣΑΣ Σ".lower() == "οδυσσευς σας σ"; "Σ." alone σ;
 	// "AΣ'" ς (the quote is case-ignorable); "AΣ'B" σ.
-	assert.Equal(t, "οδυσσευς σας σ", pyLower("ΟΔΥΣΣΕΥΣ ΣΑΣ Σ"))
-	assert.Equal(t, "aς'", pyLower("AΣ'"))
-	assert.Equal(t, "aσ'b", pyLower("AΣ'B"))
-	assert.Equal(t, "i̇stanbul", pyLower("İstanbul"))
+	assert.Equal(t, "οδυσσευς σας σ", PyLower("ΟΔΥΣΣΕΥΣ ΣΑΣ Σ"))
+	assert.Equal(t, "aς'", PyLower("AΣ'"))
+	assert.Equal(t, "aσ'b", PyLower("AΣ'B"))
+	assert.Equal(t, "i̇stanbul", PyLower("İstanbul"))
 }
 
 func TestHTMLUnescapeAsPython(t *testing.T) {
