@@ -1162,6 +1162,34 @@ func (s *SynthSet) Write(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "README.txt"), []byte(s.readme()), 0o644)
 }
 
+// WriteImageFolder writes the images an image encoder may pre-train on
+// (the training and caption-only ones, never a test image) as an
+// ImageNet-style folder, dir/train/scan/*.png, with the validation
+// images in dir/val/scan/: the layout mae.pretrain reads (data.kind =
+// "folder"), for the MAE-initialised image encoder of the experiment.
+func (s *SynthSet) WriteImageFolder(dir string) error {
+	for _, split := range []string{"train", "val"} {
+		if err := os.MkdirAll(filepath.Join(dir, split, "scan"), 0o755); err != nil {
+			return err
+		}
+	}
+	for _, im := range s.Images {
+		split := ""
+		switch im.Split {
+		case SynthTrain, SynthExtra:
+			split = "train"
+		case SynthVal:
+			split = "val"
+		default:
+			continue
+		}
+		if err := synthWritePNG(filepath.Join(dir, split, "scan", im.File()), im.Pixels, s.Opt.Size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func synthWritePNG(path string, pix []uint8, size int) error {
 	g := image.NewGray(image.Rect(0, 0, size, size))
 	copy(g.Pix, pix)

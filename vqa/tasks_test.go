@@ -13,6 +13,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/mae"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/train"
@@ -250,4 +251,15 @@ func TestSynthFilesReadBack(t *testing.T) {
 	}
 	files.ValSplit = 0
 	assert.ErrorContains(t, files.validate(true), "data.val")
+
+	// The image folder for mae.pretrain: training and caption-only images, then validation; no test image.
+	require.NoError(t, s.WriteImageFolder(filepath.Join(dir, "folder")))
+	tr, err := data.NewImageFolder(filepath.Join(dir, "folder", "train"))
+	require.NoError(t, err)
+	va, err := data.NewImageFolder(filepath.Join(dir, "folder", "val"))
+	require.NoError(t, err)
+	assert.Equal(t, []int{32, 12}, []int{tr.Len(), va.Len()}, "24 train + 8 caption-only; 12 val")
+	for _, f := range append(tr.Files, va.Files...) {
+		assert.NotContains(t, filepath.Base(f), "test")
+	}
 }

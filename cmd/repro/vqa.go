@@ -112,6 +112,7 @@ func vqaImage(c *vqa.FinetuneConfig, path string) (image.Image, error) {
 
 func vqaSynth() *cli.Command {
 	o := vqa.DefaultSynthOptions()
+	var folder string
 	return &cli.Command{
 		Name:  "synth",
 		Short: "write the synthetic radiology scans and their questions in MUMC's file formats",
@@ -119,7 +120,9 @@ func vqaSynth() *cli.Command {
 		Long: `synth writes the dataset that data.kind = "synthetic" generates in memory, as files a
 data.kind = "files" config reads: OUT/images/*.png, trainset.json, valset.json and testset.json
 (MUMC's question format), answer_list.json, captions.json (ALBEF's caption format) and a
-README.txt on how the scans are drawn and which lesion sites are held out of training.`,
+README.txt on how the scans are drawn and which lesion sites are held out of training.
+-imagefolder DIR also writes the training, caption-only and validation images (never a test
+image) as DIR/train/scan/*.png and DIR/val/scan/*.png, the folder mae.pretrain reads.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&o.Size, "size", o.Size, "pixels per side")
 			fs.IntVar(&o.Train, "train", o.Train, "training images")
@@ -128,6 +131,7 @@ README.txt on how the scans are drawn and which lesion sites are held out of tra
 			fs.IntVar(&o.PretrainExtra, "extra", o.PretrainExtra, "caption-only images for pre-training")
 			fs.IntVar(&o.QuestionsPerImage, "questions", o.QuestionsPerImage, "questions per image")
 			fs.Uint64Var(&o.Seed, "seed", o.Seed, "generator seed")
+			fs.StringVar(&folder, "imagefolder", "", "also write the non-test images as an image folder here, for mae.pretrain")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 1 {
@@ -139,6 +143,12 @@ README.txt on how the scans are drawn and which lesion sites are held out of tra
 			}
 			if err := s.Write(args[0]); err != nil {
 				return err
+			}
+			if folder != "" {
+				if err := s.WriteImageFolder(folder); err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "wrote the training, caption-only and validation images to %s/{train,val}/scan\n", folder)
 			}
 			fmt.Fprintf(env.Stdout, "wrote %d images, %d / %d / %d questions and %d caption pairs to %s\n",
 				len(s.Images), len(s.Train), len(s.Val), len(s.Test), len(s.Captions), args[0])
