@@ -322,7 +322,9 @@ var (
 // RandAugment on the 8-bit image and random erasing on the normalised one
 // (timm's create_transform order); evaluation images are resized so their
 // shorter side is Size/CropPct, then centre-cropped to Size. Both end as
-// normalised float32 CHW RGB.
+// normalised float32 CHW RGB. ALBEF and MUMC train with ALBEF's
+// RandomAugment in RandAugment's place: after the crop and flip, on the
+// 8-bit image, before ToTensor and normalising.
 type Augment struct {
 	Size        int
 	Scale       [2]float64 // RandomResizedCrop's area range, e.g. {0.2, 1} for MAE pre-training
@@ -333,6 +335,9 @@ type Augment struct {
 	Crop        CropMode       // how the training crop is drawn
 	RandAugment *RandAugment   // after the crop and flip (nil: none)
 	Erasing     *RandomErasing // after normalising (nil: none)
+	// ALBEF is ALBEF's RandomAugment, also after the crop and flip, after
+	// RandAugment if both are set (nil: none).
+	ALBEF *ALBEFRandomAugment
 }
 
 // CropMode is how RandomResizedCrop draws its box.
@@ -367,6 +372,9 @@ func (a Augment) Train(img image.Image, rng *rand.Rand) []float32 {
 	}
 	if a.RandAugment != nil {
 		dst = a.RandAugment.Apply(dst, rng)
+	}
+	if a.ALBEF != nil {
+		dst = a.ALBEF.Apply(dst, rng)
 	}
 	out := a.normalise(dst)
 	if a.Erasing != nil {

@@ -49,9 +49,9 @@ type DataConfig struct {
 	// The training transform: RandomResizedCrop's area range (MUMC: 0.2-1
 	// pre-training, 0.5-1 VQA; [1, 1] keeps the whole image), horizontal
 	// flips (MUMC: on; they swap left and right, which questions about
-	// position ask) and RandAugment ("" for none; MUMC's is RandomAugment(2,
-	// 7), ALBEF's own operations and magnitudes, which are not ported: this
-	// is timm's, e.g. "rand-m7-n2"; see doc.go).
+	// position ask) and RandAugment ("" for none; "albef" is MUMC's and
+	// ALBEF's RandomAugment(2, 7) with their ten operations, ported exactly;
+	// "rand-m9-n2..." is timm's).
 	Scale       [2]float64 `toml:"scale"`
 	Flip        bool       `toml:"flip"`
 	RandAugment string     `toml:"randaugment"`
@@ -75,7 +75,8 @@ func (s SynthConfig) options() SynthOptions {
 
 // DefaultData is the synthetic set, without augmentation: flips would
 // swap the left and right that questions ask about, crops could cut
-// lesions out, and MUMC's RandomAugment is not ported (see doc.go).
+// lesions out, and RandomAugment's shears and rotations could move a
+// lesion across the midline.
 func DefaultData() DataConfig {
 	o := DefaultSynthOptions()
 	return DataConfig{Kind: "synthetic", Synth: SynthConfig{Size: o.Size, Train: o.Train, Val: o.Val, Test: o.Test, PretrainExtra: o.PretrainExtra,
@@ -310,7 +311,14 @@ func openData(d DataConfig, m *ModelConfig, needQuestions bool, w io.Writer) (*D
 func (d DataConfig) augment(size int64) (data.Augment, error) {
 	a := data.Augment{Size: int(size), Scale: d.Scale, Flip: d.Flip, CropPct: 1,
 		Mean: [3]float32{0.48145466, 0.4578275, 0.40821073}, Std: [3]float32{0.26862954, 0.26130258, 0.27577711}}
-	if d.RandAugment != "" {
+	switch {
+	case strings.HasPrefix(d.RandAugment, "albef"):
+		ra, err := data.ParseALBEFRandomAugment(d.RandAugment)
+		if err != nil {
+			return a, config.Field("data.randaugment", "%v", err)
+		}
+		a.ALBEF = ra
+	case d.RandAugment != "":
 		ra, err := data.ParseRandAugment(d.RandAugment, a.Mean, data.Bicubic)
 		if err != nil {
 			return a, config.Field("data.randaugment", "%v", err)

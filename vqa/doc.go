@@ -52,9 +52,6 @@
 //     (train.NewAdamWDecayAll).
 //
 // Not implemented, each refused or reported rather than guessed:
-//   - ALBEF's RandomAugment(2, 7) (its own operations and magnitudes):
-//     data.randaugment takes timm's RandAugment instead, and the configs
-//     for the real datasets say so.
 //   - Multi-process pre-training: the official queues gather every rank's
 //     features (concat_all_gather); vqa.pretrain refuses a world size
 //     above 1. Fine-tuning runs data-parallel.

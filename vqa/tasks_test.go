@@ -263,3 +263,23 @@ func TestSynthFilesReadBack(t *testing.T) {
 		assert.NotContains(t, filepath.Base(f), "test")
 	}
 }
+
+// data.randaugment takes ALBEF's RandomAugment ("albef") or timm's
+// RandAugment ("rand-..."), and names the key when the spec is wrong.
+func TestAugmentSpecs(t *testing.T) {
+	d := DefaultData()
+	d.RandAugment = "albef"
+	a, err := d.augment(64)
+	require.NoError(t, err)
+	require.NotNil(t, a.ALBEF)
+	assert.Equal(t, 2, a.ALBEF.N)
+	assert.Nil(t, a.RandAugment)
+	d.RandAugment = "rand-m9-n2"
+	a, err = d.augment(64)
+	require.NoError(t, err)
+	assert.NotNil(t, a.RandAugment)
+	assert.Nil(t, a.ALBEF)
+	d.RandAugment = "albef-q3"
+	_, err = d.augment(64)
+	assert.ErrorContains(t, err, "data.randaugment")
+}
