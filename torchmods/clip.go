@@ -253,12 +253,21 @@ func newCLIPResidualBlock(p Path, o CLIPTransformerOptions) *CLIPResidualBlock {
 	return b
 }
 
-// Forward applies the block to x [B, L, W].
+// Forward applies the block to x [B, L, W]. It runs in a scope of its own
+// and keeps only its output, so that a block's intermediates (attention
+// scores and probabilities, the MLP's 4W-wide activations) are freed when
+// it returns, not when the caller's scope closes, which would hold every
+// block's at once: autograd keeps its own references to what backward
+// needs, so training is unchanged (see Bert's layer).
 func (b *CLIPResidualBlock) Forward(x, mask *ts.Tensor, train bool) *ts.Tensor {
+	sc := ts.NewScope()
+	defer sc.Close()
 	h := b.Ln1.Forward(x)
 	x = x.MustAdd(b.Attn.Forward(h, h, h, mask, train), false)
 	h = b.CProj.Forward(b.Act.Apply(b.CFc.Forward(b.Ln2.Forward(x))))
-	return x.MustAdd(h, false)
+	out := x.MustAdd(h, false)
+	sc.Keep(out)
+	return out
 }
 
 // CLIPVisionOptions configures NewCLIPVisionTransformer.

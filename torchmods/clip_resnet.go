@@ -145,8 +145,16 @@ func newCLIPBottleneck(p Path, inplanes, planes, stride int64) *CLIPBottleneck {
 	return b
 }
 
-// Forward applies the block to x [N, C, H, W].
+// Forward applies the block to x [N, C, H, W]. It runs in a scope of its
+// own and keeps only its output, so that a block's intermediates (the
+// convolutions' and BatchNorms' outputs, the shortcut) are freed when it
+// returns, not when the caller's scope closes, which would hold every
+// block's at once: autograd keeps its own references to what backward
+// needs, and the BatchNorms update their running statistics in place, so
+// training is unchanged (see Bert's layer).
 func (b *CLIPBottleneck) Forward(x *ts.Tensor, train bool) *ts.Tensor {
+	sc := ts.NewScope()
+	defer sc.Close()
 	out := batchNorm2d(b.Bn1, conv2d(x, b.Conv1, 1, 0), train).MustRelu(true)
 	out = batchNorm2d(b.Bn2, conv2d(out, b.Conv2, 1, 1), train).MustRelu(true)
 	if b.Stride > 1 {
@@ -160,7 +168,9 @@ func (b *CLIPBottleneck) Forward(x *ts.Tensor, train bool) *ts.Tensor {
 		}
 		identity = batchNorm2d(b.DownBn, conv2d(identity, b.DownConv, 1, 0), train)
 	}
-	return out.MustAdd(identity, true).MustRelu(true)
+	out = out.MustAdd(identity, true).MustRelu(true)
+	sc.Keep(out)
+	return out
 }
 
 // AttentionPool2d is model.py's attention pooling: the feature map's

@@ -35,8 +35,23 @@ func NewEncoderLayer(p Path, o EncoderLayerOptions) *EncoderLayer {
 }
 
 // Forward runs the layer on x [B, L, Dim] with an optional attention mask
-// (see MultiheadAttention.Forward).
+// (see MultiheadAttention.Forward). It runs in a scope of its own and
+// keeps only its output, so that the layer's intermediates (attention
+// scores and probabilities, the feed-forward's activations, dropout masks)
+// are freed when it returns, not when the caller's scope closes, which in
+// a stack of layers would hold every layer's at once: autograd keeps its
+// own references to what backward needs, so training is unchanged (see
+// Bert's layer).
 func (e *EncoderLayer) Forward(x, mask *ts.Tensor, train bool) *ts.Tensor {
+	sc := ts.NewScope()
+	defer sc.Close()
+	out := e.forward(x, mask, train)
+	sc.Keep(out)
+	return out
+}
+
+// forward is Forward inside its scope.
+func (e *EncoderLayer) forward(x, mask *ts.Tensor, train bool) *ts.Tensor {
 	sa := func(x *ts.Tensor) *ts.Tensor {
 		return Dropout(e.SelfAttn.Forward(x, x, x, mask, train), e.Opt.Dropout, train)
 	}

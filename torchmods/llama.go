@@ -333,19 +333,36 @@ func (m *LlamaForCausalLM) Hidden(in LlamaInput, train bool) *ts.Tensor {
 	cos, sin := m.rope(pos, dt)
 	mask := llamaMask(in.Mask, b, l, past, m.Cfg.SlidingWindow, dt, dev)
 	for i, layer := range m.Layers {
-		var cache *KVCache
-		if in.Cache != nil {
-			cache = &in.Cache.Layers[i]
-		}
-		var adapt func(string, *ts.Tensor) *ts.Tensor
-		if in.Adapt != nil {
-			adapt = func(name string, h *ts.Tensor) *ts.Tensor { return in.Adapt(i, name, h, train) }
-		}
-		a := layer.Attn.forward(layer.InputNorm.Forward(x), cos, sin, mask, cache, train, adapt)
-		x = x.MustAdd(a, true)
-		x = x.MustAdd(layer.mlp(layer.PostAttentionNorm.Forward(x)), true)
+		x = m.layer(i, layer, x, cos, sin, mask, in, train)
 	}
 	return m.Norm.Forward(x)
+}
+
+// layer runs decoder layer i on the residual stream x in a scope of its
+// own, keeping only its output: its intermediates (the normed inputs,
+// queries, keys and values, attention scores and probabilities, the MLP's
+// intermediate-wide activations) are freed when it returns, not when the
+// caller's scope closes, which would hold every layer's at once. Autograd
+// keeps its own references to what the backward pass needs, so training
+// is unchanged (see Bert's layer). The keys and values it adds to a cache
+// outlive the scope because KVCache.append persists them. x itself is
+// freed here (the stream's handle, as before: MustAdd with del).
+func (m *LlamaForCausalLM) layer(i int, layer *LlamaLayer, x, cos, sin, mask *ts.Tensor, in LlamaInput, train bool) *ts.Tensor {
+	sc := ts.NewScope()
+	defer sc.Close()
+	var cache *KVCache
+	if in.Cache != nil {
+		cache = &in.Cache.Layers[i]
+	}
+	var adapt func(string, *ts.Tensor) *ts.Tensor
+	if in.Adapt != nil {
+		adapt = func(name string, h *ts.Tensor) *ts.Tensor { return in.Adapt(i, name, h, train) }
+	}
+	a := layer.Attn.forward(layer.InputNorm.Forward(x), cos, sin, mask, cache, train, adapt)
+	x = x.MustAdd(a, true)
+	x = x.MustAdd(layer.mlp(layer.PostAttentionNorm.Forward(x)), true)
+	sc.Keep(x)
+	return x
 }
 
 // mlp is SwiGLU.Forward through lin, so that float16 weights on the CPU
