@@ -122,3 +122,76 @@ func (a *Answerer) Answer(img image.Image, questions []string, k int64) ([][]Ran
 	})
 	return out, err
 }
+
+// Breakdown is a split's accuracy by answer and question type, and, for
+// the synthetic scans, on the images with a lesion at a site never seen
+// in training (held out) against the others.
+type Breakdown struct {
+	Split   string    `json:"split"`
+	Weights string    `json:"weights"`
+	All     Accuracy  `json:"all"`
+	HeldOut *Accuracy `json:"held_out_images,omitempty"`
+	Others  *Accuracy `json:"other_images,omitempty"`
+}
+
+// Evaluate answers every question of the run's split ("val" or "test")
+// and scores it; on the synthetic scans it also scores the questions
+// about held-out-site images and the rest apart.
+func (a *Answerer) Evaluate(split string) (*Breakdown, error) {
+	ds, err := a.cfg.Data.Open(true)
+	if err != nil {
+		return nil, err
+	}
+	items := map[string][]Item{"val": ds.Val, "test": ds.Test}[split]
+	if items == nil {
+		return nil, fmt.Errorf("vqa: split %q: want val or test", split)
+	}
+	var preds []Prediction
+	const batch = 64
+	for start := 0; start < len(items); start += batch {
+		end := min(start+batch, len(items))
+		for _, it := range items[start:end] {
+			img, err := ds.Images.Image(it.Image)
+			if err != nil {
+				return nil, fmt.Errorf("image %s: %w", it.Image, err)
+			}
+			r, err := a.Answer(img, []string{it.Question}, 1)
+			if err != nil {
+				return nil, err
+			}
+			preds = append(preds, Prediction{QID: it.QID, Answer: r[0][0].Answer})
+		}
+	}
+	b := &Breakdown{Split: split}
+	if b.All, err = Score(items, preds); err != nil {
+		return nil, err
+	}
+	syn, ok := ds.Images.(synthImages)
+	if !ok {
+		return b, nil
+	}
+	var held, other []Item
+	var heldP, otherP []Prediction
+	for i, it := range items {
+		if im, ok := syn.s.Image(it.Image); ok && im.HeldOut {
+			held, heldP = append(held, it), append(heldP, preds[i])
+		} else {
+			other, otherP = append(other, it), append(otherP, preds[i])
+		}
+	}
+	for _, g := range []struct {
+		items []Item
+		preds []Prediction
+		dst   **Accuracy
+	}{{held, heldP, &b.HeldOut}, {other, otherP, &b.Others}} {
+		if len(g.items) == 0 {
+			continue
+		}
+		acc, err := Score(g.items, g.preds)
+		if err != nil {
+			return nil, err
+		}
+		*g.dst = &acc
+	}
+	return b, nil
+}

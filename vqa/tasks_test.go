@@ -108,6 +108,20 @@ func TestPretrainThenFinetune(t *testing.T) {
 	}
 	assert.InDelta(t, best["test_overall"], res.Test.Overall, 1e-9, "the test accuracy of the evaluation with the best val accuracy")
 	assert.InDelta(t, rows[1]["test_overall"], res.TestLast.Overall, 1e-9)
+
+	// repro vqa answer's path, one question at a time from the run's last
+	// checkpoint, scores the test split as the task's last evaluation did.
+	a, err := OpenAnswerer(microFinetune(dir, filepath.Join(dir, "pre")), filepath.Join(dir, "ft"), gotch.CPU, io.Discard)
+	require.NoError(t, err)
+	ev, err := a.Evaluate("test")
+	require.NoError(t, err)
+	assert.Equal(t, 24, ev.All.N)
+	assert.InDelta(t, res.TestLast.Overall, ev.All.Overall, 1e-9)
+	require.NotNil(t, ev.HeldOut)
+	require.NotNil(t, ev.Others)
+	assert.Equal(t, 24, ev.HeldOut.N+ev.Others.N)
+	_, err = a.Evaluate("train")
+	assert.ErrorContains(t, err, `split "train"`)
 }
 
 // An interrupted pre-training resumes to the same weights, queues and

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"image"
@@ -23,7 +24,7 @@ func vqaCommand() *cli.Command {
 
 	repro vqa answer -run runs/exp/vqa_synth/finetune/mumc/seed-0 scan.png "is there a lesion in the liver?"
 	repro vqa synth data/synthvqa`,
-		Sub: []*cli.Command{vqaAnswer(), vqaSynth()},
+		Sub: []*cli.Command{vqaAnswer(), vqaEval(), vqaSynth()},
 	}
 }
 
@@ -108,6 +109,61 @@ func vqaImage(c *vqa.FinetuneConfig, path string) (image.Image, error) {
 	}
 	n := c.Data.Synth.Size
 	return &image.Gray{Pix: px, Stride: n, Rect: image.Rect(0, 0, n, n)}, nil
+}
+
+func vqaEval() *cli.Command {
+	var checkpoint, device, split string
+	return &cli.Command{
+		Name:  "eval",
+		Short: "score a vqa.finetune run on its val or test questions, by answer and question type",
+		Usage: "[-checkpoint DIR] [-split val|test] RUN",
+		Long: `eval answers every question of RUN's split with its newest checkpoint (or -checkpoint) and prints
+the accuracies as JSON: overall, by answer type (OPEN, CLOSED) and by question type, and for the
+synthetic scans the same on the images with a lesion at a site held out of training and on the
+others.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&checkpoint, "checkpoint", "", "a checkpoint folder of RUN (default: the newest)")
+			fs.StringVar(&split, "split", "test", "val or test")
+			fs.StringVar(&device, "device", "cpu", "cpu or cuda")
+		},
+		Run: func(env *cli.Env, args []string) error {
+			if len(args) != 1 {
+				return cli.Usagef("want RUN, got %q", args)
+			}
+			run := args[0]
+			_, cfg, err := loadTaskConfig(filepath.Join(run, "config.toml"), nil)
+			if err != nil {
+				return err
+			}
+			c, ok := cfg.(*vqa.FinetuneConfig)
+			if !ok {
+				return fmt.Errorf("%s is not a vqa.finetune run", run)
+			}
+			dev, err := train.DeviceOf(train.TrainerConfig{Device: device})
+			if err != nil {
+				return cli.Usagef("-device: %v", err)
+			}
+			weights := run
+			if checkpoint != "" {
+				weights = checkpoint
+			}
+			a, err := vqa.OpenAnswerer(c, weights, dev, env.Stderr)
+			if err != nil {
+				return err
+			}
+			b, err := a.Evaluate(split)
+			if err != nil {
+				return err
+			}
+			b.Weights = weights
+			out, err := json.MarshalIndent(b, "", "  ")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(env.Stdout, string(out))
+			return nil
+		},
+	}
 }
 
 func vqaSynth() *cli.Command {
