@@ -93,7 +93,7 @@ type FinetuneResult struct {
 	Val       Accuracies `json:"val"`
 	Test      Accuracies `json:"test"`      // at the selected evaluation
 	TestLast  Accuracies `json:"test_last"` // at the last
-	Epoch     float64    `json:"epoch"`     // of the selected evaluation
+	Epoch     float64    `json:"epoch"`     // epochs done at the selected evaluation
 	Steps     int64      `json:"steps"`
 	Questions [3]int     `json:"questions"` // train, val, test
 }
@@ -267,7 +267,7 @@ func Finetune(s *train.Session, c *FinetuneConfig) (*FinetuneResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &FinetuneResult{Val: sel.Val, Test: sel.Test, TestLast: sel.TestLast, Epoch: float64(sel.Step) / float64(perEpoch), Steps: steps,
+	res := &FinetuneResult{Val: sel.Val, Test: sel.Test, TestLast: sel.TestLast, Epoch: float64(sel.Step+1) / float64(perEpoch), Steps: steps,
 		Questions: [3]int{len(ds.Train), len(ds.Val), len(ds.Test)}}
 	fmt.Fprintf(w, "selected epoch %.1f (best val %.2f): test overall %.2f, open %.2f, closed %.2f; last epoch: test overall %.2f\n",
 		res.Epoch, res.Val.Overall, res.Test.Overall, res.Test.Open, res.Test.Closed, res.TestLast.Overall)

@@ -108,6 +108,7 @@ func TestPretrainThenFinetune(t *testing.T) {
 	}
 	assert.InDelta(t, best["test_overall"], res.Test.Overall, 1e-9, "the test accuracy of the evaluation with the best val accuracy")
 	assert.InDelta(t, rows[1]["test_overall"], res.TestLast.Overall, 1e-9)
+	assert.InDelta(t, best["epoch"], res.Epoch, 1e-12, "the selected evaluation's epoch, as metrics.jsonl counts it")
 
 	// repro vqa answer's path, one question at a time from the run's last
 	// checkpoint, scores the test split as the task's last evaluation did.
