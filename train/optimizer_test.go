@@ -249,3 +249,33 @@ func TestAdamWRestart(t *testing.T) {
 	step(optC, lc)
 	assert.Equal(t, la.Weight.Float64Values(), lc.Weight.Float64Values())
 }
+
+// NewAdamWDecayAll decays biases and norms too, as torch's
+// AdamW(model.parameters()); NewAdamW leaves them out. With a zero
+// gradient the only change is the decay, p·(1 - lr·wd).
+func TestAdamWDecayAll(t *testing.T) {
+	s := ts.NewScope()
+	defer s.Close()
+	for _, all := range []bool{false, true} {
+		store := torchmods.NewStore(gotch.CPU)
+		lin := torchmods.NewLinear(store.Root(), torchmods.LinearOptions{In: 2, Out: 1})
+		ts.NoGrad(func() {
+			lin.Weight.MustFill_(ts.FloatScalar(1))
+			lin.Bias.MustFill_(ts.FloatScalar(1))
+		})
+		opt := NewAdamW(store, 0.9, 0.999, 1e-8, 0.5)
+		if all {
+			opt = NewAdamWDecayAll(store, 0.9, 0.999, 1e-8, 0.5)
+		}
+		loss := lin.Forward(torchmods.FromSlice([]float32{0, 0}, []int64{1, 2}, gotch.CPU)).MustMulScalar(ts.FloatScalar(0), true).MustSum(gotch.Float, true)
+		require.NoError(t, loss.Backward())
+		require.NoError(t, opt.Step(0.1))
+		assert.InDelta(t, 0.95, lin.Weight.Float64Values()[0], 1e-6, "weights decay either way")
+		want := 1.0
+		if all {
+			want = 0.95
+		}
+		assert.InDelta(t, want, lin.Bias.Float64Values()[0], 1e-6, "all=%v", all)
+		store.Drop()
+	}
+}
