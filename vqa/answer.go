@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"sort"
 	"strings"
 
 	"github.com/sugarme/gotch"
@@ -81,14 +82,16 @@ func OpenAnswerer(c *FinetuneConfig, weights string, dev gotch.Device, w io.Writ
 	return &Answerer{cfg: c, model: m, tok: tok, answers: answers, tokens: at, aug: aug, dev: dev}, nil
 }
 
-// Answer ranks the candidate answers for each question about img and
-// returns the best k of each, most probable first (rank_answer with
-// k_test; k above the number of candidates is capped).
-func (a *Answerer) Answer(img image.Image, questions []string, k int64) ([][]Ranked, error) {
+// Answer ranks the candidate answers for each question about img as the
+// run's evaluation does (rank_answer with its k_test, capped at the
+// number of candidates) and returns the best show of each, most probable
+// first.
+func (a *Answerer) Answer(img image.Image, questions []string, show int64) ([][]Ranked, error) {
 	if len(questions) == 0 {
 		return nil, fmt.Errorf("vqa: no question to answer")
 	}
-	k = min(max(k, 1), int64(len(a.answers)))
+	k := min(a.cfg.KTest, int64(len(a.answers)))
+	show = min(max(show, 1), k)
 	var qs []string
 	for _, q := range questions {
 		qs = append(qs, PreQuestion(q, 50))
@@ -97,7 +100,7 @@ func (a *Answerer) Answer(img image.Image, questions []string, k int64) ([][]Ran
 	if err != nil {
 		return nil, err
 	}
-	px := a.aug.Eval(img)
+	px := a.aug.Squash(img) // the evaluation transform, as the task's
 	var out [][]Ranked
 	err = torchmods.Try(func() {
 		sc := ts.NewScope()
@@ -113,7 +116,7 @@ func (a *Answerer) Answer(img image.Image, questions []string, k int64) ([][]Ran
 			iv, pv := ids.Int64Values(), probs.Float64Values()
 			for i := range n {
 				var r []Ranked
-				for j := range k {
+				for j := range show {
 					r = append(r, Ranked{Answer: a.answers[iv[i*k+j]], Prob: pv[i*k+j]})
 				}
 				out = append(out, r)
@@ -146,20 +149,32 @@ func (a *Answerer) Evaluate(split string) (*Breakdown, error) {
 	if items == nil {
 		return nil, fmt.Errorf("vqa: split %q: want val or test", split)
 	}
-	var preds []Prediction
-	const batch = 64
-	for start := 0; start < len(items); start += batch {
-		end := min(start+batch, len(items))
-		for _, it := range items[start:end] {
-			img, err := ds.Images.Image(it.Image)
-			if err != nil {
-				return nil, fmt.Errorf("image %s: %w", it.Image, err)
-			}
-			r, err := a.Answer(img, []string{it.Question}, 1)
-			if err != nil {
-				return nil, err
-			}
-			preds = append(preds, Prediction{QID: it.QID, Answer: r[0][0].Answer})
+	// One call per image, with all its questions (the model sees the
+	// image once per question either way; this only batches them).
+	preds := make([]Prediction, len(items))
+	byImage := map[string][]int{}
+	var order []string
+	for i, it := range items {
+		if _, seen := byImage[it.Image]; !seen {
+			order = append(order, it.Image)
+		}
+		byImage[it.Image] = append(byImage[it.Image], i)
+	}
+	for _, name := range order {
+		img, err := ds.Images.Image(name)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", name, err)
+		}
+		var qs []string
+		for _, i := range byImage[name] {
+			qs = append(qs, items[i].Question)
+		}
+		r, err := a.Answer(img, qs, 1)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range byImage[name] {
+			preds[i] = Prediction{QID: items[i].QID, Answer: r[j][0].Answer}
 		}
 	}
 	b := &Breakdown{Split: split}
@@ -194,4 +209,38 @@ func (a *Answerer) Evaluate(split string) (*Breakdown, error) {
 		*g.dst = &acc
 	}
 	return b, nil
+}
+
+// BreakdownTable is a Markdown table of breakdowns, a row per run: the
+// accuracy overall, on the held-out-site images and the others (when
+// the data are the synthetic scans), and by question type.
+func BreakdownTable(bs []*Breakdown) string {
+	types := map[string]bool{}
+	for _, b := range bs {
+		for t := range b.All.PerQuestionType {
+			types[t] = true
+		}
+	}
+	var cols []string
+	for t := range types {
+		cols = append(cols, t)
+	}
+	sort.Strings(cols)
+	var w strings.Builder
+	fmt.Fprintf(&w, "| run | overall | held-out-site images | other images | %s |\n", strings.Join(cols, " | "))
+	fmt.Fprintf(&w, "|---|---|---|---|%s\n", strings.Repeat("---|", len(cols)))
+	cell := func(a *Accuracy) string {
+		if a == nil {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f (%d)", a.Overall, a.N)
+	}
+	for _, b := range bs {
+		fmt.Fprintf(&w, "| %s | %s | %s | %s |", b.Weights, cell(&b.All), cell(b.HeldOut), cell(b.Others))
+		for _, t := range cols {
+			fmt.Fprintf(&w, " %.2f |", b.All.PerQuestionType[t])
+		}
+		w.WriteString("\n")
+	}
+	return w.String()
 }

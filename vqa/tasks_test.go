@@ -123,6 +123,34 @@ func TestPretrainThenFinetune(t *testing.T) {
 	assert.Equal(t, 24, ev.HeldOut.N+ev.Others.N)
 	_, err = a.Evaluate("train")
 	assert.ErrorContains(t, err, `split "train"`)
+
+	// How many answers are shown does not change the ranking, which
+	// re-ranks k_test candidates whatever is shown.
+	img, err := synthImages{mustSynth(t, microData(dir))}.Image(res0Image(t, dir))
+	require.NoError(t, err)
+	one, err := a.Answer(img, []string{"is there a lesion?", "what imaging modality is this?"}, 1)
+	require.NoError(t, err)
+	five, err := a.Answer(img, []string{"is there a lesion?", "what imaging modality is this?"}, 5)
+	require.NoError(t, err)
+	for i := range one {
+		require.Len(t, one[i], 1)
+		require.Len(t, five[i], 5)
+		assert.Equal(t, one[i][0], five[i][0])
+		for j := 1; j < 5; j++ {
+			assert.LessOrEqual(t, five[i][j].Prob, five[i][j-1].Prob)
+		}
+	}
+}
+
+func mustSynth(t *testing.T, d DataConfig) *SynthSet {
+	s, err := Synthesize(d.Synth.options())
+	require.NoError(t, err)
+	return s
+}
+
+// res0Image is the first test question's image of the micro data.
+func res0Image(t *testing.T, dir string) string {
+	return mustSynth(t, microData(dir)).Test[0].Image
 }
 
 // An interrupted pre-training resumes to the same weights, queues and

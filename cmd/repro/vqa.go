@@ -113,54 +113,65 @@ func vqaImage(c *vqa.FinetuneConfig, path string) (image.Image, error) {
 
 func vqaEval() *cli.Command {
 	var checkpoint, device, split string
+	var markdown bool
 	return &cli.Command{
 		Name:  "eval",
-		Short: "score a vqa.finetune run on its val or test questions, by answer and question type",
-		Usage: "[-checkpoint DIR] [-split val|test] RUN",
-		Long: `eval answers every question of RUN's split with its newest checkpoint (or -checkpoint) and prints
-the accuracies as JSON: overall, by answer type (OPEN, CLOSED) and by question type, and for the
-synthetic scans the same on the images with a lesion at a site held out of training and on the
-others.`,
+		Short: "score vqa.finetune runs on their val or test questions, by answer and question type",
+		Usage: "[-checkpoint DIR] [-split val|test] [-markdown] RUN...",
+		Long: `eval answers every question of each RUN's split with its newest checkpoint (or -checkpoint, for
+one RUN) and prints the accuracies as JSON: overall, by answer type (OPEN, CLOSED) and by question
+type, and for the synthetic scans the same on the images with a lesion at a site held out of
+training and on the others. -markdown prints one table instead, a row per run.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&checkpoint, "checkpoint", "", "a checkpoint folder of RUN (default: the newest)")
 			fs.StringVar(&split, "split", "test", "val or test")
 			fs.StringVar(&device, "device", "cpu", "cpu or cuda")
+			fs.BoolVar(&markdown, "markdown", false, "print a Markdown table, a row per run")
 		},
 		Run: func(env *cli.Env, args []string) error {
-			if len(args) != 1 {
-				return cli.Usagef("want RUN, got %q", args)
-			}
-			run := args[0]
-			_, cfg, err := loadTaskConfig(filepath.Join(run, "config.toml"), nil)
-			if err != nil {
-				return err
-			}
-			c, ok := cfg.(*vqa.FinetuneConfig)
-			if !ok {
-				return fmt.Errorf("%s is not a vqa.finetune run", run)
+			if len(args) == 0 || (checkpoint != "" && len(args) != 1) {
+				return cli.Usagef("want RUN... (one RUN with -checkpoint), got %q", args)
 			}
 			dev, err := train.DeviceOf(train.TrainerConfig{Device: device})
 			if err != nil {
 				return cli.Usagef("-device: %v", err)
 			}
-			weights := run
-			if checkpoint != "" {
-				weights = checkpoint
+			var all []*vqa.Breakdown
+			for _, run := range args {
+				_, cfg, err := loadTaskConfig(filepath.Join(run, "config.toml"), nil)
+				if err != nil {
+					return err
+				}
+				c, ok := cfg.(*vqa.FinetuneConfig)
+				if !ok {
+					return fmt.Errorf("%s is not a vqa.finetune run", run)
+				}
+				weights := run
+				if checkpoint != "" {
+					weights = checkpoint
+				}
+				a, err := vqa.OpenAnswerer(c, weights, dev, env.Stderr)
+				if err != nil {
+					return err
+				}
+				b, err := a.Evaluate(split)
+				if err != nil {
+					return err
+				}
+				b.Weights = weights
+				all = append(all, b)
 			}
-			a, err := vqa.OpenAnswerer(c, weights, dev, env.Stderr)
-			if err != nil {
-				return err
+			if markdown {
+				fmt.Fprint(env.Stdout, vqa.BreakdownTable(all))
+				return nil
 			}
-			b, err := a.Evaluate(split)
-			if err != nil {
-				return err
+			for _, b := range all {
+				out, err := json.MarshalIndent(b, "", "  ")
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(env.Stdout, string(out))
 			}
-			b.Weights = weights
-			out, err := json.MarshalIndent(b, "", "  ")
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(env.Stdout, string(out))
 			return nil
 		},
 	}
