@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/sugarme/gotch"
+
 	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/cli"
 	"github.com/reprolab/repro/train"
@@ -49,23 +51,11 @@ scans, IMAGE may also name one of them (train_00001.png).`,
 			if run == "" || len(args) < 2 {
 				return cli.Usagef("want -run RUN, an IMAGE and at least one QUESTION")
 			}
-			_, cfg, err := loadTaskConfig(filepath.Join(run, "config.toml"), nil)
-			if err != nil {
-				return err
-			}
-			c, ok := cfg.(*vqa.FinetuneConfig)
-			if !ok {
-				return fmt.Errorf("%s is not a vqa.finetune run", run)
-			}
 			dev, err := train.DeviceOf(train.TrainerConfig{Device: device})
 			if err != nil {
 				return cli.Usagef("-device: %v", err)
 			}
-			weights := run
-			if checkpoint != "" {
-				weights = checkpoint
-			}
-			a, err := vqa.OpenAnswerer(c, weights, dev, env.Stderr)
+			c, a, _, err := openVQARun(run, checkpoint, dev, env)
 			if err != nil {
 				return err
 			}
@@ -86,6 +76,25 @@ scans, IMAGE may also name one of them (train_00001.png).`,
 			return nil
 		},
 	}
+}
+
+// openVQARun loads a vqa.finetune run's config and its weights (the
+// newest checkpoint, or checkpoint when set) for answering.
+func openVQARun(run, checkpoint string, dev gotch.Device, env *cli.Env) (*vqa.FinetuneConfig, *vqa.Answerer, string, error) {
+	_, cfg, err := loadTaskConfig(filepath.Join(run, "config.toml"), nil)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	c, ok := cfg.(*vqa.FinetuneConfig)
+	if !ok {
+		return nil, nil, "", fmt.Errorf("%s is not a vqa.finetune run", run)
+	}
+	weights := run
+	if checkpoint != "" {
+		weights = checkpoint
+	}
+	a, err := vqa.OpenAnswerer(c, weights, dev, env.Stderr)
+	return c, a, weights, err
 }
 
 // vqaImage decodes a file, or names one of the synthetic scans of the
@@ -138,19 +147,7 @@ training and on the others. -markdown prints one table instead, a row per run.`,
 			}
 			var all []*vqa.Breakdown
 			for _, run := range args {
-				_, cfg, err := loadTaskConfig(filepath.Join(run, "config.toml"), nil)
-				if err != nil {
-					return err
-				}
-				c, ok := cfg.(*vqa.FinetuneConfig)
-				if !ok {
-					return fmt.Errorf("%s is not a vqa.finetune run", run)
-				}
-				weights := run
-				if checkpoint != "" {
-					weights = checkpoint
-				}
-				a, err := vqa.OpenAnswerer(c, weights, dev, env.Stderr)
+				_, a, weights, err := openVQARun(run, checkpoint, dev, env)
 				if err != nil {
 					return err
 				}
