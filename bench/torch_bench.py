@@ -908,8 +908,8 @@ def vqa_step():
     if not checkout or not os.path.isfile(os.path.join(checkout, "models", "model_vqa.py")):
         raise SystemExit("torch_bench: vqa_step runs the official MUMC code: set MUMC_DIR (or --mumc) to a checkout of "
                          f"github.com/pengfeiliHEU/MUMC at {MUMC_COMMIT}, e.g.\n"
-                         "  mkdir -p /tmp/mumc && git -C /work/.mirror/pengfeiliHEU+MUMC/repo archive "
-                         f"{MUMC_COMMIT} | tar -x -C /tmp/mumc\n"
+                         "  git clone https://github.com/pengfeiliHEU/MUMC /tmp/mumc && "
+                         f"git -C /tmp/mumc checkout {MUMC_COMMIT}\n"
                          f"(MUMC_DIR is {checkout!r})")
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vqa", "testdata"))
     from gen_vqa_parity import load_official

@@ -18,8 +18,8 @@
 #
 # vqa_step's PyTorch side runs the official MUMC code (pengfeiliHEU/MUMC's models/), imported from a
 # checkout at commit 27b544d0 named by $MUMC_DIR, which it needs:
-#   mkdir -p /tmp/mumc && git -C /work/.mirror/pengfeiliHEU+MUMC/repo archive \
-#       27b544d025901945006113012adfc7d755cd196e | tar -x -C /tmp/mumc
+#   git clone https://github.com/pengfeiliHEU/MUMC /tmp/mumc
+#   git -C /tmp/mumc checkout 27b544d025901945006113012adfc7d755cd196e
 #   MUMC_DIR=/tmp/mumc scripts/bench_vs_pytorch.sh --workloads vqa_step
 #
 # Python: $PYTHON, else /usr/bin/python3 (Debian's python3-torch; install it with

@@ -7,9 +7,8 @@ salesforce/ALBEF's), imported unchanged from a checkout given as the argument,
 with real OpenCV and numpy. Run with /usr/bin/python3 (numpy 1.24, Pillow 9.4,
 and OpenCV 4.6 from Debian bookworm's python3-opencv):
 
-    mkdir -p /tmp/mumc/dataset
-    git -C <mirror of pengfeiliHEU/MUMC> show \
-        27b544d025901945006113012adfc7d755cd196e:dataset/randaugment.py > /tmp/mumc/dataset/randaugment.py
+    git clone https://github.com/pengfeiliHEU/MUMC /tmp/mumc
+    git -C /tmp/mumc checkout 27b544d025901945006113012adfc7d755cd196e
     /usr/bin/python3 data/testdata/gen_albef_randaugment.py /tmp/mumc
 
 (the whole checkout works too; only dataset/randaugment.py is loaded, by path,

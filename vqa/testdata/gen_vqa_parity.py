@@ -1,9 +1,9 @@
 """Makes vqa_parity.safetensors, the PyTorch reference for package vqa (MUMC medical VQA, ALBEF-style).
 
 Run from the repository root with Debian's python3-torch (1.13.1, the libtorch the Go side links),
-after exporting the official code:
-    mkdir -p /tmp/mumc && git -C /work/.mirror/pengfeiliHEU+MUMC/repo archive \
-        27b544d025901945006113012adfc7d755cd196e | tar -x -C /tmp/mumc
+after checking out the official code at the pinned commit:
+    git clone https://github.com/pengfeiliHEU/MUMC /tmp/mumc
+    git -C /tmp/mumc checkout 27b544d025901945006113012adfc7d755cd196e
     /usr/bin/python3 vqa/testdata/gen_vqa_parity.py /tmp/mumc
 
 This RUNS the official code of github.com/pengfeiliHEU/MUMC at commit
