@@ -2,7 +2,7 @@
 # The main demo: Masked Autoencoders (He et al., 2022) on Fashion-MNIST, on the CPU, in minutes.
 # Pre-trains a small MAE for 3 epochs (about 4 minutes on 2 cores), probes its frozen features with
 # a linear classifier, and draws masked images with their reconstructions. The full experiment,
-# with fine-tuning and the baselines, is mae/experiment.sh (results in mae/RESULTS.md).
+# with fine-tuning and the baselines, is experiments/mae_fmnist.toml (results in mae/RESULTS.md).
 #
 #   scripts/mae_demo.sh [OUT]        (default runs/mae-demo)
 set -euo pipefail
