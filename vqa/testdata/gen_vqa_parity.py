@@ -93,7 +93,6 @@ import importlib.util
 import json
 import logging as _pylogging
 import os
-import struct
 import sys
 import types
 from types import SimpleNamespace
@@ -107,39 +106,8 @@ INVERT_NEG = {"value": -1e9}  # transformers 4.8.1 invert_attention_mask, float3
 
 
 # ---------------------------------------------------------------- safetensors writer/reader
-DTYPES = {torch.float32: "F32", torch.int64: "I64"}
-DTYPE_OF = {v: k for k, v in DTYPES.items()}
-
-
-def st_write(path, tensors, metadata=None):
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        b = t.reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if metadata:
-        header["__metadata__"] = metadata
-    hj = json.dumps(header).encode()
-    hj += b" " * (-len(hj) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
-
-
-def st_read(path):
-    with open(path, "rb") as f:
-        b = f.read()
-    n = struct.unpack("<Q", b[:8])[0]
-    header = json.loads(b[8:8 + n])
-    header.pop("__metadata__", None)
-    out = {}
-    for name, e in header.items():
-        s, t = e["data_offsets"]
-        raw = bytearray(b[8 + n + s:8 + n + t])
-        flat = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-        out[name] = flat.view(DTYPE_OF[e["dtype"]]).reshape(e["shape"])
-    return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "torchmods", "testdata"))
+import st_write  # noqa: E402  the fixture scripts' shared writer (Debian has no safetensors package)
 
 
 # ---------------------------------------------------------------- stubs
@@ -532,8 +500,8 @@ def main():
             assert torch.isfinite(t).all(), name
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "vqa_parity.safetensors")
-    st_write(path, T, {"source": "github.com/pengfeiliHEU/MUMC@" + COMMIT, "torch": torch.__version__})
-    back = st_read(path)
+    st_write.write(path, T, {"source": "github.com/pengfeiliHEU/MUMC@" + COMMIT, "torch": torch.__version__})
+    back, _ = st_write.read(path)
     assert sorted(back) == sorted(T)
     for name, t in T.items():
         assert back[name].dtype == t.dtype and torch.equal(back[name], t.detach().contiguous()), name
