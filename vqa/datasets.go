@@ -72,19 +72,19 @@ func ReadItems(path string) ([]Item, error) {
 			return nil, err
 		}
 	}
-	var read func(o map[string]json.RawMessage) (Item, bool, error)
+	var keys itemKeys
 	switch {
 	case has(objs[0], "image_name"):
-		read = readMUMCItem
+		keys = mumcKeys
 	case has(objs[0], "img_name"):
-		read = readSLAKEItem
+		keys = slakeKeys
 	default:
 		return nil, fmt.Errorf("%s: item 0: unknown format: no key %q (MUMC, VQA-RAD, PathVQA) or %q (SLAKE)",
 			path, "image_name", "img_name")
 	}
 	items := make([]Item, 0, len(objs))
 	for i, o := range objs {
-		it, keep, err := read(o)
+		it, keep, err := keys.read(o)
 		if err != nil {
 			return nil, fmt.Errorf("%s: item %d: %w", path, i, err)
 		}
@@ -95,67 +95,47 @@ func ReadItems(path string) ([]Item, error) {
 	return items, nil
 }
 
-// readMUMCItem reads MUMC's converted format, which VQA-RAD's public
-// release also satisfies.
-func readMUMCItem(o map[string]json.RawMessage) (Item, bool, error) {
-	var it Item
-	var err error
-	if it.QID, err = idField(o, "qid"); err != nil {
-		return it, false, err
-	}
-	if it.Image, err = stringField(o, "image_name"); err != nil {
-		return it, false, err
-	}
-	if it.Question, err = stringField(o, "question"); err != nil {
-		return it, false, err
-	}
-	if it.Answer, err = answerField(o, "answer"); err != nil {
-		return it, false, err
-	}
-	if it.AnswerType, err = stringField(o, "answer_type"); err != nil {
-		return it, false, err
-	}
-	it.AnswerType = normAnswerType(it.AnswerType)
-	if it.QuestionType, err = stringField(o, "question_type"); err != nil {
-		return it, false, err
-	}
-	if has(o, "image_organ") {
-		if it.Organ, err = stringField(o, "image_organ"); err != nil {
+// itemKeys names an item's fields in one format: MUMC's converted files
+// (which VQA-RAD's public release and PathVQA's conversion also satisfy)
+// or SLAKE's. Organ is optional; Lang, when set, keeps only English
+// questions.
+type itemKeys struct {
+	Image, QuestionType, Organ, Lang string
+}
+
+var (
+	mumcKeys  = itemKeys{Image: "image_name", QuestionType: "question_type", Organ: "image_organ"}
+	slakeKeys = itemKeys{Image: "img_name", QuestionType: "content_type", Lang: "q_lang"}
+)
+
+// read reads one item; keep is false for a SLAKE question that is not in
+// English.
+func (k itemKeys) read(o map[string]json.RawMessage) (it Item, keep bool, err error) {
+	if k.Lang != "" {
+		lang, err := stringField(o, k.Lang)
+		if err != nil || lang != "en" {
 			return it, false, err
 		}
 	}
-	return it, true, nil
-}
-
-// readSLAKEItem reads SLAKE's public format; keep is false for a question
-// that is not in English.
-func readSLAKEItem(o map[string]json.RawMessage) (Item, bool, error) {
-	var it Item
-	lang, err := stringField(o, "q_lang")
-	if err != nil {
-		return it, false, err
-	}
-	if lang != "en" {
-		return it, false, nil
-	}
 	if it.QID, err = idField(o, "qid"); err != nil {
-		return it, false, err
-	}
-	if it.Image, err = stringField(o, "img_name"); err != nil {
-		return it, false, err
-	}
-	if it.Question, err = stringField(o, "question"); err != nil {
 		return it, false, err
 	}
 	if it.Answer, err = answerField(o, "answer"); err != nil {
 		return it, false, err
 	}
-	if it.AnswerType, err = stringField(o, "answer_type"); err != nil {
-		return it, false, err
+	for _, f := range []struct {
+		key string
+		dst *string
+	}{{k.Image, &it.Image}, {"question", &it.Question}, {"answer_type", &it.AnswerType}, {k.QuestionType, &it.QuestionType}} {
+		if *f.dst, err = stringField(o, f.key); err != nil {
+			return it, false, err
+		}
 	}
 	it.AnswerType = normAnswerType(it.AnswerType)
-	if it.QuestionType, err = stringField(o, "content_type"); err != nil {
-		return it, false, err
+	if k.Organ != "" && has(o, k.Organ) {
+		if it.Organ, err = stringField(o, k.Organ); err != nil {
+			return it, false, err
+		}
 	}
 	return it, true, nil
 }
