@@ -221,8 +221,9 @@ func (c *FinetuneConfig) Validate() error {
 
 // FinetuneTask is "pmlm.s2s".
 var FinetuneTask = train.TaskSpec[*FinetuneConfig, *FinetuneResult]{
-	Name: "pmlm.s2s",
-	Doc:  "UniLMv2 sequence-to-sequence fine-tuning with pseudo masks (s2s-ft), then beam search and ROUGE/BLEU on the test set",
+	Name:  "pmlm.s2s",
+	Added: torchmods.BertAddedKeys(nil), // an absent rel_pos_bins is 0 in any case (omitempty)
+	Doc:   "UniLMv2 sequence-to-sequence fine-tuning with pseudo masks (s2s-ft), then beam search and ROUGE/BLEU on the test set",
 	Default: func() *FinetuneConfig {
 		m := torchmods.BertBase()
 		m.RelPosBins, m.MaxRelPos = 32, 128

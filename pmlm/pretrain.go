@@ -112,8 +112,9 @@ func validateRun(maxSteps int64, m torchmods.BertConfig) error {
 
 // PretrainTask is "pmlm.pretrain".
 var PretrainTask = train.TaskSpec[*PretrainConfig, *PretrainResult]{
-	Name: "pmlm.pretrain",
-	Doc:  "UniLMv2 pseudo-masked LM pre-training: blockwise masking, a random factorisation order, L_AE + L_PAR in one pass",
+	Name:  "pmlm.pretrain",
+	Added: torchmods.BertAddedKeys(nil), // an absent rel_pos_bins is 0 in any case (omitempty)
+	Doc:   "UniLMv2 pseudo-masked LM pre-training: blockwise masking, a random factorisation order, L_AE + L_PAR in one pass",
 	Default: func() *PretrainConfig {
 		m := torchmods.BertBase()
 		m.RelPosBins, m.MaxRelPos = 32, 128

@@ -708,11 +708,13 @@ func RenameLegacyBert(names []string) []string {
 
 // BertAddedKeys are the BertConfig keys added after runs were saved, under
 // a task's [model] table, with the value their absence stood for: no
-// relative position bias. Tasks with a BertConfig list them in
+// relative position bias and no cross-attention layers (ALBEF's
+// fusion_layer and encoder_width came with vqa). Tasks with a BertConfig list them in
 // train.TaskSpec.Added, so that repro exp and -resume treat an older run
 // as the same experiment.
 func BertAddedKeys(added map[string]any) map[string]any {
-	out := map[string]any{"model.rel_pos_bins": int64(0), "model.max_rel_pos": int64(0)}
+	out := map[string]any{"model.rel_pos_bins": int64(0), "model.max_rel_pos": int64(0),
+		"model.add_cross_attention": false, "model.fusion_layer": int64(0), "model.encoder_width": int64(0)}
 	for k, v := range added {
 		out[k] = v
 	}

@@ -1,6 +1,7 @@
 package torchmods
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -76,4 +77,30 @@ func TestBertLegacyNamesAndConfig(t *testing.T) {
 	c = BertBase()
 	c.HiddenAct = "swish"
 	assert.ErrorContains(t, c.Validate(), "hidden_act")
+}
+
+// TestBertAddedKeysCoverNewKeys fails when a key is added to BertConfig
+// without a line in BertAddedKeys: every run saved before it would then
+// count as a changed experiment in repro exp and refuse -resume (as
+// fusion_layer and encoder_width did to mlm's and pmlm's runs).
+func TestBertAddedKeysCoverNewKeys(t *testing.T) {
+	// The [model] keys of the first saved runs (configs/mlm/wordnet_*.toml, 2026-11-26).
+	original := map[string]bool{}
+	for _, k := range strings.Fields(`vocab_size hidden_size num_hidden_layers num_attention_heads
+		intermediate_size hidden_act hidden_dropout_prob attention_probs_dropout_prob
+		max_position_embeddings type_vocab_size layer_norm_eps initializer_range pad_token_id`) {
+		original[k] = true
+	}
+	added := BertAddedKeys(nil)
+	typ := reflect.TypeOf(BertConfig{})
+	for i := 0; i < typ.NumField(); i++ {
+		key, _, _ := strings.Cut(typ.Field(i).Tag.Get("toml"), ",")
+		if key == "" || key == "-" || original[key] {
+			continue
+		}
+		v, ok := added["model."+key]
+		if assert.True(t, ok, "BertConfig key %q is neither original nor in BertAddedKeys", key) {
+			assert.Equal(t, reflect.Zero(typ.Field(i).Type).Interface(), v, "model.%s's absent value must be its zero value (omitempty)", key)
+		}
+	}
 }
