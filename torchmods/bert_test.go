@@ -13,10 +13,11 @@ import (
 	"github.com/reprolab/repro/internal/testutil"
 )
 
-// TestBertParity loads the state dicts of testdata/gen_bert_parity.py's
-// transcription of HF's BertForMaskedLM and BertForSequenceClassification,
-// as HF saves them (tied decoder, position_ids), and compares the logits
-// and every parameter's gradient, with padding in the batch.
+// TestBertParity loads the state dicts of HF's own BertForMaskedLM and
+// BertForSequenceClassification (transformers v4.26.1's modeling_bert.py,
+// run by testdata/gen_bert_parity.py on torch 1.13), as HF saves them (tied
+// decoder, position_ids), and compares the logits and every parameter's
+// gradient with HF's, with padding in the batch.
 func TestBertParity(t *testing.T) {
 	s := ts.NewScope()
 	defer s.Close()
@@ -63,6 +64,16 @@ func TestBertParity(t *testing.T) {
 			}
 		}
 		n := testutil.Parity(t, got, want, 1e-5, "%s grad", c)
+		worst, worstName := 0.0, ""
+		for name, g := range got {
+			if w, ok := want[name]; ok {
+				if e := testutil.RelErr(g, w); e > worst {
+					worst, worstName = e, name
+				}
+			}
+		}
+		t.Logf("%s: logits relative error %.2g; %d gradients, largest relative error %.2g (%s)",
+			c, testutil.RelErr(logits, ref[c+".logits"]), n, worst, worstName)
 		assert.Equal(t, len(store.Params()), n+absolute, "%s: every parameter has its gradient in both", c)
 		store.Drop()
 	}

@@ -1,8 +1,13 @@
 """facebookresearch/mae's models_mae.py MaskedAutoencoderViT written out with torch alone (Debian has no
 timm): timm's PatchEmbed and Block (fused qkv with bias, GELU MLP, pre-norm, LayerNorm eps 1e-6), the
 numpy 2D sin-cos table of util/pos_embed.py, random_masking, forward_encoder, forward_decoder,
-patchify and forward_loss as in the official file. Used by gen_mae_parity.py (the parity fixture) and
-bench/torch_bench.py (the PyTorch side of the ViT-B MAE benchmark).
+patchify and forward_loss as in the official file (patchify and forward_loss for any in_chans, where
+the official ones hard-code 3).
+
+Not the parity reference: gen_mae_parity.py runs the official models_mae.py (facebookresearch/mae
+efb2a80 with timm v0.3.3) for that. This file stays because bench/torch_bench.py runs it as the
+PyTorch side of the ViT-B MAE benchmark without the two checkouts; gen_mae_parity.py checks it against
+the official model on both fixture cases (loss, pred, mask, ids_restore, every gradient: identical).
 """
 import numpy as np
 import torch
