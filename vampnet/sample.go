@@ -57,7 +57,6 @@ func gamma32(r float32) float32 {
 	return g
 }
 
-
 // Generate is VampNet.generate: MaskGIT-style iterative decoding of the
 // positions that mask marks (mask [B, n_codebooks, T], 1 = to generate;
 // the conditioning codebooks are kept whatever it says of them) in codes
