@@ -1,0 +1,146 @@
+package vampnet
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/reprolab/repro/audio"
+	"github.com/reprolab/repro/train"
+)
+
+func init() { train.Register(CodecTask, TrainTask) }
+
+// writeMusic writes n short "tracks" of generated music at 8 kHz: notes
+// of a few partials with decaying envelopes, a different tune each.
+func writeMusic(t *testing.T, dir string, n int) {
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	const sr = 8000
+	for k := range n {
+		rng := rand.New(rand.NewPCG(uint64(k), 7))
+		a := audio.NewAudio(sr, 1, 2*sr)
+		x := a.Channels[0]
+		for note := 0; note < 8; note++ {
+			f := 110 * math.Pow(2, float64(rng.IntN(24))/12)
+			at := note * sr / 4
+			for i := 0; i < sr/4 && at+i < len(x); i++ {
+				env := math.Exp(-float64(i) / float64(sr) * 8)
+				v := 0.0
+				for h := 1; h <= 3; h++ {
+					v += math.Sin(2*math.Pi*f*float64(h)*float64(i)/sr) / float64(h)
+				}
+				x[at+i] += float32(0.3 * env * v)
+			}
+		}
+		require.NoError(t, audio.WriteWAV(filepath.Join(dir, fmt.Sprintf("track%02d.wav", k)), a, audio.PCM16))
+	}
+}
+
+func tinyCodec() CodecConfig {
+	return CodecConfig{SampleRate: 8000, EncoderDim: 4, EncoderRates: []int64{2, 4}, DecoderDim: 16, DecoderRates: []int64{4, 2},
+		NCodebooks: 3, CodebookSize: 16, CodebookDim: 4, QuantizerDropout: true}
+}
+
+func tinyData(dir string, duration float64) DataConfig {
+	return DataConfig{Source: "folder", Folder: dir, Duration: duration, LoudnessCutoff: -200, TestFraction: 0.3, Batch: 2, Workers: 1, EvalExcerpts: 3}
+}
+
+// The codec then a coarse-to-fine VampNet, end to end on generated music:
+// the codec writes its samples and reconstruction metrics; the
+// transformer reads the codec's run directory, trains on its codes and
+// reports held-out metrics at each r; a resumed run ends where an
+// uninterrupted one does.
+func TestCodecThenTransformer(t *testing.T) {
+	dir := t.TempDir()
+	music := filepath.Join(dir, "music")
+	writeMusic(t, music, 8)
+
+	cc := CodecTask.Default()
+	cc.Codec, cc.Data, cc.Samples = tinyCodec(), tinyData(music, 0.38), 1
+	cc.Trainer.MaxSteps, cc.Trainer.LogEvery, cc.Trainer.EvalEvery, cc.Trainer.CheckpointEvery = 3, 1, 3, 3
+	var log bytes.Buffer
+	cres, err := CodecTask.Start(cc, filepath.Join(dir, "codec"), false, &log)
+	require.NoError(t, err, log.String())
+	assert.Greater(t, cres.HeldoutMelLoss, 0.0)
+	assert.Greater(t, cres.HeldoutMelDist, 0.0)
+	assert.Equal(t, 1000.0, cres.CodesPerSecond) // 8000 Hz / hop 8
+	assert.Equal(t, 1000.0*3*4, cres.BitsPerSecond)
+	assert.Len(t, cres.SamplesWritten, 2)
+	for _, p := range cres.SamplesWritten {
+		a, err := audio.ReadWAV(p)
+		require.NoError(t, err)
+		assert.Equal(t, 8000, a.SampleRate)
+	}
+
+	tc := func(steps int64) *TrainConfig {
+		c := TrainTask.Default()
+		c.Codec = filepath.Join(dir, "codec")
+		c.Model = Config{NHeads: 2, NLayers: 2, NCodebooks: 3, NConditioningCodebooks: 1, LatentDim: 4, EmbeddingDim: 16, VocabSize: 16,
+			Dropout: 0.1, LoRARank: 8, Buckets: 32, MaxDistance: 128}
+		c.Data = tinyData(music, 0.1)
+		c.Optim.Warmup = 4
+		c.EvalR = []float64{0.5, 0.9}
+		c.Trainer.MaxSteps, c.Trainer.LogEvery, c.Trainer.EvalEvery, c.Trainer.CheckpointEvery = steps, 1, 2, 2
+		return c
+	}
+	res, err := TrainTask.Start(tc(4), filepath.Join(dir, "c2f"), false, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, int64(100), res.Frames) // 0.1 s at 1000 frames/s
+	for _, k := range []string{"loss_r0.50", "nll_r0.50", "accuracy_r0.50", "loss_r0.90"} {
+		v, ok := res.Heldout[k]
+		require.True(t, ok, k)
+		assert.False(t, math.IsNaN(v), k)
+	}
+	assert.Greater(t, res.Heldout["nll_r0.50"], 0.0)
+
+	// stop after 2 steps, resume to 4 (the run's config edited, as
+	// -allow-change would): the same held-out metrics, data order, Sobol
+	// levels and masks following from the seed, the step and the checkpoint
+	_, err = TrainTask.Start(tc(2), filepath.Join(dir, "resumed"), false, io.Discard)
+	require.NoError(t, err)
+	cfg := filepath.Join(dir, "resumed", "config.toml")
+	b, err := os.ReadFile(cfg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(cfg, bytes.Replace(b, []byte("max_steps = 2"), []byte("max_steps = 4"), 1), 0o644))
+	res2, err := TrainTask.Start(tc(4), filepath.Join(dir, "resumed"), true, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, res.Heldout, res2.Heldout)
+
+	b, err = os.ReadFile(filepath.Join(dir, "c2f", "results.json"))
+	require.NoError(t, err)
+	var saved TrainResult
+	require.NoError(t, json.Unmarshal(b, &saved))
+	assert.Equal(t, res.Heldout, saved.Heldout)
+}
+
+// A transformer whose vocabulary does not fit the codec is refused with
+// the sizes named; a missing codec names the path.
+func TestTrainRefusesAMismatchedCodec(t *testing.T) {
+	dir := t.TempDir()
+	music := filepath.Join(dir, "music")
+	writeMusic(t, music, 4)
+	cc := CodecTask.Default()
+	cc.Codec, cc.Data, cc.Samples = tinyCodec(), tinyData(music, 0.38), 0
+	cc.Trainer.MaxSteps = 1
+	_, err := CodecTask.Start(cc, filepath.Join(dir, "codec"), false, io.Discard)
+	require.NoError(t, err)
+
+	c := TrainTask.Default()
+	c.Codec, c.Data = filepath.Join(dir, "codec"), tinyData(music, 0.1)
+	c.Model = Config{NHeads: 2, NLayers: 1, NCodebooks: 2, LatentDim: 4, EmbeddingDim: 16, VocabSize: 1024, LoRARank: 8, Buckets: 32, MaxDistance: 128}
+	c.Trainer.MaxSteps = 1
+	_, err = TrainTask.Start(c, filepath.Join(dir, "bad"), false, io.Discard)
+	assert.ErrorContains(t, err, "vocab_size 1024")
+	c.Codec = filepath.Join(dir, "nowhere")
+	_, err = TrainTask.Start(c, filepath.Join(dir, "bad2"), false, io.Discard)
+	assert.ErrorContains(t, err, "nowhere")
+}
