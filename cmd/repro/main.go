@@ -27,6 +27,6 @@ func root() *cli.Command {
 		Name: "repro",
 		Long: `repro turns ML papers into Go packages on libtorch: each paper's model,
 objective and training recipe, run from a TOML config on CPU or CUDA.`,
-		Sub: []*cli.Command{infoCommand(), weightsCommand(), trainCommand(), evalCommand(), configCommand(), plotCommand(), dataCommand(), maeCommand(), causalCommand(), expCommand(), hfCommand(), predictCommand(), icaeCommand(), pmlmCommand(), irCommand(), clipCommand(), capCommand(), vqaCommand()},
+		Sub: []*cli.Command{infoCommand(), weightsCommand(), trainCommand(), evalCommand(), configCommand(), plotCommand(), dataCommand(), maeCommand(), causalCommand(), expCommand(), hfCommand(), predictCommand(), icaeCommand(), pmlmCommand(), irCommand(), clipCommand(), capCommand(), vqaCommand(), vampnetCommand()},
 	}
 }
