@@ -13,13 +13,20 @@ from torch import nn
 
 p = argparse.ArgumentParser()
 p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "encoder", "mae_vitb", "bert_mlm", "metapt_first", "metapt_second", "llama_lm", "pmlm",
-                                                  "dense_biencoder", "monobert", "clip", "bert_dense_infer", "bert_pruned_infer", "vqa_step"])
+                                                  "dense_biencoder", "monobert", "clip", "bert_dense_infer", "bert_pruned_infer", "vqa_step",
+                                                  "vampnet_step"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
-p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step: the batch bench/gobench -inputs wrote (safetensors)")
-p.add_argument("--weights", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
+p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step, vampnet_step: the batch bench/gobench -inputs wrote (safetensors)")
+p.add_argument("--weights", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step, vampnet_step: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
 p.add_argument("--mumc", help="vqa_step: a checkout of github.com/pengfeiliHEU/MUMC at 27b544d0 whose models/ is run "
                               "(default: $MUMC_DIR)")
+p.add_argument("--vampnet", help="vampnet_step: a checkout of github.com/hugofloresgarcia/vampnet at dce1655e (branch "
+                                 "ismir-2023) whose vampnet/modules/transformer.py is run (default: $VAMPNET_DIR)")
+p.add_argument("--loralib", help="vampnet_step: a folder holding loralib/ of github.com/microsoft/LoRA at c4593f06 "
+                                 "(default: $LORALIB_DIR)")
+p.add_argument("--einops", help="vampnet_step: a folder holding einops/ of github.com/arogozhnikov/einops v0.6.1 "
+                                "(default: $EINOPS_DIR)")
 args = p.parse_args()
 dev = torch.device("cuda:0" if args.device == "cuda" else "cpu")
 torch.manual_seed(0)
@@ -30,10 +37,10 @@ def sync(x):
     return x.reshape(-1)[0].item()  # a device-to-host copy waits for the device
 
 
-def timed_steps(steps, opt, loss_fn, clip=None):
+def timed_steps(steps, opt, loss_fn, clip=None, after_step=None):
     """bench/gobench's timedSteps: a repetition of steps training steps (loss_fn's loss, backward,
-    with clip the gradients' global norm clipped to it as train.Session does, opt's step), seconds
-    per step; the last loss is read back."""
+    with clip the gradients' global norm clipped to it as train.Session does, opt's step, then
+    after_step() if given, e.g. a scheduler's step), seconds per step; the last loss is read back."""
     params = [p for g in opt.param_groups for p in g["params"]]
 
     def run():
@@ -45,6 +52,8 @@ def timed_steps(steps, opt, loss_fn, clip=None):
             if clip:
                 nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+            if after_step is not None:
+                after_step()
             if i == steps - 1:
                 check[0] = sync(loss)
         return (time.perf_counter() - start) / steps
@@ -962,7 +971,113 @@ def vqa_step():
     return timed_steps(steps, opt, loss)
 
 
-if args.workload == "vqa_step":
+# bench/gobench's vampnet_step: one training step of VampNet's coarse transformer as scripts/exp/train.py's
+# train_loop runs it, through the OFFICIAL code of github.com/hugofloresgarcia/vampnet (branch ismir-2023,
+# commit dce1655ecd9f6044ce9e13e95e1423a50837a615): vampnet/modules/transformer.py's VampNet (with layers.py
+# and activations.py), mask.py's apply_mask and scheduler.py's NoamScheduler, with loralib (microsoft/LoRA
+# c4593f06, loralib/) and einops v0.6.1, all imported from checkouts (--vampnet/$VAMPNET_DIR,
+# --loralib/$LORALIB_DIR, --einops/$EINOPS_DIR; nothing of them is copied here), as
+# vampnet/testdata/gen_transformer_parity.py imports them: Debian has no descript-audiotools, so
+# audiotools is a stub (at.ml.BaseModel an nn.Module, AudioSignal unused), and vampnet/__init__.py (the
+# app's interface.py) is not run. Nothing stubbed changes a number.
+VAMPNET_COMMIT = "dce1655ecd9f6044ce9e13e95e1423a50837a615"
+LORALIB_COMMIT = "c4593f060e6a368d7bb5af5273b8e42810cdef90"
+
+
+def load_vampnet():
+    """The official vampnet.modules.transformer, vampnet.mask and vampnet.scheduler modules."""
+    import os
+    import sys
+    import types
+    dirs = {"vampnet": (args.vampnet or os.environ.get("VAMPNET_DIR"), "vampnet/modules/transformer.py"),
+            "loralib": (args.loralib or os.environ.get("LORALIB_DIR"), "loralib/layers.py"),
+            "einops": (args.einops or os.environ.get("EINOPS_DIR"), "einops/__init__.py")}
+    for name, (d, probe) in dirs.items():
+        if not d or not os.path.isfile(os.path.join(d, probe)):
+            raise SystemExit(
+                f"torch_bench: vampnet_step runs the official VampNet code: set {name.upper()}_DIR (or --{name}) to a "
+                f"folder holding {probe} (is {d!r}); see scripts/bench_vs_pytorch.sh for the checkouts "
+                f"(vampnet {VAMPNET_COMMIT}, loralib {LORALIB_COMMIT}, einops v0.6.1)")
+    sys.path[:0] = [dirs["vampnet"][0], dirs["loralib"][0], dirs["einops"][0]]
+    at = types.ModuleType("audiotools")
+    at.ml = types.ModuleType("audiotools.ml")
+    at.ml.BaseModel = type("BaseModel", (nn.Module,), {
+        "INTERN": [], "EXTERN": [], "device": property(lambda self: next(self.parameters()).device)})
+    at.AudioSignal = object
+    at.util = types.ModuleType("audiotools.util")
+    sys.modules["audiotools"] = at
+    sys.modules["audiotools.ml"] = at.ml
+    pkg = types.ModuleType("vampnet")
+    pkg.__path__ = [os.path.join(dirs["vampnet"][0], "vampnet")]
+    sys.modules["vampnet"] = pkg
+    import importlib
+    return (importlib.import_module("vampnet.modules.transformer"), importlib.import_module("vampnet.mask"),
+            importlib.import_module("vampnet.scheduler"))
+
+
+def vampnet_sizes():
+    """bench/gobench's vampnetSizes: (VampNet kwargs, steps per repetition); the batch and frames come with
+    gobench's inputs."""
+    kw = dict(n_codebooks=4, n_conditioning_codebooks=0, latent_dim=8, vocab_size=1024, r_cond_dim=0,
+              noise_mode="mask", flash_attn=False, dropout=0.1)  # conf/vampnet.yml
+    if dev.type == "cuda":  # the paper's coarse model
+        return dict(kw, n_heads=20, n_layers=20, embedding_dim=1280), 10
+    return dict(kw, n_heads=8, n_layers=4, embedding_dim=256), 1
+
+
+def vampnet_step():
+    """bench/gobench's vampnet_step: train.py's train_loop after the codec, on the codes, mask and codebook
+    tables gobench wrote (--inputs): z_mask = mask.apply_mask(z, mask, mask_token); latents =
+    model.embedding.from_codes(z_mask, codec) (codec a namespace holding the tables as
+    quantizer.quantizers[i].codebook.weight; they require grad, as the codec's weights do in train.py, and
+    their gradients accumulate unstepped); z_hat = model(latents) in train mode (dropout 0.1);
+    CrossEntropyLoss(label_smoothing=0.1) on the targets with the unmasked positions set to -100; backward;
+    clip_grad_norm_(model.parameters(), 5); AdamW(model.parameters()) with its defaults (betas 0.9/0.999,
+    eps 1e-8, weight decay 0.01 on every parameter); NoamScheduler(optimizer, d_model=width) (factor 2.0 and
+    warmup 10,000 from conf/vampnet.yml), stepped once before training as load() does and after every step.
+    train.py wraps the model in torch.compile, which torch 1.13 does not have: eager here, as in Go.
+    With --weights, the step-0 loss with the dropout modules' p set to 0 (eval() would merge loralib's
+    updates into the weights)."""
+    import types
+    transformer, pmask, scheduler = load_vampnet()
+    kw, steps = vampnet_sizes()
+    b = need_inputs("vampnet_step")
+    z, mask = b["codes"], b["mask"]
+    tables = [b[f"codebook.{i}"].clone().requires_grad_(True) for i in range(kw["n_codebooks"])]
+    codec = types.SimpleNamespace(quantizer=types.SimpleNamespace(quantizers=[
+        types.SimpleNamespace(codebook=types.SimpleNamespace(weight=w)) for w in tables]))
+    model = transformer.VampNet(**kw).to(dev).train()
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    nc = model.n_conditioning_codebooks
+
+    def flatten(x):  # vampnet/util.py's codebook_flatten, "b c t -> b (t c)"
+        return x.permute(0, 2, 1).reshape(x.shape[0], -1)
+
+    def loss():
+        z_mask, m = pmask.apply_mask(z, mask, model.mask_token)
+        z_hat = model(model.embedding.from_codes(z_mask, codec))
+        target = flatten(z[:, nc:, :])
+        flat_mask = flatten(m[:, nc:, :])
+        return criterion(z_hat, target.masked_fill(~flat_mask.bool(), -100))
+
+    if args.weights:
+        drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+        for m in drops:
+            m.p = 0.0
+        load_weights(model, "vampnet_step", f"batch {z.shape[0]} x {z.shape[1]} codebooks x {z.shape[2]} frames, "
+                                            f"{kw['n_layers']} layers of width {kw['embedding_dim']}", loss)
+        for m in drops:
+            m.p = kw["dropout"]
+    opt = torch.optim.AdamW(model.parameters())
+    sched = scheduler.NoamScheduler(opt, d_model=kw["embedding_dim"], factor=2.0, warmup=10000)
+    sched.step()
+
+    return timed_steps(steps, opt, loss, clip=5.0, after_step=sched.step)
+
+
+if args.workload == "vampnet_step":
+    run = vampnet_step()
+elif args.workload == "vqa_step":
     run = vqa_step()
 elif args.workload == "clip":
     run = clip_step()

@@ -7,12 +7,13 @@
 #
 # Workloads (the default is the first three): smallop mlp encoder mae_vitb bert_mlm metapt_first
 # metapt_second llama_lm pmlm dense_biencoder monobert clip bert_dense_infer bert_pruned_infer
-# vqa_step. A workload whose two sides must see the same inputs (pmlm: the packed pseudo-masked
+# vqa_step vampnet_step. A workload whose two sides must see the same inputs (pmlm: the packed pseudo-masked
 # batch, drawn by pmlm's own masking; dense_biencoder and monobert: the padded queries, passages and
 # pairs batched by the ir package; clip: the images and the token ids with their end-of-text
 # positions; bert_dense_infer and bert_pruned_infer, BERT-base inference before and after CAP's
 # structured pruning: the padded token ids and their attention mask; vqa_step, a MUMC VQA
-# fine-tuning step: the images and the question and answer ids with their masks) has gobench write
+# fine-tuning step: the images and the question and answer ids with their masks; vampnet_step, a VampNet
+# coarse-transformer training step: the codes, the training mask and the codec codebook tables) has gobench write
 # them to a file with -inputs, which torch_bench.py reads with --inputs; gobench runs first in every
 # run.
 #
@@ -21,6 +22,19 @@
 #   git clone https://github.com/pengfeiliHEU/MUMC /tmp/mumc
 #   git -C /tmp/mumc checkout 27b544d025901945006113012adfc7d755cd196e
 #   MUMC_DIR=/tmp/mumc scripts/bench_vs_pytorch.sh --workloads vqa_step
+#
+# vampnet_step's PyTorch side runs the official VampNet transformer (hugofloresgarcia/vampnet, branch
+# ismir-2023, vampnet/modules/transformer.py, mask.py and scheduler.py) with loralib and einops,
+# imported from three checkouts named by $VAMPNET_DIR, $LORALIB_DIR and $EINOPS_DIR, which it needs:
+#   mkdir -p /tmp/vn/vampnet /tmp/vn/lora /tmp/vn/einops
+#   git clone -b ismir-2023 https://github.com/hugofloresgarcia/vampnet /tmp/vn/src
+#   git -C /tmp/vn/src archive dce1655ecd9f6044ce9e13e95e1423a50837a615 | tar -x -C /tmp/vn/vampnet
+#   git clone https://github.com/microsoft/LoRA /tmp/vn/lorasrc
+#   git -C /tmp/vn/lorasrc archive c4593f060e6a368d7bb5af5273b8e42810cdef90 loralib | tar -x -C /tmp/vn/lora
+#   git clone https://github.com/arogozhnikov/einops /tmp/vn/einopssrc
+#   git -C /tmp/vn/einopssrc archive v0.6.1 einops | tar -x -C /tmp/vn/einops
+#   VAMPNET_DIR=/tmp/vn/vampnet LORALIB_DIR=/tmp/vn/lora EINOPS_DIR=/tmp/vn/einops \
+#     scripts/bench_vs_pytorch.sh --workloads vampnet_step
 #
 # Python: $PYTHON, else /usr/bin/python3 (Debian's python3-torch; install it with
 # REPRO_DEV=1 scripts/install_libtorch.sh), else python3. Raw results go to $BENCH_OUT if set.
@@ -47,6 +61,18 @@ case " $workloads " in
       exit 1
     }
     export MUMC_DIR ;;
+esac
+case " $workloads " in
+  *" vampnet_step "*)
+    for v in "VAMPNET_DIR vampnet/modules/transformer.py" "LORALIB_DIR loralib/layers.py" "EINOPS_DIR einops/__init__.py"; do
+      set -- $v
+      d=${!1:-}
+      [ -n "$d" ] && [ -f "$d/$2" ] || {
+        echo "bench_vs_pytorch: vampnet_step runs the official VampNet transformer: set $1 to a folder holding $2 (see the top of $0 for the pinned checkouts); $1 is '$d'" >&2
+        exit 1
+      }
+    done
+    export VAMPNET_DIR LORALIB_DIR EINOPS_DIR ;;
 esac
 
 tmp=$(mktemp -d)

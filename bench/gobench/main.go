@@ -35,12 +35,12 @@ type result struct {
 }
 
 func main() {
-	workload := flag.String("workload", "smallop", "smallop | mlp | encoder | mae_vitb | bert_mlm | mae_fm_encoder | metapt_first | metapt_second | llama_lm | pmlm | dense_biencoder | monobert | clip | bert_dense_infer | bert_pruned_infer | vqa_step")
+	workload := flag.String("workload", "smallop", "smallop | mlp | encoder | mae_vitb | bert_mlm | mae_fm_encoder | metapt_first | metapt_second | llama_lm | pmlm | dense_biencoder | monobert | clip | bert_dense_infer | bert_pruned_infer | vqa_step | vampnet_step")
 	device := flag.String("device", "cpu", "cpu | cuda")
 	reps := flag.Int("reps", 7, "timed repetitions; the median is reported")
 	mask := flag.Float64("mask", 0.75, "mae_fm_encoder: the mask ratio (0 runs every patch through the encoder)")
-	inputs := flag.String("inputs", "", "pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step: write the batch to this safetensors file, for bench/torch_bench.py --inputs")
-	weights := flag.String("weights", "", "pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step: write the initial weights to this safetensors file, for bench/torch_bench.py --weights, and print the step-0 loss (bert_*_infer: the pooled output's sums) to stderr (a parity check)")
+	inputs := flag.String("inputs", "", "pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step, vampnet_step: write the batch to this safetensors file, for bench/torch_bench.py --inputs")
+	weights := flag.String("weights", "", "pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step, vampnet_step: write the initial weights to this safetensors file, for bench/torch_bench.py --weights, and print the step-0 loss (bert_*_infer: the pooled output's sums) to stderr (a parity check)")
 	flag.Parse()
 
 	dev := gotch.CPU
@@ -84,6 +84,8 @@ func main() {
 		iter = capInferStep(dev, &check, true, *inputs, *weights)
 	case "vqa_step":
 		iter = vqaStep(dev, &check, *inputs, *weights)
+	case "vampnet_step":
+		iter = vampnetStep(dev, &check, *inputs, *weights)
 	default:
 		fmt.Fprintf(os.Stderr, "gobench: unknown workload %q\n", *workload)
 		os.Exit(2)
