@@ -226,6 +226,9 @@ type PrepareOptions struct {
 	// per excerpt.
 	SampleRate int
 	Mono       bool
+	// Progress, if set, is told after each track Prepare has ready
+	// (decoding the music packages' six hours takes minutes the first time).
+	Progress func(done, total int, t Prepared)
 }
 
 // DefaultCacheDir is $XDG_CACHE_HOME/repro/music (or ~/.cache/...).
@@ -254,12 +257,15 @@ func (p Prepared) Duration() float64 { return float64(p.Frames) / float64(p.Samp
 // already there) and returns them in order. See PrepareTrack.
 func Prepare(tracks []Track, o PrepareOptions) ([]Prepared, error) {
 	out := make([]Prepared, 0, len(tracks))
-	for _, t := range tracks {
+	for i, t := range tracks {
 		p, err := PrepareTrack(t, o)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, p)
+		if o.Progress != nil {
+			o.Progress(i+1, len(tracks), p)
+		}
 	}
 	return out, nil
 }

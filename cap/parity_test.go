@@ -10,40 +10,16 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
-	"github.com/reprolab/repro/torchmods"
-	"github.com/reprolab/repro/torchmods/safetensors"
+	"github.com/reprolab/repro/internal/testutil/parity"
 )
 
 // The fixtures come from testdata/gen_cap_parity.py: a transcription of
 // the official functions (RunxinXu/ContrastivePruning eae11d6) run on
 // Debian's torch 1.13, since the official modules import transformers.
 
-type parityFile struct {
-	t *testing.T
-	f *safetensors.File
+func readFixture(t *testing.T) parity.Fixture {
+	return parity.Read(t, "testdata/cap_parity.safetensors")
 }
-
-func readFixture(t *testing.T) parityFile {
-	f, err := safetensors.Read("testdata/cap_parity.safetensors")
-	require.NoError(t, err)
-	return parityFile{t, f}
-}
-
-func (x parityFile) tensor(name string) *ts.Tensor {
-	st, ok := x.f.Get(name)
-	require.True(x.t, ok, name)
-	out, err := torchmods.FromSafetensors(st, gotch.CPU)
-	require.NoError(x.t, err, name)
-	return out
-}
-
-func (x parityFile) floats(name string) []float64 {
-	return x.tensor(name).MustTotype(gotch.Double, true).Float64Values()
-}
-
-func (x parityFile) ints(name string) []int64 { return x.tensor(name).Int64Values() }
-
-func (x parityFile) rows(name string) [][]float64 { return rows(x.tensor(name)) }
 
 // The contrastive loss and its gradient equal the official
 // calculate_contrastive_loss on the same inputs and the same extra rows,
@@ -54,18 +30,18 @@ func TestContrastiveLossMatchesOfficial(t *testing.T) {
 	defer sc.Close()
 	x := readFixture(t)
 	for _, c := range []string{"r1", "r3"} {
-		p := x.floats("cl." + c + ".params")
-		z := x.tensor("cl." + c + ".z")
+		p := x.Floats("cl." + c + ".params")
+		z := x.Tensor("cl." + c + ".z")
 		z.MustRequiresGrad_(true)
-		bank := &Bank{Reps: x.tensor("cl." + c + ".bank"), Labels: x.tensor("cl." + c + ".bank_labels")}
-		u, s := ContrastiveLoss(z, x.tensor("cl."+c+".idx"), x.tensor("cl."+c+".labels"), bank, x.ints("cl."+c+".extra_idx"),
+		bank := &Bank{Reps: x.Tensor("cl." + c + ".bank"), Labels: x.Tensor("cl." + c + ".bank_labels")}
+		u, s := ContrastiveLoss(z, x.Tensor("cl."+c+".idx"), x.Tensor("cl."+c+".labels"), bank, x.Tensor("cl."+c+".extra_idx").Int64Values(),
 			ContrastiveOptions{Temperature: p[0], Unsup: p[1], Sup: p[2], Normalise: "code"})
-		assert.InDelta(t, x.floats("cl." + c + ".loss_unsup")[0], u.Float64Values()[0], 1e-6, c)
-		assert.InDelta(t, x.floats("cl." + c + ".loss_sup")[0], s.Float64Values()[0], 1e-6, c)
+		assert.InDelta(t, x.Floats("cl." + c + ".loss_unsup")[0], u.Float64Values()[0], 1e-6, c)
+		assert.InDelta(t, x.Floats("cl." + c + ".loss_sup")[0], s.Float64Values()[0], 1e-6, c)
 		loss := u.MustAdd(s, false)
-		assert.InDelta(t, x.floats("cl." + c + ".loss")[0], loss.Float64Values()[0], 1e-6, c)
+		assert.InDelta(t, x.Floats("cl." + c + ".loss")[0], loss.Float64Values()[0], 1e-6, c)
 		loss.MustBackward()
-		assert.InDeltaSlice(t, x.floats("cl."+c+".grad.z"), z.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-6, c)
+		assert.InDeltaSlice(t, x.Floats("cl."+c+".grad.z"), z.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-6, c)
 	}
 }
 
@@ -76,15 +52,15 @@ func TestContrastivePaperNormalisation(t *testing.T) {
 	sc := ts.NewScope()
 	defer sc.Close()
 	x := readFixture(t)
-	z := x.tensor("cl.r3.z")
-	bank := &Bank{Reps: x.tensor("cl.r3.bank"), Labels: x.tensor("cl.r3.bank_labels")}
+	z := x.Tensor("cl.r3.z")
+	bank := &Bank{Reps: x.Tensor("cl.r3.bank"), Labels: x.Tensor("cl.r3.bank_labels")}
 	o := ContrastiveOptions{Temperature: 0.1, Unsup: 1, Sup: 0}
-	codeU, _ := ContrastiveLoss(z, x.tensor("cl.r3.idx"), x.tensor("cl.r3.labels"), bank, x.ints("cl.r3.extra_idx"), o)
+	codeU, _ := ContrastiveLoss(z, x.Tensor("cl.r3.idx"), x.Tensor("cl.r3.labels"), bank, x.Tensor("cl.r3.extra_idx").Int64Values(), o)
 	o.Normalise = "paper"
-	paperU, _ := ContrastiveLoss(z, x.tensor("cl.r3.idx"), x.tensor("cl.r3.labels"), bank, x.ints("cl.r3.extra_idx"), o)
+	paperU, _ := ContrastiveLoss(z, x.Tensor("cl.r3.idx"), x.Tensor("cl.r3.labels"), bank, x.Tensor("cl.r3.extra_idx").Int64Values(), o)
 	// Unsupervised positives: the anchor's 3 bank rows, plus 3 more for
 	// each extra row that is the anchor's own example.
-	idx, extra := x.ints("cl.r3.idx"), x.ints("cl.r3.extra_idx")
+	idx, extra := x.Tensor("cl.r3.idx").Int64Values(), x.Tensor("cl.r3.extra_idx").Int64Values()
 	total := 0
 	for _, i := range idx {
 		total += 3
@@ -103,16 +79,16 @@ func TestBinarizersMatchOfficial(t *testing.T) {
 	sc := ts.NewScope()
 	defer sc.Close()
 	x := readFixture(t)
-	scores, w := x.tensor("bin.scores"), x.tensor("bin.weight")
+	scores, w := x.Tensor("bin.scores"), x.Tensor("bin.weight")
 	for name, share := range map[string]float64{"50": 0.5, "10": 0.1, "3": 0.03} {
 		got := TopKMask(scores, share)
-		assert.Equal(t, x.floats("bin.topk."+name), got.MustTotype(gotch.Double, false).Float64Values(), "topk %s", name)
+		assert.Equal(t, x.Floats("bin.topk."+name), got.MustTotype(gotch.Double, false).Float64Values(), "topk %s", name)
 		// Exactly int(share * 42) kept.
 		assert.Equal(t, float64(int(share*42)), got.MustSum(gotch.Double, false).Float64Values()[0], "topk %s count", name)
-		assert.Equal(t, x.floats("bin.magnitude."+name), MagnitudeMask(w, share).MustTotype(gotch.Double, false).Float64Values(), "magnitude %s", name)
+		assert.Equal(t, x.Floats("bin.magnitude."+name), MagnitudeMask(w, share).MustTotype(gotch.Double, false).Float64Values(), "magnitude %s", name)
 	}
 	for name, th := range map[string]float64{"50": 0.5, "10": 0.1, "fallback": 0.9999} {
-		assert.Equal(t, x.floats("bin.sigmoid."+name), SigmoidMask(scores, th).MustTotype(gotch.Double, false).Float64Values(), "sigmoid %s", name)
+		assert.Equal(t, x.Floats("bin.sigmoid."+name), SigmoidMask(scores, th).MustTotype(gotch.Double, false).Float64Values(), "sigmoid %s", name)
 	}
 }
 
@@ -127,7 +103,7 @@ func TestMaskedLinearMatchesOfficial(t *testing.T) {
 		func() {
 			sc := ts.NewScope()
 			defer sc.Close()
-			in, w, b, s := x.tensor("ml.x"), x.tensor("ml.weight"), x.tensor("ml.bias"), x.tensor("ml.scores")
+			in, w, b, s := x.Tensor("ml.x"), x.Tensor("ml.weight"), x.Tensor("ml.bias"), x.Tensor("ml.scores")
 			for _, p := range []*ts.Tensor{in, w, b, s} {
 				p.MustRequiresGrad_(true)
 			}
@@ -136,8 +112,8 @@ func TestMaskedLinearMatchesOfficial(t *testing.T) {
 				mk.Scores = []*ts.Tensor{s}
 			}
 			y := ts.MustLinear(in, mk.Fast(0.1)["w"], b)
-			assert.InDeltaSlice(t, x.floats("ml."+m.name+".y"), y.MustTotype(gotch.Double, false).Float64Values(), 1e-6, m.name)
-			y.MustMul(x.tensor("ml.g"), false).MustSum(gotch.Float, true).MustBackward()
+			assert.InDeltaSlice(t, x.Floats("ml."+m.name+".y"), y.MustTotype(gotch.Double, false).Float64Values(), 1e-6, m.name)
+			y.MustMul(x.Tensor("ml.g"), false).MustSum(gotch.Float, true).MustBackward()
 			for _, g := range []struct {
 				n string
 				t *ts.Tensor
@@ -145,7 +121,7 @@ func TestMaskedLinearMatchesOfficial(t *testing.T) {
 				if g.n == "scores" && m.method == Magnitude {
 					continue // no scores: the weight's gradient (mask * dL/dW') is the check
 				}
-				assert.InDeltaSlice(t, x.floats("ml."+m.name+".grad."+g.n), g.t.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-6, "%s grad %s", m.name, g.n)
+				assert.InDeltaSlice(t, x.Floats("ml."+m.name+".grad."+g.n), g.t.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-6, "%s grad %s", m.name, g.n)
 			}
 		}()
 	}
@@ -157,9 +133,9 @@ func TestMaskedLinearMatchesOfficial(t *testing.T) {
 func TestThresholdScheduleMatchesOfficial(t *testing.T) {
 	x := readFixture(t)
 	for _, n := range []string{"sched", "sched2"} {
-		p := x.floats(n + ".params")
+		p := x.Floats(n + ".params")
 		s := ThresholdSchedule{Total: int64(p[0]), Warmup: int64(p[1]), Initial: p[2], Final: p[3], InitialWarmup: int64(p[4]), FinalWarmup: int64(p[5]), FinalLambda: p[6]}
-		th, lam := x.floats(n+".threshold"), x.floats(n+".lambda")
+		th, lam := x.Floats(n+".threshold"), x.Floats(n+".lambda")
 		for step := range th {
 			gt, gl := s.At(int64(step))
 			require.InDelta(t, th[step], gt, 1e-12, "%s step %d", n, step)
@@ -187,13 +163,13 @@ func TestKDMatchesOfficial(t *testing.T) {
 		func() {
 			sc := ts.NewScope()
 			defer sc.Close()
-			s := x.tensor("kd.s")
+			s := x.Tensor("kd.s")
 			s.MustRequiresGrad_(true)
 			name := fmt.Sprintf("kd.T%d.", int(T))
-			loss := KD(s, x.tensor("kd.t"), T)
-			assert.InDelta(t, x.floats(name + "loss")[0], loss.Float64Values()[0], 1e-6, "T=%v", T)
+			loss := KD(s, x.Tensor("kd.t"), T)
+			assert.InDelta(t, x.Floats(name + "loss")[0], loss.Float64Values()[0], 1e-6, "T=%v", T)
 			loss.MustBackward()
-			assert.InDeltaSlice(t, x.floats(name+"grad.s"), s.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-6, "T=%v", T)
+			assert.InDeltaSlice(t, x.Floats(name+"grad.s"), s.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-6, "T=%v", T)
 		}()
 	}
 }
@@ -202,15 +178,15 @@ func TestRegularizationMatchesOfficial(t *testing.T) {
 	sc := ts.NewScope()
 	defer sc.Close()
 	x := readFixture(t)
-	s0, s1 := x.tensor("reg.s0"), x.tensor("reg.s1")
+	s0, s1 := x.Tensor("reg.s0"), x.Tensor("reg.s1")
 	s0.MustRequiresGrad_(true)
 	s1.MustRequiresGrad_(true)
 	m := &Masked{Method: Sigmoid, Scores: []*ts.Tensor{s0, s1}}
 	r := m.Regularization()
-	assert.InDelta(t, x.floats("reg.l1")[0], r.Float64Values()[0], 1e-7)
+	assert.InDelta(t, x.Floats("reg.l1")[0], r.Float64Values()[0], 1e-7)
 	r.MustBackward()
-	assert.InDeltaSlice(t, x.floats("reg.grad.s0"), s0.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-7)
-	assert.InDeltaSlice(t, x.floats("reg.grad.s1"), s1.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-7)
+	assert.InDeltaSlice(t, x.Floats("reg.grad.s0"), s0.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-7)
+	assert.InDeltaSlice(t, x.Floats("reg.grad.s1"), s1.MustGrad(false).MustTotype(gotch.Double, false).Float64Values(), 1e-7)
 }
 
 // Importance normalisation, the pruning sequence and the choice of heads
@@ -220,32 +196,32 @@ func TestRegularizationMatchesOfficial(t *testing.T) {
 func TestStructuredPruningMatchesOfficial(t *testing.T) {
 	x := readFixture(t)
 	for _, sfx := range []string{"", "2"} {
-		assert.InDeltaSlice(t, flat(x.rows("prune.norm_head"+sfx)), flat(NormalizeByLayer(x.rows("prune.importance_head"+sfx))), 1e-6)
-		assert.InDeltaSlice(t, flat(x.rows("prune.norm_ffn"+sfx)), flat(NormalizeByLayer(x.rows("prune.importance_ffn"+sfx))), 1e-6)
+		assert.InDeltaSlice(t, flat(rows(x.Tensor("prune.norm_head"+sfx))), flat(NormalizeByLayer(rows(x.Tensor("prune.importance_head"+sfx)))), 1e-6)
+		assert.InDeltaSlice(t, flat(rows(x.Tensor("prune.norm_ffn"+sfx))), flat(NormalizeByLayer(rows(x.Tensor("prune.importance_ffn"+sfx)))), 1e-6)
 	}
-	h, f, err := PruningSequence(x.floats("prune.percents"), 3, 4, 10, 1)
+	h, f, err := PruningSequence(x.Floats("prune.percents"), 3, 4, 10, 1)
 	require.NoError(t, err)
-	seq := x.ints("prune.sequence")
+	seq := x.Tensor("prune.sequence").Int64Values()
 	assert.Equal(t, seq[:len(h)], h)
 	assert.Equal(t, seq[len(h):], f)
 	_, _, err = PruningSequence([]float64{90}, 3, 4, 10, 1)
 	assert.ErrorContains(t, err, "at most 75% of heads")
 
-	n1, n2 := x.ints("prune.n_round1"), x.ints("prune.n_round2")
-	head1 := PruneHeads(x.rows("prune.norm_head"), n1[0], Ones(3, 4), 1, true)
-	assert.Equal(t, x.rows("prune.head_mask_round1"), head1)
-	assert.Equal(t, head1, PruneHeads(x.rows("prune.norm_head"), n1[0], Ones(3, 4), 1, false), "no head pruned yet: both protections agree")
-	ffn1 := PruneFFN(x.rows("prune.norm_ffn"), n1[1], Ones(3, 10))
-	assert.Equal(t, x.rows("prune.ffn_mask_round1"), ffn1)
-	head2 := PruneHeads(x.rows("prune.norm_head2"), n2[0], head1, 1, true)
-	assert.Equal(t, x.rows("prune.head_mask_round2"), head2)
+	n1, n2 := x.Tensor("prune.n_round1").Int64Values(), x.Tensor("prune.n_round2").Int64Values()
+	head1 := PruneHeads(rows(x.Tensor("prune.norm_head")), n1[0], Ones(3, 4), 1, true)
+	assert.Equal(t, rows(x.Tensor("prune.head_mask_round1")), head1)
+	assert.Equal(t, head1, PruneHeads(rows(x.Tensor("prune.norm_head")), n1[0], Ones(3, 4), 1, false), "no head pruned yet: both protections agree")
+	ffn1 := PruneFFN(rows(x.Tensor("prune.norm_ffn")), n1[1], Ones(3, 10))
+	assert.Equal(t, rows(x.Tensor("prune.ffn_mask_round1")), ffn1)
+	head2 := PruneHeads(rows(x.Tensor("prune.norm_head2")), n2[0], head1, 1, true)
+	assert.Equal(t, rows(x.Tensor("prune.head_mask_round2")), head2)
 	assert.Equal(t, []float64{0, 0, 0, 0}, head2[0], "the official protection was spent on a pruned head")
-	live := PruneHeads(x.rows("prune.norm_head2"), n2[0], head1, 1, false)
+	live := PruneHeads(rows(x.Tensor("prune.norm_head2")), n2[0], head1, 1, false)
 	for l, row := range live {
 		assert.NotZero(t, Kept([][]float64{row}), "layer %d keeps a head", l)
 	}
 	assert.Equal(t, Kept(head1)-n2[0], Kept(live))
-	assert.Equal(t, x.rows("prune.ffn_mask_round2"), PruneFFN(x.rows("prune.norm_ffn2"), n2[1], ffn1))
+	assert.Equal(t, rows(x.Tensor("prune.ffn_mask_round2")), PruneFFN(rows(x.Tensor("prune.norm_ffn2")), n2[1], ffn1))
 }
 
 func flat(m [][]float64) []float64 {

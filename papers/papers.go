@@ -39,7 +39,7 @@ func Tasks() []train.Task {
 		cocoop.CoOpTask, cocoop.CoCoOpTask, cocoop.ZeroShotTask, cocoop.PretrainTask, // Zhou et al., IJCV 2022 and CVPR 2022; the tiny CLIP of the scenes experiment
 		cap.Task,                           // Xu et al., AAAI 2022
 		vqa.PretrainTask, vqa.FinetuneTask, // Li et al., MICCAI 2023 (MUMC)
-		vampnet.CodecTask, vampnet.TrainTask, // Garcia et al., ISMIR 2023
+		vampnet.CodecTask, vampnet.TrainTask, vampnet.EvalTask, // Garcia et al., ISMIR 2023
 		textclf.Task,  // fine-tuning BERT-family checkpoints on your texts (HF's run_glue.py)
 		imageclf.Task, // fine-tuning ViT checkpoints on your images (MAE's main_finetune.py)
 	}

@@ -118,7 +118,7 @@ var CodecTask = train.TaskSpec[*CodecTaskConfig, *CodecResult]{
 // tracks.
 func RunCodec(s *train.Session, c *CodecTaskConfig) (*CodecResult, error) {
 	sr := int(c.Codec.SampleRate)
-	trainTracks, testTracks, err := c.Data.tracks(sr)
+	trainTracks, testTracks, err := c.Data.tracks(sr, s.W)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"math"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -13,6 +12,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/internal/config"
+	"github.com/reprolab/repro/internal/testutil/parity"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/torchmods/safetensors"
 )
@@ -30,37 +30,8 @@ func codecParityConfig() CodecConfig {
 		NCodebooks: 3, CodebookSize: 32, CodebookDim: 4}
 }
 
-type codecFixture struct {
-	t *testing.T
-	f *safetensors.File
-}
-
-func readCodecParity(t *testing.T) codecFixture {
-	f, err := safetensors.Read("testdata/codec_parity.safetensors")
-	require.NoError(t, err)
-	return codecFixture{t, f}
-}
-
-func (x codecFixture) tensor(name string) *ts.Tensor {
-	st, ok := x.f.Get(name)
-	require.True(x.t, ok, name)
-	out, err := torchmods.FromSafetensors(st, gotch.CPU)
-	require.NoError(x.t, err, name)
-	return out
-}
-
-func (x codecFixture) floats(name string) []float64 { return codecFloats(x.tensor(name)) }
-
-// stateDict is the official state dict: the fixture's "w." tensors, without the prefix.
-func (x codecFixture) stateDict() []safetensors.Tensor {
-	var out []safetensors.Tensor
-	for _, st := range x.f.Tensors {
-		if rest, ok := strings.CutPrefix(st.Name, "w."); ok {
-			st.Name = rest
-			out = append(out, st)
-		}
-	}
-	return out
+func readCodecParity(t *testing.T) parity.Fixture {
+	return parity.Read(t, "testdata/codec_parity.safetensors")
 }
 
 func codecFloats(t *ts.Tensor) []float64 {
@@ -69,11 +40,11 @@ func codecFloats(t *ts.Tensor) []float64 {
 
 // loadParityCodec builds the generator's codec and loads the official
 // weights strictly: every lac name is matched.
-func loadParityCodec(t *testing.T, x codecFixture) (*torchmods.Store, *Codec) {
+func loadParityCodec(t *testing.T, x parity.Fixture) (*torchmods.Store, *Codec) {
 	store := torchmods.NewStore(gotch.CPU)
 	m, err := NewCodec(store.Root(), codecParityConfig())
 	require.NoError(t, err)
-	rep, err := LoadCodecWeights(store, "", x.stateDict(), true)
+	rep, err := LoadCodecWeights(store, "", x.StateDict("w."), true)
 	require.NoError(t, err)
 	require.Len(t, rep.Loaded, len(store.Params()))
 	return store, m
@@ -109,28 +80,28 @@ func TestCodecMatchesOfficial(t *testing.T) {
 	defer sc.Close()
 	x := readCodecParity(t)
 	store, m := loadParityCodec(t, x)
-	audio := x.tensor("in.audio")
+	audio := x.Tensor("in.audio")
 	audio.MustRequiresGrad_(true)
 	e, y := m.Forward(audio, 0, false)
-	assert.Equal(t, x.tensor("out.codes").Int64Values(), e.Codes.Int64Values(), "codes")
+	assert.Equal(t, x.Tensor("out.codes").Int64Values(), e.Codes.Int64Values(), "codes")
 	assert.Equal(t, int64(203), e.Length)
 	worst := 0.0
 	for _, o := range []struct {
 		name string
 		got  *ts.Tensor
 	}{{"out.z", e.Z}, {"out.latents", e.Latents}, {"out.commitment_loss", e.CommitmentLoss}, {"out.codebook_loss", e.CodebookLoss}, {"out.audio", y}} {
-		worst = math.Max(worst, codecAssertClose(t, x.floats(o.name), codecFloats(o.got), o.name))
+		worst = math.Max(worst, codecAssertClose(t, x.Floats(o.name), codecFloats(o.got), o.name))
 	}
 	loss := y.MustPowTensorScalar(ts.IntScalar(2), false).MustMean(gotch.Float, true).MustAdd(e.CommitmentLoss, true).MustAdd(e.CodebookLoss, true)
-	codecAssertClose(t, x.floats("out.loss"), codecFloats(loss), "out.loss")
+	codecAssertClose(t, x.Floats("out.loss"), codecFloats(loss), "out.loss")
 	loss.MustBackward()
 	gworst := 0.0
 	for _, p := range store.Params() {
 		g := p.Tensor.MustGrad(false)
 		require.True(t, g.MustDefined(), p.Name)
-		gworst = math.Max(gworst, codecAssertClose(t, x.floats("grad."+p.Name), codecFloats(g), "grad."+p.Name))
+		gworst = math.Max(gworst, codecAssertClose(t, x.Floats("grad."+p.Name), codecFloats(g), "grad."+p.Name))
 	}
-	gworst = math.Max(gworst, codecAssertClose(t, x.floats("grad.in.audio"), codecFloats(audio.MustGrad(false)), "grad.in.audio"))
+	gworst = math.Max(gworst, codecAssertClose(t, x.Floats("grad.in.audio"), codecFloats(audio.MustGrad(false)), "grad.in.audio"))
 	t.Logf("%d parameters; worst output difference %.2g, worst gradient difference %.2g (of each tensor's scale)", len(store.Params()), worst, gworst)
 }
 
@@ -142,12 +113,12 @@ func TestCodecNQuantizersMatchesOfficial(t *testing.T) {
 	x := readCodecParity(t)
 	_, m := loadParityCodec(t, x)
 	ts.NoGrad(func() {
-		e, y := m.Forward(x.tensor("in.audio"), 2, false)
-		assert.Equal(t, x.tensor("nq2.codes").Int64Values(), e.Codes.Int64Values())
-		codecAssertClose(t, x.floats("nq2.z"), codecFloats(e.Z), "nq2.z")
-		codecAssertClose(t, x.floats("nq2.commitment_loss"), codecFloats(e.CommitmentLoss), "nq2.commitment_loss")
-		codecAssertClose(t, x.floats("nq2.codebook_loss"), codecFloats(e.CodebookLoss), "nq2.codebook_loss")
-		codecAssertClose(t, x.floats("nq2.audio"), codecFloats(y), "nq2.audio")
+		e, y := m.Forward(x.Tensor("in.audio"), 2, false)
+		assert.Equal(t, x.Tensor("nq2.codes").Int64Values(), e.Codes.Int64Values())
+		codecAssertClose(t, x.Floats("nq2.z"), codecFloats(e.Z), "nq2.z")
+		codecAssertClose(t, x.Floats("nq2.commitment_loss"), codecFloats(e.CommitmentLoss), "nq2.commitment_loss")
+		codecAssertClose(t, x.Floats("nq2.codebook_loss"), codecFloats(e.CodebookLoss), "nq2.codebook_loss")
+		codecAssertClose(t, x.Floats("nq2.audio"), codecFloats(y), "nq2.audio")
 	})
 }
 
@@ -158,14 +129,14 @@ func TestCodecQuantizerMaskMatchesOfficial(t *testing.T) {
 	defer sc.Close()
 	x := readCodecParity(t)
 	_, m := loadParityCodec(t, x)
-	z := x.tensor("mask.in.z")
+	z := x.Tensor("mask.in.z")
 	z.MustRequiresGrad_(true)
-	q := m.Quantizer.ForwardPerItem(z, x.tensor("mask.in.n"))
-	codecAssertClose(t, x.floats("mask.z"), codecFloats(q.Z), "mask.z")
-	codecAssertClose(t, x.floats("mask.commitment_loss"), codecFloats(q.CommitmentLoss), "mask.commitment_loss")
-	codecAssertClose(t, x.floats("mask.codebook_loss"), codecFloats(q.CodebookLoss), "mask.codebook_loss")
+	q := m.Quantizer.ForwardPerItem(z, x.Tensor("mask.in.n"))
+	codecAssertClose(t, x.Floats("mask.z"), codecFloats(q.Z), "mask.z")
+	codecAssertClose(t, x.Floats("mask.commitment_loss"), codecFloats(q.CommitmentLoss), "mask.commitment_loss")
+	codecAssertClose(t, x.Floats("mask.codebook_loss"), codecFloats(q.CodebookLoss), "mask.codebook_loss")
 	q.Z.MustPowTensorScalar(ts.IntScalar(2), false).MustMean(gotch.Float, true).MustAdd(q.CommitmentLoss, true).MustAdd(q.CodebookLoss, true).MustBackward()
-	codecAssertClose(t, x.floats("mask.grad.z"), codecFloats(z.MustGrad(false)), "mask.grad.z")
+	codecAssertClose(t, x.Floats("mask.grad.z"), codecFloats(z.MustGrad(false)), "mask.grad.z")
 }
 
 // from_codes (and decoding its output) and from_latents, with all
@@ -176,20 +147,20 @@ func TestCodecFromCodesAndLatentsMatchOfficial(t *testing.T) {
 	x := readCodecParity(t)
 	_, m := loadParityCodec(t, x)
 	ts.NoGrad(func() {
-		codes := x.tensor("out.codes")
+		codes := x.Tensor("out.codes")
 		z, zp := m.Quantizer.FromCodes(codes)
-		codecAssertClose(t, x.floats("fc.z"), codecFloats(z), "fc.z")
-		codecAssertClose(t, x.floats("fc.z_p"), codecFloats(zp), "fc.z_p")
-		codecAssertClose(t, x.floats("fc.audio"), codecFloats(m.DecodeCodes(codes, 0)), "fc.audio")
+		codecAssertClose(t, x.Floats("fc.z"), codecFloats(z), "fc.z")
+		codecAssertClose(t, x.Floats("fc.z_p"), codecFloats(zp), "fc.z_p")
+		codecAssertClose(t, x.Floats("fc.audio"), codecFloats(m.DecodeCodes(codes, 0)), "fc.audio")
 
-		latents := x.tensor("out.latents")
+		latents := x.Tensor("out.latents")
 		z, zp, c := m.Quantizer.FromLatents(latents)
-		codecAssertClose(t, x.floats("fl.z"), codecFloats(z), "fl.z")
-		codecAssertClose(t, x.floats("fl.z_p"), codecFloats(zp), "fl.z_p")
-		assert.Equal(t, x.tensor("fl.codes").Int64Values(), c.Int64Values())
+		codecAssertClose(t, x.Floats("fl.z"), codecFloats(z), "fl.z")
+		codecAssertClose(t, x.Floats("fl.z_p"), codecFloats(zp), "fl.z_p")
+		assert.Equal(t, x.Tensor("fl.codes").Int64Values(), c.Int64Values())
 		z, _, c = m.Quantizer.FromLatents(latents.MustNarrow(1, 0, 8, false))
-		codecAssertClose(t, x.floats("fl2.z"), codecFloats(z), "fl2.z")
-		assert.Equal(t, x.tensor("fl2.codes").Int64Values(), c.Int64Values())
+		codecAssertClose(t, x.Floats("fl2.z"), codecFloats(z), "fl2.z")
+		assert.Equal(t, x.Tensor("fl2.codes").Int64Values(), c.Int64Values())
 		assert.Equal(t, []int64{2, 2, 26}, c.MustSize())
 	})
 	err := torchmods.Try(func() { m.Quantizer.FromCodes(ts.MustFull([]int64{1, 1, 3}, ts.IntScalar(32), gotch.Int64, gotch.CPU)) })
@@ -322,7 +293,7 @@ func TestCodecLoadFromFile(t *testing.T) {
 	sc := ts.NewScope()
 	defer sc.Close()
 	x := readCodecParity(t)
-	sd := x.stateDict()
+	sd := x.StateDict("w.")
 	cfg, err := CodecConfigFromWeights(sd, 16000)
 	require.NoError(t, err)
 	assert.Equal(t, codecParityConfig(), cfg)
@@ -339,7 +310,7 @@ func TestCodecLoadFromFile(t *testing.T) {
 	assert.Len(t, rep.Loaded, len(store.Params()))
 	assert.Empty(t, rep.Missing)
 	ts.NoGrad(func() {
-		assert.Equal(t, x.tensor("out.codes").Int64Values(), m.Encode(x.tensor("in.audio"), 0, false).Codes.Int64Values())
+		assert.Equal(t, x.Tensor("out.codes").Int64Values(), m.Encode(x.Tensor("in.audio"), 0, false).Codes.Int64Values())
 	})
 
 	// One tensor missing and one extra: strict refuses and names both; the

@@ -2,6 +2,7 @@ package vampnet
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -66,7 +67,7 @@ func (d DataConfig) validate() error {
 
 // tracks lists and prepares the source's tracks at sampleRate, mono, and
 // splits them by track.
-func (d DataConfig) tracks(sampleRate int) (train, test []audio.Prepared, err error) {
+func (d DataConfig) tracks(sampleRate int, w io.Writer) (train, test []audio.Prepared, err error) {
 	if d.Source == "folder" {
 		all, err := folderTracks(d.Folder)
 		if err != nil {
@@ -88,7 +89,13 @@ func (d DataConfig) tracks(sampleRate int) (train, test []audio.Prepared, err er
 			return nil, nil, err
 		}
 		tr, te := audio.SplitTracks(list, d.TestFraction)
-		o := audio.PrepareOptions{CacheDir: d.Cache, SampleRate: sampleRate, Mono: true}
+		o := audio.PrepareOptions{CacheDir: d.Cache, SampleRate: sampleRate, Mono: true,
+			Progress: func(done, total int, p audio.Prepared) {
+				fmt.Fprintf(w, "\rmusic: %d/%d tracks ready at %d Hz (%s)   ", done, total, sampleRate, p.ID)
+				if done == total {
+					fmt.Fprintln(w)
+				}
+			}}
 		if train, err = audio.Prepare(tr, o); err != nil {
 			return nil, nil, err
 		}

@@ -5,8 +5,10 @@ package vampnet
 // the onset prompt (OnsetMaskFromAudio). The official VampNet detects
 // onsets with madmom's RNN; neither madmom nor librosa is available here,
 // and the spectral-flux novelty curve needs only an STFT and a mel
-// filterbank, so both are here, small and self-contained, in float64 on
-// []float32 audio:
+// filterbank: the STFT is here, in float64 on []float32 audio (package
+// audio's STFT is libtorch's, with reflect padding, where librosa 0.10's
+// onset_strength pads with zeros), the filterbank is package audio's
+// (audio.MelFilters, librosa's):
 //
 //	S      = |STFT|^2, Hann window (periodic), n_fft 2048, hop 512,
 //	         centred frames (the signal zero-padded by n_fft/2 each side,
@@ -33,6 +35,8 @@ import (
 	"fmt"
 	"math"
 	"math/cmplx"
+
+	"github.com/reprolab/repro/audio"
 )
 
 // OnsetOptions are onset_strength's and onset_detect's parameters, with
@@ -43,7 +47,7 @@ type OnsetOptions struct {
 	NFFT       int     // n_fft
 	HopLength  int     // hop_length
 	NMels      int     // n_mels
-	Fmin, Fmax float64 // fmin, fmax of the mel filterbank
+	Fmin, Fmax float64 // fmin, fmax of the mel filterbank (Fmax <= 0: sr/2)
 	Lag        int     // lag, in frames
 	TopDB      float64 // power_to_db's top_db (<= 0: no floor)
 	Center     bool    // centred frames and the matching envelope shift
@@ -65,75 +69,6 @@ func DefaultOnsetOptions(sampleRate int) OnsetOptions {
 		PreAvg: fd(0.10 * sr), PostAvg: fd(0.10*sr) + 1,
 		Wait: fd(0.03 * sr), Delta: 0.07,
 	}
-}
-
-// HzToMel is librosa.hz_to_mel with htk=False (Slaney's scale): linear,
-// 3 mel per 200 Hz, up to 1000 Hz = 15 mel, logarithmic above with 27 mel
-// per factor 6.4 (6400 Hz = 42 mel).
-func HzToMel(f float64) float64 {
-	const fSp, minLogHz, minLogMel = 200.0 / 3, 1000.0, 15.0
-	logstep := math.Log(6.4) / 27
-	if f >= minLogHz {
-		return minLogMel + math.Log(f/minLogHz)/logstep
-	}
-	return f / fSp
-}
-
-// MelToHz is librosa.mel_to_hz with htk=False, HzToMel's inverse.
-func MelToHz(m float64) float64 {
-	const fSp, minLogHz, minLogMel = 200.0 / 3, 1000.0, 15.0
-	logstep := math.Log(6.4) / 27
-	if m >= minLogMel {
-		return minLogHz * math.Exp(logstep*(m-minLogMel))
-	}
-	return fSp * m
-}
-
-// MelFrequencies is librosa.mel_frequencies (htk=False): n frequencies
-// evenly spaced on the mel scale from fmin to fmax, in Hz.
-func MelFrequencies(n int, fmin, fmax float64) []float64 {
-	lo, hi := HzToMel(fmin), HzToMel(fmax)
-	out := make([]float64, n)
-	for i := range out {
-		m := lo
-		if n > 1 {
-			m = lo + (hi-lo)*float64(i)/float64(n-1)
-		}
-		out[i] = MelToHz(m)
-	}
-	return out
-}
-
-// FFTFrequencies is librosa.fft_frequencies: the n_fft/2 + 1 bin
-// frequencies of a real FFT, k sr / n_fft.
-func FFTFrequencies(sampleRate, nFFT int) []float64 {
-	out := make([]float64, nFFT/2+1)
-	for k := range out {
-		out[k] = float64(k) * float64(sampleRate) / float64(nFFT)
-	}
-	return out
-}
-
-// MelFilterbank is librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax,
-// htk=False, norm="slaney"): nMels triangular filters [nMels][n_fft/2+1]
-// over the FFT bins, filter i rising from mel point i to a peak at point
-// i+1 and falling to point i+2 (nMels+2 points evenly spaced in mel), each
-// scaled by 2/(f[i+2]-f[i]) so that its area in Hz is 1.
-func MelFilterbank(sampleRate, nFFT, nMels int, fmin, fmax float64) [][]float64 {
-	fft := FFTFrequencies(sampleRate, nFFT)
-	melF := MelFrequencies(nMels+2, fmin, fmax)
-	w := make([][]float64, nMels)
-	for i := range w {
-		w[i] = make([]float64, len(fft))
-		lowD, upD := melF[i+1]-melF[i], melF[i+2]-melF[i+1]
-		enorm := 2 / (melF[i+2] - melF[i])
-		for k, f := range fft {
-			lower := -(melF[i] - f) / lowD
-			upper := (melF[i+2] - f) / upD
-			w[i][k] = math.Max(0, math.Min(lower, upper)) * enorm
-		}
-	}
-	return w
 }
 
 // HannWindow is scipy's get_window("hann", n) as librosa asks for it
@@ -188,21 +123,24 @@ func PowerSpectrogram(y []float32, nFFT, hopLength int, center bool) ([][]float6
 }
 
 // MelSpectrogram is librosa.feature.melspectrogram (power 2) as
-// [n_mels][frames]: the mel filterbank applied to PowerSpectrogram.
+// [n_mels][frames]: librosa's mel filterbank (audio.MelFilters, float32
+// as librosa returns it) applied to PowerSpectrogram, summed in float64.
 func MelSpectrogram(y []float32, opts OnsetOptions) ([][]float64, error) {
 	S, err := PowerSpectrogram(y, opts.NFFT, opts.HopLength, opts.Center)
 	if err != nil {
 		return nil, err
 	}
-	fb := MelFilterbank(opts.SampleRate, opts.NFFT, opts.NMels, opts.Fmin, opts.Fmax)
-	out := make([][]float64, len(fb))
-	for m, filt := range fb {
+	fb := audio.MelFilters(opts.SampleRate, opts.NFFT, opts.NMels, opts.Fmin, opts.Fmax)
+	nf := opts.NFFT/2 + 1
+	out := make([][]float64, opts.NMels)
+	for m := range out {
+		filt := fb[m*nf : (m+1)*nf]
 		out[m] = make([]float64, len(S))
 		for t, frame := range S {
 			var acc float64
 			for k, w := range filt {
 				if w != 0 {
-					acc += w * frame[k]
+					acc += float64(w) * frame[k]
 				}
 			}
 			out[m][t] = acc

@@ -18,7 +18,7 @@ import (
 	"github.com/reprolab/repro/train"
 )
 
-func init() { train.Register(CodecTask, TrainTask) }
+func init() { train.Register(CodecTask, TrainTask, EvalTask) }
 
 // writeMusic writes n short "tracks" of generated music at 8 kHz: notes
 // of a few partials with decaying envelopes, a different tune each.
@@ -120,6 +120,32 @@ func TestCodecThenTransformer(t *testing.T) {
 	var saved TrainResult
 	require.NoError(t, json.Unmarshal(b, &saved))
 	assert.Equal(t, res.Heldout, saved.Heldout)
+
+	// the evaluation: every setting measured, the codec baseline's codes
+	// exact, the periodic prompt's masked share as its period says, samples
+	ec := EvalTask.Default()
+	ec.Codec, ec.Coarse = filepath.Join(dir, "codec"), filepath.Join(dir, "c2f")
+	ec.Data = tinyData(music, 0.3) // MelDistance's 2048-sample window needs more than 0.1 s at 8 kHz
+	ec.Data.EvalExcerpts = 2
+	ec.SamplingSteps, ec.StepsPeriodic, ec.Periodic, ec.Samples = []int{1, 2}, 4, []int64{4, 2}, 1
+	ec.Sample.Steps = 2
+	eres, err := EvalTask.Start(ec, filepath.Join(dir, "eval"), false, io.Discard)
+	require.NoError(t, err)
+	for _, k := range []string{"steps_1", "steps_2", "periodic_4", "periodic_2", "codec", "random"} {
+		m, ok := eres.Settings[k]
+		require.True(t, ok, k)
+		assert.Greater(t, m.Mel, 0.0, k)
+		assert.False(t, math.IsNaN(m.Frechet), k)
+	}
+	assert.Equal(t, 1.0, eres.Settings["codec"].CodeAcc)
+	assert.Equal(t, 0.0, eres.Settings["codec"].Masked)
+	// 300 frames, one in 4 kept (frames 0, 4, ...): 75% of the coarse
+	// positions masked; the conditioning codebook is masked too (the
+	// generation keeps it)
+	assert.InDelta(t, 0.75, eres.Settings["periodic_4"].Masked, 1e-9)
+	assert.InDelta(t, 0.5, eres.Settings["periodic_2"].Masked, 1e-9)
+	assert.FileExists(t, filepath.Join(dir, "eval", "samples", "00-periodic_4.wav"))
+	assert.FileExists(t, filepath.Join(dir, "eval", "samples", "00-codec.png"))
 }
 
 // A transformer whose vocabulary does not fit the codec is refused with

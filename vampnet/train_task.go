@@ -171,7 +171,7 @@ func RunTrain(s *train.Session, c *TrainConfig) (*TrainResult, error) {
 			c.Model.NCodebooks, c.Model.VocabSize, c.Model.LatentDim, cc.NCodebooks, cc.CodebookSize, cc.CodebookDim)
 	}
 	sr := int(cc.SampleRate)
-	trainTracks, testTracks, err := c.Data.tracks(sr)
+	trainTracks, testTracks, err := c.Data.tracks(sr, s.W)
 	if err != nil {
 		return nil, err
 	}

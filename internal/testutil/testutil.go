@@ -1,7 +1,8 @@
 // Package testutil holds what repro's tests share: the relative error
 // between two tensors and a parity check of named tensors (outputs,
-// gradients) against a PyTorch fixture. It imports "testing" and is for
-// _test.go files only: importing it into a program panics at start.
+// gradients) against a PyTorch fixture; its subpackage parity reads such
+// fixtures. It imports "testing" and is for _test.go files only:
+// importing it into a program panics at start.
 package testutil
 
 import (
