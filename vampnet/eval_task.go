@@ -99,7 +99,9 @@ func (c *EvalConfig) Validate() error {
 // EvalTask is "vampnet.eval".
 var EvalTask = train.TaskSpec[*EvalConfig, *EvalResult]{
 	Name: "vampnet.eval",
-	Doc:  "measure a trained VampNet on held-out music: sampling steps, periodic prompts, codec and random baselines (mel distance, code accuracy, pseudo-NLL, Fréchet distance of codec embeddings)",
+	// It generates and measures; it trains nothing.
+	Ignores: []string{"epochs", "max_steps", "eval_every", "checkpoint_every", "keep_checkpoints", "accumulate", "precision"},
+	Doc:     "measure a trained VampNet on held-out music: sampling steps, periodic prompts, codec and random baselines (mel distance, code accuracy, pseudo-NLL, Fréchet distance of codec embeddings)",
 	Default: func() *EvalConfig {
 		return &EvalConfig{Base: train.Base{Task: "vampnet.eval", Trainer: train.DefaultTrainer()}, CodecSampleRate: 44100,
 			Data:          DataConfig{Source: "debian", LoudnessCutoff: -30, TestFraction: 0.1, Batch: 1, EvalExcerpts: 16},
