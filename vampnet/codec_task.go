@@ -233,27 +233,33 @@ func evalExcerpts(d DataConfig, tracks []audio.Prepared, sr int, seed int64) ([]
 	return out, nil
 }
 
-// normalizeBatch is lac's VolumeNorm then RescaleAudio, per excerpt:
-// gain to target LUFS (audiotools' normalize: silence gets a finite gain
-// and stays silent), then divide by the peak if it exceeds 1. target <=
-// -200 does nothing. lac's third transform, ShiftPhase (a random phase
-// rotation of the excerpt's STFT), is left out.
+// normalizeBatch applies volumeNorm to every excerpt of b in place;
+// target <= -200 does nothing.
 func normalizeBatch(b excerptBatch, target float64, sr int) {
 	if target <= -200 {
 		return
 	}
 	for i := 0; i < b.n; i++ {
-		x := b.samples[i*b.len : (i+1)*b.len]
-		a, _ := audio.Normalize(&audio.Audio{SampleRate: sr, Channels: [][]float32{x}}, target)
-		var peak float32
-		for j, v := range a.Channels[0] {
-			x[j] = v
-			peak = max(peak, float32(math.Abs(float64(v))))
-		}
-		if peak > 1 {
-			for j := range x {
-				x[j] /= peak
-			}
+		volumeNorm(b.samples[i*b.len:(i+1)*b.len], sr, target)
+	}
+}
+
+// volumeNorm is audiotools' VolumeNorm then RescaleAudio (the same as
+// AudioSignal.normalize(target).ensure_max_of_audio(1.0)), in place on
+// mono samples: the gain to target LUFS (audiotools' normalize, so
+// silence gets a finite gain and stays silent), then a division by the
+// peak when it passes 1. lac's third transform, ShiftPhase (a random
+// phase rotation of the excerpt's STFT), is left out.
+func volumeNorm(x []float32, sr int, target float64) {
+	a, _ := audio.Normalize(&audio.Audio{SampleRate: sr, Channels: [][]float32{x}}, target)
+	var peak float32
+	for j, v := range a.Channels[0] {
+		x[j] = v
+		peak = max(peak, float32(math.Abs(float64(v))))
+	}
+	if peak > 1 {
+		for j := range x {
+			x[j] /= peak
 		}
 	}
 }

@@ -2,6 +2,7 @@ package vampnet
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -45,7 +46,8 @@ type EvalConfig struct {
 // EvalResult is written to results.json. Each setting ("steps_12",
 // "periodic_8", "codec", "random") has the mean over the excerpts of:
 // mel (audio.MelDistance to the original excerpt, VampNet's eval.py
-// metric), code accuracy over the masked coarse positions, pseudo-NLL
+// metric), code accuracy over the coarse positions the prompt masked (all
+// positions for the codec baseline), pseudo-NLL
 // (the coarse model's NLL of the generated codes, each scored once with a
 // quarter of the positions masked: the model as its own judge), and the
 // Fréchet distance between codec-encoder embeddings of the generated and
@@ -154,6 +156,7 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 			return nil, err
 		}
 		orig := e.Audio
+		volumeNorm(orig.Channels[0], sr, PreprocessLoudness) // Interface.preprocess and train.py's VolumeNorm
 		z, err := in.Encode(orig)
 		if err != nil {
 			return nil, err
@@ -165,11 +168,11 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 		}
 		embed["original"] = append(embed["original"], origEmb...)
 		for si, st := range settings {
-			seed := uint64(c.Trainer.Seed)<<16 | uint64(i)<<8 | uint64(si)
-			var gen *ts.Tensor
+			seed := evalSeed(c.Trainer.Seed, i, si)
+			var gen, mask *ts.Tensor
 			var maskShare float64
 			err := torchmods.Try(func() {
-				mask := ts.MustZeros(z.MustSize(), gotch.Int64, s.Device)
+				mask = ts.MustZeros(z.MustSize(), gotch.Int64, s.Device)
 				if st.baseline != "codec" {
 					m, err := PeriodicMask(z, st.period, 1, false, nil)
 					if err != nil {
@@ -208,7 +211,7 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
 			}
-			m, genEmb, err := in.score(gen, z, orig, nDecode, seed)
+			m, genEmb, err := in.score(gen, z, mask, orig, nDecode, seed)
 			if err != nil {
 				return nil, fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
 			}
@@ -246,6 +249,14 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 	return res, nil
 }
 
+// evalSeed gives each (excerpt, setting) its own seed: a hash, so that no
+// two collide however many there are.
+func evalSeed(seed int64, excerpt, setting int) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%d/%d", seed, excerpt, setting)
+	return h.Sum64() >> 1 // ts.ManualSeed takes an int64
+}
+
 // embeddings are the codec encoder's outputs for mono audio at the codec
 // rate, one row per frame: the representation whose Fréchet distance the
 // evaluation reports.
@@ -268,8 +279,9 @@ func (in *Interface) embeddings(a *audio.Audio) ([][]float64, error) {
 }
 
 // score decodes gen's first nDecode codebooks and measures it against
-// the original excerpt and codes z.
-func (in *Interface) score(gen, z *ts.Tensor, orig *audio.Audio, nDecode int64, seed uint64) (EvalMetrics, [][]float64, error) {
+// the original excerpt and codes z; code accuracy counts the coarse
+// positions mask generated (all of them when it masks none).
+func (in *Interface) score(gen, z, mask *ts.Tensor, orig *audio.Audio, nDecode int64, seed uint64) (EvalMetrics, [][]float64, error) {
 	var m EvalMetrics
 	out, err := in.Decode(gen.MustNarrow(1, 0, nDecode, false))
 	if err != nil {
@@ -285,7 +297,11 @@ func (in *Interface) score(gen, z *ts.Tensor, orig *audio.Audio, nDecode int64, 
 		defer sc.Close()
 		ts.NoGrad(func() {
 			g, o := gen.MustNarrow(1, 0, nc, false), z.MustNarrow(1, 0, nc, false)
-			m.CodeAcc = g.MustEqTensor(o, false).MustTotype(gotch.Double, true).MustMean(gotch.Double, true).Float64Values()[0]
+			hit := g.MustEqTensor(o, false)
+			if sel := mask.MustNarrow(1, 0, nc, false).MustTotype(gotch.Bool, false); sel.MustAny(false).Int64Values()[0] != 0 {
+				hit = hit.MustMaskedSelect(sel, true)
+			}
+			m.CodeAcc = hit.MustTotype(gotch.Double, true).MustMean(gotch.Double, true).Float64Values()[0]
 			m.PseudoNLL = in.Coarse.pseudoNLL(g, in.codebooks, seed)
 		})
 	})

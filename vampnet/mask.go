@@ -659,6 +659,10 @@ func BuildMask(z *ts.Tensor, opts BuildMaskOptions, prompt MaskPrompt, rng *rand
 	if opts.SampleRate <= 0 || opts.HopLength <= 0 {
 		return nil, fmt.Errorf("vampnet: BuildMask: codec sample rate %d and hop length %d must be positive", opts.SampleRate, opts.HopLength)
 	}
+	// torch.bernoulli raises outside [0, 1]; rounding would hide the mistake
+	if !(opts.RandMaskIntensity >= 0 && opts.RandMaskIntensity <= 1) || !(opts.Dropout >= 0 && opts.Dropout <= 1) {
+		return nil, fmt.Errorf("vampnet: BuildMask: rand_mask_intensity %v and dropout %v must be in [0, 1]", opts.RandMaskIntensity, opts.Dropout)
+	}
 	mask, err := LinearRandom(z, BatchScalar(opts.RandMaskIntensity, 1), rng)
 	if err != nil {
 		return nil, err

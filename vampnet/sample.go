@@ -23,11 +23,21 @@ type SampleOptions struct {
 	// left out: sample_from_logits calls typical_filter and discards its
 	// result, so in the official code they change nothing.
 	SampleCutoff float64 `toml:"sample_cutoff"`
+	// Seed, when not 0, seeds libtorch's generator as generate(seed=...)
+	// does at the start of every call (the app passes its seed to the
+	// coarse call and to every coarse-to-fine chunk); 0 leaves it alone.
+	Seed int64 `toml:"seed"`
 }
 
 // DefaultSampleOptions are VampNet.generate's defaults.
 func DefaultSampleOptions() SampleOptions {
 	return SampleOptions{Steps: 36, Temperature: 1, MaskTemperature: 10.5, SampleCutoff: 1}
+}
+
+// AppSampleOptions are the app's defaults (app.py's sliders): mask
+// temperature 1.5 x 10 = 15 and argmax after half the steps; no top-p.
+func AppSampleOptions() SampleOptions {
+	return SampleOptions{Steps: 36, Temperature: 1, MaskTemperature: 15, SampleCutoff: 0.5}
 }
 
 // Validate names the first option out of range.
@@ -87,8 +97,11 @@ func (m *VampNet) Generate(codes, mask *ts.Tensor, codebooks []*ts.Tensor, o Sam
 	if ms := mask.MustSize(); len(ms) != 3 || ms[0] != shape[0] || ms[1] != shape[1] || ms[2] != shape[2] {
 		panic(fmt.Errorf("vampnet: mask of shape %v for codes of shape %v", ms, shape))
 	}
-	B, nc, n := shape[0], c.NConditioningCodebooks, c.NPredict()
+	nc, n := c.NConditioningCodebooks, c.NPredict()
 	tok := ts.IntScalar(c.MaskToken())
+	if o.Seed != 0 {
+		ts.ManualSeed(o.Seed) // generate(seed=...): at.util.seed before the first draw
+	}
 	ts.NoGrad(func() {
 		s := ts.NewScope()
 		defer s.Close()
@@ -97,31 +110,49 @@ func (m *VampNet) Generate(codes, mask *ts.Tensor, codebooks []*ts.Tensor, o Sam
 		n0 := zMasked.MustEq(tok, false).MustSum(gotch.Int64, true).Int64Values()[0]
 		var sampled *ts.Tensor
 		for i := 0; i < o.Steps; i++ {
-			r := float64(i+1) / float64(o.Steps)
-			logits := m.Forward(m.FromCodes(zMasked, codebooks), false).MustPermute([]int64{0, 2, 1}, true) // [B, T*n, V]
-			var probs *ts.Tensor
-			sampled, probs = sampleFromLogits(logits, float64(i)/float64(o.Steps) <= o.SampleCutoff, o)
-			flat := CodebookFlatten(zMasked.MustNarrow(1, nc, n, false))
-			still := flat.MustEq(tok, false) // masked before this step
-			sampled = sampled.MustWhereSelf(still, flat, true)
-			probs = probs.MustMaskedFill(still.MustLogicalNot(false), ts.FloatScalar(math.Inf(1)), true)
-			r32 := float32(r) // torch.tensor((i+1)/steps); _gamma(r) * n0 in float32
-			k := int64(math.Floor(float64(gamma32(r32) * float32(n0))))
-			left := still.MustSumDimIntlist([]int64{-1}, false, gotch.Int64, false).Int64Values()
-			toMask := make([]int64, B)
-			for b := range toMask {
-				toMask[b] = k
-				if i != o.Steps-1 {
-					toMask[b] = max(1, min(left[b]-1, k))
-				}
-			}
-			again := maskByRandomTopK(toMask, probs, float64(float32(o.MaskTemperature)*(1-r32)))
-			zMasked = sampled.MustMaskedFill(again, tok, false)
-			zMasked = ts.MustCat([]*ts.Tensor{cond, CodebookUnflatten(zMasked, n)}, 1)
+			// each step in a scope of its own: only the next step's input and
+			// the samples leave it
+			func() {
+				st := ts.NewScope()
+				defer st.Close()
+				logits := m.Forward(m.FromCodes(zMasked, codebooks), false).MustPermute([]int64{0, 2, 1}, true) // [B, T*n, V]
+				var probs *ts.Tensor
+				sampled, probs = sampleFromLogits(logits, float64(i)/float64(o.Steps) <= o.SampleCutoff, o)
+				flat := CodebookFlatten(zMasked.MustNarrow(1, nc, n, false))
+				still := flat.MustEq(tok, false) // masked before this step
+				sampled = sampled.MustWhereSelf(still, flat, true)
+				probs = probs.MustMaskedFill(still.MustLogicalNot(false), ts.FloatScalar(math.Inf(1)), true)
+				left := still.MustSumDimIntlist([]int64{-1}, false, gotch.Int64, false).Int64Values()
+				r32 := float32(float64(i+1) / float64(o.Steps)) // torch.tensor((i+1)/steps)
+				again := maskByRandomTopK(RemaskCounts(i, o.Steps, n0, left), probs, float64(float32(o.MaskTemperature)*(1-r32)))
+				zMasked = sampled.MustMaskedFill(again, tok, false)
+				zMasked = ts.MustCat([]*ts.Tensor{cond, CodebookUnflatten(zMasked, n)}, 1)
+				st.Keep(sampled)
+				st.Keep(zMasked)
+			}()
 		}
 		out = ts.MustCat([]*ts.Tensor{cond, CodebookUnflatten(sampled, n)}, 1)
 		s.Keep(out)
 	})
+	return out
+}
+
+// RemaskCounts is generate's schedule: how many of each row's positions
+// are masked again after step i of steps, given n0 masked at the start
+// (over the whole batch, as the official code counts them) and left[b]
+// still masked in row b before the step. It is floor(gamma(r) n0) at r =
+// (i+1)/steps, computed in float32 as _gamma(r) * n0 is, and, before the
+// last step, at least 1 and at most left[b] - 1.
+func RemaskCounts(i, steps int, n0 int64, left []int64) []int64 {
+	r32 := float32(float64(i+1) / float64(steps))
+	k := int64(math.Floor(float64(gamma32(r32) * float32(n0))))
+	out := make([]int64, len(left))
+	for b := range out {
+		out[b] = k
+		if i != steps-1 {
+			out[b] = max(1, min(left[b]-1, k))
+		}
+	}
 	return out
 }
 
@@ -169,6 +200,7 @@ func maskByRandomTopK(toMask []int64, probs *ts.Tensor, temperature float64) *ts
 	noise := u.MustLog(true).MustNeg(true).MustLog(true).MustNeg(true)
 	conf := probs.MustLog(false).MustAdd(noise.MustMulScalar(ts.FloatScalar(temperature), true), true)
 	sorted, _ := conf.MustSort(-1, false, false)
-	cut := sorted.MustGather(-1, ts.MustOfSlice(toMask).MustView([]int64{-1, 1}, true), false, true)
+	idx := ts.MustOfSlice(toMask).MustView([]int64{-1, 1}, true).MustTo(probs.MustDevice(), true)
+	cut := sorted.MustGather(-1, idx, false, true)
 	return conf.MustLtTensor(cut, true)
 }

@@ -31,6 +31,9 @@ type TrainConfig struct {
 	Data            DataConfig  `toml:"data"`
 	Masking         MaskingOpts `toml:"masking"`
 	Optim           NoamOpts    `toml:"optim"`
+	// LoudnessTarget (LUFS) normalises every excerpt, train.py's
+	// VolumeNorm(-24) then RescaleAudio; -200 turns both off.
+	LoudnessTarget float64 `toml:"loudness_target"`
 	// EvalR are the masking levels r at which held-out excerpts are
 	// scored (the share masked is cos(pi r/2)); each r gets its own
 	// seeded masks, the same at every evaluation.
@@ -116,7 +119,7 @@ var TrainTask = train.TaskSpec[*TrainConfig, *TrainResult]{
 	Default: func() *TrainConfig {
 		return &TrainConfig{Base: train.Base{Task: "vampnet.train", Trainer: train.DefaultTrainer()}, CodecSampleRate: 44100, Model: CoarseConfig(),
 			Data:    DataConfig{Source: "debian", Duration: 10, LoudnessCutoff: -30, TestFraction: 0.1, Batch: 8, EvalExcerpts: 16},
-			Masking: MaskingOpts{Schedule: "cosine", Ratio: 0.15}, Optim: DefaultNoam(), EvalR: []float64{0.5}}
+			Masking: MaskingOpts{Schedule: "cosine", Ratio: 0.15}, Optim: DefaultNoam(), EvalR: []float64{0.5}, LoudnessTarget: -24}
 	},
 	Run: RunTrain,
 }
@@ -182,7 +185,13 @@ func RunTrain(s *train.Session, c *TrainConfig) (*TrainResult, error) {
 	codebooks := codec.codebooks()
 	ex := c.Data.excerpts(trainTracks, sr, uint64(c.Trainer.Seed))
 	loader, err := data.NewLoader(data.LoaderOptions{N: 1 << 20, Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed), Workers: c.Data.Workers},
-		func(b data.Batch) (excerptBatch, error) { return drawBatch(ex, b.Indices) })
+		func(b data.Batch) (excerptBatch, error) {
+			eb, err := drawBatch(ex, b.Indices)
+			if err == nil {
+				normalizeBatch(eb, c.LoudnessTarget, sr)
+			}
+			return eb, err
+		})
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +203,9 @@ func RunTrain(s *train.Session, c *TrainConfig) (*TrainResult, error) {
 	heldout, err := evalExcerpts(c.Data, testTracks, sr, c.Trainer.Seed)
 	if err != nil {
 		return nil, err
+	}
+	for _, b := range heldout {
+		normalizeBatch(b, c.LoudnessTarget, sr)
 	}
 	sobol := NewSobol(c.Trainer.Seed)
 	ts.ManualSeed(c.Trainer.Seed) // NewSobol seeded the global generator for its scramble

@@ -75,6 +75,10 @@ func OpenInterface(codec string, codecRate int64, coarse, c2f string, dev gotch.
 			return nil, err
 		}
 	}
+	if in.Coarse != nil && in.C2F != nil && in.C2F.Cfg.NConditioningCodebooks != in.Coarse.Cfg.NCodebooks {
+		return nil, fmt.Errorf("vampnet: the c2f model is conditioned on %d codebooks, the coarse model makes %d: they are not a pair",
+			in.C2F.Cfg.NConditioningCodebooks, in.Coarse.Cfg.NCodebooks)
+	}
 	for name, m := range map[string]*VampNet{"coarse": in.Coarse, "c2f": in.C2F} {
 		if m != nil && (m.Cfg.VocabSize != cd.Cfg.CodebookSize || m.Cfg.LatentDim != cd.Cfg.CodebookDim || m.Cfg.NCodebooks > cd.Cfg.NCodebooks) {
 			return nil, fmt.Errorf("vampnet: the %s model (%d codebooks of %d codes, latent %d) does not fit the codec (%d of %d, dim %d)",
@@ -87,23 +91,33 @@ func OpenInterface(codec string, codecRate int64, coarse, c2f string, dev gotch.
 // SampleRate is the codec's.
 func (in *Interface) SampleRate() int { return in.sampleRate }
 
-// Prepare mixes a to mono and resamples it to the codec's rate, saying so
-// on w when it does either: a rate that does not match is converted,
-// never misread.
-func (in *Interface) Prepare(a *audio.Audio, w func(format string, args ...any)) (*audio.Audio, error) {
-	if a.NumChannels() > 1 {
-		w("mixing %d channels down to mono (the codec is mono)", a.NumChannels())
-		a = a.Mono()
-	}
+// Prepare is Interface.preprocess: resample to the codec's rate, mix to
+// mono, normalise to -24 LUFS and divide by the peak if it passes 1 (a
+// new signal; a is left alone). It says on w what it converted, so that
+// a rate that does not match is converted, never misread, and returns
+// a's own loudness, which the app restores on the output.
+func (in *Interface) Prepare(a *audio.Audio, w func(format string, args ...any)) (*audio.Audio, float64, error) {
+	loud := audio.Loudness(a)
 	if a.SampleRate != in.sampleRate {
 		w("resampling %d Hz to the codec's %d Hz", a.SampleRate, in.sampleRate)
 		var err error
 		if a, err = a.Resample(in.sampleRate); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return a, nil
+	if a.NumChannels() > 1 {
+		w("mixing %d channels down to mono (the codec is mono)", a.NumChannels())
+		a = a.Mono()
+	} else {
+		a = a.Clone()
+	}
+	volumeNorm(a.Channels[0], in.sampleRate, PreprocessLoudness)
+	return a, loud, nil
 }
+
+// PreprocessLoudness is the level (LUFS) Interface.preprocess and
+// train.py's VolumeNorm bring audio to before encoding.
+const PreprocessLoudness = -24.0
 
 // Encode turns mono audio at the codec's rate into codes [1, n_codebooks,
 // frames], chunk by chunk (EncodeChunked) so that long files fit.
@@ -196,8 +210,8 @@ func (in *Interface) ReadCodes(path string) (*ts.Tensor, error) {
 		return nil, fmt.Errorf("%s: codes of a codec at %q Hz with hop %q; this codec is %d Hz with hop %d", path, sr, hop, in.sampleRate, in.hop)
 	}
 	t, ok := f.Get("codes")
-	if !ok || t.DType != "I64" || len(t.Shape) != 3 || t.Shape[1] > in.Codec.Cfg.NCodebooks {
-		return nil, fmt.Errorf("%s: want an I64 tensor \"codes\" [batch, at most %d codebooks, frames]", path, in.Codec.Cfg.NCodebooks)
+	if !ok || t.DType != "I64" || len(t.Shape) != 3 || t.Shape[0] != 1 || t.Shape[1] < 1 || t.Shape[1] > in.Codec.Cfg.NCodebooks || t.Shape[2] < 1 {
+		return nil, fmt.Errorf("%s: want an I64 tensor \"codes\" [1, 1 to %d codebooks, frames > 0] (got %s %v)", path, in.Codec.Cfg.NCodebooks, t.DType, t.Shape)
 	}
 	vals := make([]int64, len(t.Data)/8)
 	for i := range vals {

@@ -52,12 +52,12 @@ func (f *vampnetFlags) open(coarse, c2f string) (*vampnet.Interface, error) {
 	return vampnet.OpenInterface(f.codec, f.rate, coarse, c2f, dev)
 }
 
-// readAudio reads a WAV file and converts it for the codec, saying what
-// it converted.
-func readAudio(in *vampnet.Interface, path string, env *cli.Env) (*audio.Audio, error) {
+// readAudio reads a WAV file and prepares it for the codec (rate, mono,
+// -24 LUFS), saying what it converted; it returns the file's loudness.
+func readAudio(in *vampnet.Interface, path string, env *cli.Env) (*audio.Audio, float64, error) {
 	a, err := audio.ReadWAV(path)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	return in.Prepare(a, func(format string, args ...any) { fmt.Fprintf(env.Stderr, path+": "+format+"\n", args...) })
 }
@@ -80,7 +80,7 @@ rate and hop in the file's metadata.`,
 			if err != nil {
 				return err
 			}
-			a, err := readAudio(in, args[0], env)
+			a, _, err := readAudio(in, args[0], env)
 			if err != nil {
 				return err
 			}
@@ -135,15 +135,18 @@ func vampnetVamp() *cli.Command {
 	var coarse, c2f string
 	var seed uint64
 	o := vampnet.DefaultBuildMaskOptions(0, 0)
-	so := vampnet.DefaultSampleOptions()
+	so := vampnet.AppSampleOptions()
 	return &cli.Command{
 		Name:  "vamp",
 		Short: "regenerate a WAV file around a prompt (periodic, prefix/suffix, onsets) and write the result and its spectrogram",
 		Usage: "-codec CODEC -coarse RUN [-c2f RUN] [prompt flags] IN.wav OUT.wav",
-		Long: `vamp encodes IN, builds the app's mask from the prompt flags (what is kept: every -periodic P-th
-frame, -prefix and -suffix seconds, -onsets W frames around each detected onset; the rest is
-generated), runs the coarse model's sampling and then, with -c2f, the coarse-to-fine model's,
-and writes OUT and its spectrogram (OUT with .png). The defaults are the app's.`,
+		Long: `vamp encodes IN (at -24 LUFS, as the official interface), builds the app's mask from the prompt
+flags and generates what it masks: the coarse model's sampling, then, with -c2f, the
+coarse-to-fine model's. The mask is the app's: a random mask of -intensity, then kept are the
+-prefix and -suffix seconds and every -periodic P-th frame (-periodic-width wide); -onsets W then
+masks W frames around each detected onset again (it is OR-ed in, so onsets add generated frames,
+not kept ones). OUT gets IN's loudness back, as the app does, and its spectrogram is written as
+OUT with .png. The defaults are the app's (mask temperature 15, argmax after half the steps).`,
 		Flags: func(fs *flag.FlagSet) {
 			f.register(fs)
 			fs.StringVar(&coarse, "coarse", "", "a vampnet.train run of the coarse model")
@@ -158,9 +161,10 @@ and writes OUT and its spectrogram (OUT with .png). The defaults are the app's.`
 			fs.Int64Var(&o.NMaskCodebooks, "mask-codebooks-from", o.NMaskCodebooks, "codebooks from this one on are always generated")
 			fs.IntVar(&so.Steps, "steps", so.Steps, "sampling steps")
 			fs.Float64Var(&so.Temperature, "temperature", so.Temperature, "sampling temperature")
-			fs.Float64Var(&so.TopP, "top-p", so.TopP, "nucleus sampling (0: off)")
+			fs.Float64Var(&so.MaskTemperature, "mask-temperature", so.MaskTemperature, "scale of the confidence noise at the first step (the app's 1.5 x 10)")
+			fs.Float64Var(&so.TopP, "top-p", so.TopP, "nucleus sampling of the coarse model (0: off; the app does not pass it to c2f)")
 			fs.Float64Var(&so.SampleCutoff, "sample-cutoff", so.SampleCutoff, "argmax after this share of the steps")
-			fs.Uint64Var(&seed, "seed", 0, "seeds the masks and the sampling")
+			fs.Uint64Var(&seed, "seed", 0, "seeds the masks, and the sampling at every generate call as the app does (0: the masks from seed 0, the sampling unseeded)")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 2 || coarse == "" {
@@ -173,7 +177,7 @@ and writes OUT and its spectrogram (OUT with .png). The defaults are the app's.`
 			if err != nil {
 				return err
 			}
-			a, err := readAudio(in, args[0], env)
+			a, loud, err := readAudio(in, args[0], env)
 			if err != nil {
 				return err
 			}
@@ -185,6 +189,7 @@ and writes OUT and its spectrogram (OUT with .png). The defaults are the app's.`
 			if err != nil {
 				return err
 			}
+			out, _ = audio.Normalize(out, loud) // the app gives the output the input's loudness
 			base := strings.TrimSuffix(args[1], args[1][len(args[1])-4:])
 			if err := audio.WriteWAV(args[1], out, audio.PCM16); err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/reprolab/repro/audio"
+	"github.com/reprolab/repro/torchmods/safetensors"
 	"github.com/reprolab/repro/vampnet"
 )
 
@@ -85,10 +86,17 @@ func TestVampNetCommands(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2400, v.Len())
 
-	// codes written for another codec are refused, naming both rates
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "bad.safetensors"), nil, 0o644))
+	// codes written for another codec are refused, naming both rates; a
+	// file that is not safetensors names the file
+	other := filepath.Join(dir, "other.safetensors")
+	require.NoError(t, safetensors.Write(other, []safetensors.Tensor{{Name: "codes", DType: "I64", Shape: []int64{1, 3, 1}, Data: make([]byte, 24)}},
+		map[string]string{"sample_rate": "16000", "hop_length": "8"}))
+	_, stderr, code = runRepro(t, "vampnet", "decode", "-codec", codec, other, back)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, `codes of a codec at "16000" Hz with hop "8"; this codec is 8000 Hz with hop 8`)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bad.safetensors"), []byte("not safetensors"), 0o644))
 	_, stderr, code = runRepro(t, "vampnet", "decode", "-codec", codec, filepath.Join(dir, "bad.safetensors"), back)
-	assert.NotEqual(t, 0, code)
+	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "bad.safetensors")
 	_, stderr, code = runRepro(t, "vampnet", "vamp", "-codec", codec, wav, vamped)
 	assert.Equal(t, 2, code)
