@@ -17,7 +17,8 @@ import (
 type SolverOptions struct {
 	Iters        int     `toml:"-"`             // full-batch iterations: the config's trainer.max_steps (20000; run_multidag.sh uses 6000 for p = 32)
 	LR           float64 `toml:"lr"`            // Adam's learning rate (1e-3)
-	Rho          float64 `toml:"rho"`           // group-lasso weight, fixed (1); the loss scales it by 1/K/(n/10)
+	Rho          float64 `toml:"rho"`           // group-lasso weight (1), its start under rho_mode "official"; the loss scales it by 1/K/(n/10)
+	RhoMode      string  `toml:"rho_mode"`      // "fixed" (default): rho stays at Rho; "official": AdaptRho at every dual step, which needs Truth
 	Lambda       float64 `toml:"lambda"`        // initial Lagrange multiplier of h(T) (1)
 	C            float64 `toml:"c"`             // initial quadratic penalty of h(T) (1)
 	Eta          float64 `toml:"eta"`           // c grows by (1+eta) at each dual step (0.125)
@@ -25,8 +26,12 @@ type SolverOptions struct {
 	Gamma        float64 `toml:"gamma"`         // proximal step (1e-5)
 	DualInterval int     `toml:"dual_interval"` // iterations between dual steps (50)
 	DualStart    int     `toml:"dual_start"`    // no dual step before this iteration (2000)
-	Threshold    float64 `toml:"threshold"`     // |W| above this is an edge (0.3)
+	Threshold    float64 `toml:"threshold"`     // |W| at or above this is an edge (0.3)
 	Seed         int64   `toml:"-"`             // initialisation: the config's trainer.seed
+	// Truth holds the fitted tasks' true weighted graphs [K][p][p] (edge
+	// i -> j at [i][j]), which rho_mode "official" compares the fit with.
+	// Only generated data has them: the sweep sets it, a fit of CSVs cannot.
+	Truth [][][]float64 `toml:"-"`
 	// Progress, if set, is called every ProgressEvery iterations and at the end.
 	Progress      func(iter int, se, h float64) `toml:"-"`
 	ProgressEvery int                           `toml:"-"`
@@ -34,7 +39,7 @@ type SolverOptions struct {
 
 // DefaultSolver is the official configuration.
 func DefaultSolver() SolverOptions {
-	return SolverOptions{Iters: 20000, LR: 1e-3, Rho: 1, Lambda: 1, C: 1, Eta: 0.125, Mu: 1, Gamma: 1e-5,
+	return SolverOptions{Iters: 20000, LR: 1e-3, Rho: 1, RhoMode: RhoFixed, Lambda: 1, C: 1, Eta: 0.125, Mu: 1, Gamma: 1e-5,
 		DualInterval: 50, DualStart: 2000, Threshold: 0.3}
 }
 
@@ -51,8 +56,83 @@ func (o SolverOptions) Validate() error {
 		return fmt.Errorf("dual_interval must be positive, got %d", o.DualInterval)
 	case o.Threshold < 0:
 		return fmt.Errorf("threshold must not be negative, got %v", o.Threshold)
+	case o.RhoMode != "" && o.RhoMode != RhoFixed && o.RhoMode != RhoOfficial:
+		return fmt.Errorf("rho_mode must be %q or %q, got %q", RhoFixed, RhoOfficial, o.RhoMode)
 	}
 	return nil
+}
+
+// The values of SolverOptions.RhoMode ("" means RhoFixed).
+const (
+	RhoFixed    = "fixed"
+	RhoOfficial = "official"
+)
+
+// AdaptRho is the official trainer's rho rule (xinshi-chen/MultiDAG at
+// 0b041ea, multidag/trainer.py:109-113, inside the dual step of lines
+// 105-115, so every dual_interval iterations after dual_start, not every
+// iteration). se and gn are this iteration's squared error and group norm
+// ||G∘T||_{2,1} (the 'SE' and 'l1/l2' of trainer.py:146,151-152), trueSE
+// and trueGN the true graphs' on the same data (real_se and real_gn,
+// experiments/main_linear.py:112-115; TrueScores):
+//
+//	if se/trueSE > gn/trueGN + 0.05: rho *= 0.98   (error too large for the norm: penalise less)
+//	elif se/trueSE < gn/trueGN - 0.05: rho *= 1.02 (error too small: penalise more)
+//
+// and rho is unchanged within the 0.05 band. The official trainer turns
+// the rule off for the SERGIO data (trainer.py:45).
+func AdaptRho(rho, se, gn, trueSE, trueGN float64) float64 {
+	switch {
+	case se/trueSE > gn/trueGN+0.05:
+		return rho * 0.98
+	case se/trueSE < gn/trueGN-0.05:
+		return rho * 1.02
+	}
+	return rho
+}
+
+// TrueScores are the squared error and group norm of the true graphs w
+// ([K][p][p]) on the samples x ([K][n][p]), as main_linear.py:114-115
+// computes them: se is the mean over tasks of each task's mean over its
+// samples of ||x - x W_k||² (with equal counts, the official mean over
+// tasks and samples), gn = sum_ij sqrt(sum_k W_kij²).
+func TrueScores(x, w [][][]float64) (se, gn float64, err error) {
+	if len(w) != len(x) {
+		return 0, 0, fmt.Errorf("causal: %d true graphs for %d tasks", len(w), len(x))
+	}
+	for t, xt := range x {
+		p := len(w[t])
+		for _, r := range w[t] {
+			if len(r) != p {
+				return 0, 0, fmt.Errorf("causal: true graph %d is not square", t)
+			}
+		}
+		task := 0.0
+		for _, row := range xt {
+			if len(row) != p {
+				return 0, 0, fmt.Errorf("causal: true graph %d is %dx%d, the task has %d variables", t, p, p, len(row))
+			}
+			for j := range p {
+				r := row[j]
+				for i := range p {
+					r -= row[i] * w[t][i][j]
+				}
+				task += r * r
+			}
+		}
+		se += task / float64(len(xt)) / float64(len(x))
+	}
+	p := len(w[0])
+	for i := range p {
+		for j := range p {
+			s := 0.0
+			for t := range w {
+				s += w[t][i][j] * w[t][i][j]
+			}
+			gn += math.Sqrt(s)
+		}
+	}
+	return se, gn, nil
 }
 
 // Estimate is a fitted joint model.
@@ -62,6 +142,7 @@ type Estimate struct {
 	Order []int         // a causal order read from the thresholded graphs (UnionOrder)
 	SE    float64       // final squared-error term
 	H     float64       // final h(T)
+	Rho   float64       // final rho (SolverOptions.Rho unless rho_mode is "official")
 }
 
 // H is NOTEARS' acyclicity function h(A) = tr(exp(A∘A)) - p over the last
@@ -94,10 +175,13 @@ func Prox(g, t *ts.Tensor, gamma float64) (*ts.Tensor, *ts.Tensor) {
 // with SE the mean over tasks and samples of the summed squared residuals;
 // a full-batch Adam step and a proximal step per iteration; and every
 // dual_interval iterations after dual_start: gamma and lr times 0.99,
-// lambda += c min(h, 1e3), c *= 1 + eta. rho stays fixed: the official
-// script adapts it from the true graphs' error and norm, which a user does
-// not have, and initialises T from the true order when lambda and c exceed
-// 1; neither is done here. K = 1 is separate estimation.
+// lambda += c min(h, 1e3), c *= 1 + eta. By default rho stays fixed; with
+// rho_mode "official" the dual step also applies AdaptRho, the official
+// trainer's rule, which compares the fit with o.Truth, the true graphs: a
+// user's data has none, so Fit refuses that mode without them. The
+// official script initialises T from the true order only when lambda and
+// c exceed 1 (not its defaults); that is not done here. K = 1 is separate
+// estimation.
 //
 // Each iteration runs in its own scope; a panic inside one (a libtorch
 // error, or an error panic from Progress) becomes Fit's error, while a
@@ -111,8 +195,20 @@ func Fit(x [][][]float64, o SolverOptions, dev gotch.Device) (*Estimate, error) 
 	if err != nil {
 		return nil, err
 	}
+	var trueSE, trueGN float64
+	if o.RhoMode == RhoOfficial {
+		if o.Truth == nil {
+			return nil, fmt.Errorf("causal: rho_mode %q adapts rho from the true graphs' squared error and group norm, and these tasks have no true graphs (only the sweep's generated data has them): use rho_mode %q", RhoOfficial, RhoFixed)
+		}
+		if trueSE, trueGN, err = TrueScores(x, o.Truth); err != nil {
+			return nil, err
+		}
+		if !(trueSE > 0 && trueGN > 0) || math.IsInf(trueSE, 0) || math.IsInf(trueGN, 0) {
+			return nil, fmt.Errorf("causal: rho_mode %q needs a positive, finite true squared error and group norm, got %v and %v", RhoOfficial, trueSE, trueGN)
+		}
+	}
 	var est *Estimate
-	err = torchmods.Try(func() { est = fit(x, k, n, p, o, dev) })
+	err = torchmods.Try(func() { est = fit(x, k, n, p, o, trueSE, trueGN, dev) })
 	return est, err
 }
 
@@ -150,7 +246,7 @@ func glorot(shape []int64, fanIn, fanOut int64, rng *rand.Rand) []float64 {
 	return v
 }
 
-func fit(x [][][]float64, k, n, p int, o SolverOptions, dev gotch.Device) *Estimate {
+func fit(x [][][]float64, k, n, p int, o SolverOptions, trueSE, trueGN float64, dev gotch.Device) *Estimate {
 	scope := ts.NewScope()
 	defer scope.Close()
 	K, N, P := int64(k), int64(n), int64(p)
@@ -186,7 +282,8 @@ func fit(x [][][]float64, k, n, p int, o SolverOptions, dev gotch.Device) *Estim
 	defer offDiag.MustDrop()
 	opt := train.NewAdamW(store, 0.9, 0.999, 1e-8, 0)
 	lr, gamma, lambda, c := o.LR, o.Gamma, o.Lambda, o.C
-	rhoScale := o.Rho / float64(k) / (meanN / 10)
+	rho := o.Rho
+	rhoScale := rho / float64(k) / (meanN / 10)
 	var lastSE, lastH float64
 	step := func(it int) {
 		s := ts.NewScope()
@@ -226,6 +323,10 @@ func fit(x [][][]float64, k, n, p int, o SolverOptions, dev gotch.Device) *Estim
 		if it > o.DualStart && (it+1)%o.DualInterval == 0 {
 			gamma *= 0.99
 			lr *= 0.99
+			if o.RhoMode == RhoOfficial {
+				rho = AdaptRho(rho, lastSE, group.Float64Values()[0], trueSE, trueGN)
+				rhoScale = rho / float64(k) / (meanN / 10)
+			}
 			lambda = math.Min(lambda+c*math.Min(hv, 1e3), 1e12)
 			c = math.Min(c*(1+o.Eta), 1e15)
 		}
@@ -238,7 +339,7 @@ func fit(x [][][]float64, k, n, p int, o SolverOptions, dev gotch.Device) *Estim
 		Wv = G0.MustMul(offDiag, false).MustMul(T, true).Float64Values()
 		Tv = T.Float64Values()
 	})
-	est := &Estimate{SE: lastSE, H: lastH, T: newFloat(p)}
+	est := &Estimate{SE: lastSE, H: lastH, Rho: rho, T: newFloat(p)}
 	for t := range k {
 		w := newFloat(p)
 		for i := range p {

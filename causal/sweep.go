@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/color"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -93,6 +94,7 @@ type FitRecord struct {
 	CyclicOrder []bool  `json:"cyclic_order"`
 	Cyclic      []bool  `json:"cyclic"`
 	Seconds     float64 `json:"seconds"`
+	Rho         float64 `json:"rho"` // the final rho (solver.rho unless solver.rho_mode is "official")
 }
 
 func (r FitRecord) key() [4]int { return [4]int{r.Replicate, r.N, r.Group, r.Start} }
@@ -103,8 +105,10 @@ func (r FitRecord) key() [4]int { return [4]int{r.Replicate, r.N, r.Group, r.Sta
 type Cell struct {
 	Group          int     `json:"group"`
 	N              int     `json:"n"`
-	Recovery       float64 `json:"recovery"` // order-recovery probability (Official)
-	SHD            float64 `json:"shd"`      // mean structural Hamming distance (Official)
+	Recovery       float64 `json:"recovery"`    // order-recovery probability (Official)
+	SHD            float64 `json:"shd"`         // mean structural Hamming distance (Official)
+	RecoverySD     float64 `json:"recovery_sd"` // standard deviation (n - 1) over replicates of each replicate's Recovery; 0 with one
+	SHDSD          float64 `json:"shd_sd"`      // and of its SHD
 	TPR            float64 `json:"tpr"`
 	FDR            float64 `json:"fdr"`
 	RecoveryGreedy float64 `json:"recovery_greedy"` // the same with cycles projected away (Greedy)
@@ -164,12 +168,13 @@ func RunSweep(s *train.Session, c *SweepConfig) (*SweepResult, error) {
 					}
 					so := c.Solver
 					so.Iters, so.Seed = int(c.Trainer.MaxSteps), c.Trainer.Seed+int64(start)
+					so.Truth = pr.W[start : start+g] // used by rho_mode "official" only
 					t0 := time.Now()
 					est, err := Fit(pr.X[start:start+g], so, dev)
 					if err != nil {
 						return nil, err
 					}
-					rec.Seconds = time.Since(t0).Seconds()
+					rec.Seconds, rec.Rho = time.Since(t0).Seconds(), est.Rho
 					scoreFit(&rec, est.W, pr, start, float64(o.P)/3, SuccessThreshold(n), c.Solver.Threshold)
 					b, _ := json.Marshal(rec)
 					if _, err := f.Write(append(b, '\n')); err != nil {
@@ -189,7 +194,7 @@ func RunSweep(s *train.Session, c *SweepConfig) (*SweepResult, error) {
 		}
 	}
 	cells := summarise(c, done)
-	res := &SweepResult{Cells: cells, P: c.Data.P, S: c.Data.S, S0: c.Data.S0, D: c.Data.D, K: c.Data.K,
+	res := &SweepResult{Cells: cells, RhoMode: rhoMode(c.Solver), P: c.Data.P, S: c.Data.S, S0: c.Data.S0, D: c.Data.D, K: c.Data.K,
 		Iterations: c.Trainer.MaxSteps, Replicates: c.Replicates}
 	table := shdTable(c, cells)
 	if err := os.WriteFile(filepath.Join(out, "shd.md"), []byte(table), 0o644); err != nil {
@@ -206,6 +211,7 @@ func RunSweep(s *train.Session, c *SweepConfig) (*SweepResult, error) {
 // SweepResult is a sweep's results.json: the grid's cells and its setting.
 type SweepResult struct {
 	Cells      []Cell `json:"cells"`
+	RhoMode    string `json:"rho_mode"` // "fixed" or "official" (solver.rho_mode)
 	P          int    `json:"p"`
 	S          int    `json:"s"`
 	S0         int    `json:"s0"`
@@ -263,6 +269,7 @@ func summarise(c *SweepConfig, done map[[4]int]FitRecord) []Cell {
 		for _, n := range c.Samples {
 			cell := Cell{Group: g, N: n}
 			fits := 0
+			repRec, repSHD, repTasks := make([]float64, c.Replicates), make([]float64, c.Replicates), make([]float64, c.Replicates)
 			for _, r := range done {
 				if r.Group != g || r.N != n || r.Replicate >= c.Replicates {
 					continue
@@ -270,6 +277,9 @@ func summarise(c *SweepConfig, done map[[4]int]FitRecord) []Cell {
 				fits++
 				cell.SecondsEach += r.Seconds
 				for m := range r.Success {
+					repRec[r.Replicate] += b2f(r.Success[m])
+					repSHD[r.Replicate] += float64(r.Accuracy[m].SHD)
+					repTasks[r.Replicate]++
 					cell.Recovery += b2f(r.Success[m])
 					cell.SHD += float64(r.Accuracy[m].SHD)
 					cell.TPR += r.Accuracy[m].TPR
@@ -288,11 +298,41 @@ func summarise(c *SweepConfig, done map[[4]int]FitRecord) []Cell {
 				cell.Recovery, cell.SHD, cell.TPR, cell.FDR = cell.Recovery/t, cell.SHD/t, cell.TPR/t, cell.FDR/t
 				cell.RecoveryGreedy, cell.SHDGreedy, cell.TPRGreedy, cell.FDRGreedy = cell.RecoveryGreedy/t, cell.SHDGreedy/t, cell.TPRGreedy/t, cell.FDRGreedy/t
 				cell.SecondsEach /= float64(fits)
+				var recs, shds []float64
+				for rep, tk := range repTasks {
+					if tk > 0 {
+						recs, shds = append(recs, repRec[rep]/tk), append(shds, repSHD[rep]/tk)
+					}
+				}
+				cell.RecoverySD, cell.SHDSD = sampleSD(recs), sampleSD(shds)
 			}
 			cells = append(cells, cell)
 		}
 	}
 	return cells
+}
+
+// sampleSD is the standard deviation with n - 1, 0 for fewer than 2 values.
+func sampleSD(v []float64) float64 {
+	if len(v) < 2 {
+		return 0
+	}
+	mean, ss := 0.0, 0.0
+	for _, x := range v {
+		mean += x / float64(len(v))
+	}
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	return math.Sqrt(ss / float64(len(v)-1))
+}
+
+// rhoMode is o.RhoMode with "" read as "fixed".
+func rhoMode(o SolverOptions) string {
+	if o.RhoMode == "" {
+		return RhoFixed
+	}
+	return o.RhoMode
 }
 
 func b2f(v bool) float64 {
@@ -306,12 +346,17 @@ func b2f(v bool) float64 {
 // cycles projected away greedily, and the count of cyclic estimates.
 func shdTable(c *SweepConfig, cells []Cell) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "p = %d, s = %d, s0 = %d, d = %d, %d tasks, %d replicate(s), %d iterations per fit.\n"+
-		"Order recovered: share of tasks; SHD, TPR and FDR: means over tasks, edges |w| >= %.2g.\n"+
+	rho := fmt.Sprintf("rho fixed at %g", c.Solver.Rho)
+	if rhoMode(c.Solver) == RhoOfficial {
+		rho = fmt.Sprintf("rho from %g, adapted from the true graphs (official rule)", c.Solver.Rho)
+	}
+	fmt.Fprintf(&b, "p = %d, s = %d, s0 = %d, d = %d, %d tasks, %d replicate(s), %d iterations per fit, %s.\n"+
+		"Order recovered: share of tasks; SHD, TPR and FDR: means over tasks, edges |w| >= %.2g;\n"+
+		"± is the standard deviation over replicates of each replicate's value (with 2 or more).\n"+
 		"Official: a cyclic estimate scores as the empty graph, as the official project_to_dag returns it.\n"+
 		"Greedy: the weakest edge of each cycle is removed instead. Cyclic: task estimates with a cycle\n"+
 		"at the order-recovery threshold / at the edge threshold.\n\n",
-		c.Data.P, c.Data.S, c.Data.S0, c.Data.D, c.Data.K, c.Replicates, c.Trainer.MaxSteps, c.Solver.Threshold)
+		c.Data.P, c.Data.S, c.Data.S0, c.Data.D, c.Data.K, c.Replicates, c.Trainer.MaxSteps, rho, c.Solver.Threshold)
 	b.WriteString("| tasks per fit | n per task | order recovered | SHD | TPR | FDR | order recovered (greedy) | SHD (greedy) | TPR (greedy) | FDR (greedy) | cyclic | s per fit |\n" +
 		"|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, cl := range cells {
@@ -319,8 +364,12 @@ func shdTable(c *SweepConfig, cells []Cell) string {
 		if cl.Group == 1 {
 			name = "1 (separate)"
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.2f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f | %.2f | %d / %d of %d | %.1f |\n", name, cl.N,
-			cl.Recovery, cl.SHD, cl.TPR, cl.FDR, cl.RecoveryGreedy, cl.SHDGreedy, cl.TPRGreedy, cl.FDRGreedy, cl.CyclicOrder, cl.Cyclic, cl.Tasks, cl.SecondsEach)
+		rec, shd := fmt.Sprintf("%.2f", cl.Recovery), fmt.Sprintf("%.1f", cl.SHD)
+		if c.Replicates > 1 {
+			rec, shd = fmt.Sprintf("%.2f ± %.2f", cl.Recovery, cl.RecoverySD), fmt.Sprintf("%.1f ± %.1f", cl.SHD, cl.SHDSD)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.1f | %.2f | %.2f | %d / %d of %d | %.1f |\n", name, cl.N,
+			rec, shd, cl.TPR, cl.FDR, cl.RecoveryGreedy, cl.SHDGreedy, cl.TPRGreedy, cl.FDRGreedy, cl.CyclicOrder, cl.Cyclic, cl.Tasks, cl.SecondsEach)
 	}
 	return b.String()
 }

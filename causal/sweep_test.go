@@ -3,6 +3,7 @@ package causal
 import (
 	"bufio"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,4 +86,28 @@ func readRecords(t *testing.T, path string) []FitRecord {
 		recs = append(recs, r)
 	}
 	return recs
+}
+
+// The ± of shd.md is the standard deviation over replicates of each
+// replicate's share recovered and mean SHD.
+func TestSummariseSDOverReplicates(t *testing.T) {
+	c := DefaultSweep()
+	c.Samples, c.Groups, c.Replicates = []int{10}, []int{2}, 2
+	rec := func(rep int, ok [2]bool, shd [2]int) FitRecord {
+		return FitRecord{Replicate: rep, N: 10, Group: 2, Success: ok[:], Accuracy: []Accuracy{{SHD: shd[0]}, {SHD: shd[1]}},
+			SuccessGreedy: ok[:], AccuracyGreedy: []Accuracy{{SHD: shd[0]}, {SHD: shd[1]}}, CyclicOrder: make([]bool, 2), Cyclic: make([]bool, 2)}
+	}
+	done := map[[4]int]FitRecord{}
+	for _, r := range []FitRecord{rec(0, [2]bool{true, true}, [2]int{2, 4}), rec(1, [2]bool{false, true}, [2]int{6, 8})} {
+		done[r.key()] = r
+	}
+	cells := summarise(c, done)
+	require.Len(t, cells, 1)
+	cl := cells[0]
+	// replicates: recovery 1 and 0.5, SHD 3 and 7
+	assert.InDelta(t, 0.75, cl.Recovery, 1e-15)
+	assert.InDelta(t, math.Sqrt(0.125), cl.RecoverySD, 1e-15)
+	assert.InDelta(t, 5, cl.SHD, 1e-15)
+	assert.InDelta(t, math.Sqrt(8), cl.SHDSD, 1e-15)
+	assert.Contains(t, shdTable(c, cells), "| 0.75 ± 0.35 | 5.0 ± 2.8 |")
 }

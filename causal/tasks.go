@@ -40,6 +40,9 @@ func (c *FitConfig) Validate() error {
 	if err := c.Solver.Validate(); err != nil {
 		return config.Field("solver", "%v", err)
 	}
+	if c.Solver.RhoMode == RhoOfficial {
+		return config.Field("solver.rho_mode", "%q adapts rho from the true graphs' squared error and group norm, and a fit of CSV files has no true graphs (only causal.sweep's generated data does): use %q", RhoOfficial, RhoFixed)
+	}
 	return nil
 }
 
@@ -79,6 +82,7 @@ var FitTask = train.TaskSpec[*FitConfig, *FitResult]{
 	Run:      RunFit,
 	Ignores:  solverIgnores,
 	NoResume: true,
+	Added:    rhoModeAdded,
 }
 
 // SweepTask is "causal.sweep"; resuming keeps the fits in fits.jsonl.
@@ -88,7 +92,12 @@ var SweepTask = train.TaskSpec[*SweepConfig, *SweepResult]{
 	Default: DefaultSweep,
 	Run:     RunSweep,
 	Ignores: solverIgnores,
+	Added:   rhoModeAdded,
 }
+
+// rhoModeAdded: runs made before solver.rho_mode existed used rho fixed,
+// so they resume under "fixed".
+var rhoModeAdded = map[string]any{"solver.rho_mode": RhoFixed}
 
 // RunFit reads the tasks, fits them, and writes adjacency_<file>.csv per
 // task and order.txt to the run directory (results.json is the result).
