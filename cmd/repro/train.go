@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/reprolab/repro/internal/cli"
+	"github.com/reprolab/repro/internal/torchinfo"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/train"
 )
@@ -114,6 +115,7 @@ the run directory and prints, the others' output goes to stderr prefixed with
 				return cli.Usagef("-nproc must be at least 1, got %d", nproc)
 			}
 			fmt.Fprintf(env.Stdout, "%s: task %s, run directory %s\n", args[0], task.TaskName(), out)
+			fmt.Fprintf(env.Stdout, "cpu: %s\n", torchinfo.CPUKernels())
 			return train.Run(task, cfg, train.RunOptions{Out: out, Resume: resume != "", W: env.Stdout, Overwrite: overwrite, AllowChange: allowed, Signals: true})
 		},
 	}

@@ -227,6 +227,7 @@ func (info *Info) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "attention matmul and softmax (this libtorch has no fused scaled_dot_product_attention)\n")
 	}
+	fmt.Fprintf(w, "cpu       %s\n", CPUKernels())
 	fmt.Fprintf(w, "threads   %d intra-op, %d inter-op\n", info.Threads, info.InteropThreads)
 	if info.BLASPath != "" {
 		fmt.Fprintf(w, "blas      %s (%s)\n", info.BLAS, info.BLASPath)
