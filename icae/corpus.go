@@ -200,11 +200,14 @@ func LoadStreams(d DataConfig, vocab string, tok Tokenizer, bos, eos int64, w io
 			s.Train, s.Docs[0] = append(s.Train, doc...), s.Docs[0]+1
 		}
 	}
-	if f, err := os.Create(cache + ".tmp"); err == nil {
+	// A temporary file of its own, so that runs tokenising at the same time
+	// (an experiment's parallel runs on one base) never write into one.
+	if f, err := os.CreateTemp(filepath.Dir(cache), filepath.Base(cache)+".*.tmp"); err == nil {
 		if gob.NewEncoder(f).Encode(s) == nil && f.Close() == nil {
-			os.Rename(cache+".tmp", cache)
+			os.Rename(f.Name(), cache)
 		} else {
-			os.Remove(cache + ".tmp")
+			f.Close()
+			os.Remove(f.Name())
 		}
 	}
 	return s, nil

@@ -101,6 +101,13 @@ type Result struct {
 	LLMParams int64              `json:"llm_params"`
 	AEShare   float64            `json:"ae_share"` // of the training samples drawn, the share that were AE
 	Samples   int                `json:"eval_samples"`
+	// ContextTokens is the evaluation contexts' length (objective.max_len),
+	// Slots the slots each is compressed to (segments times memory.size,
+	// also the truncation baseline's kept tokens), and Ratio their
+	// quotient: the compression the numbers are measured at.
+	ContextTokens int     `json:"context_tokens"`
+	Slots         int     `json:"slots"`
+	Ratio         float64 `json:"compression_ratio"`
 }
 
 func pretrainDefaults() *Config {
@@ -225,14 +232,16 @@ func Pretrain(s *train.Session, c *Config) (*Result, error) {
 		return nil, err
 	}
 	perEpoch, steps, opt, sched := rp.perEpoch, rp.steps, rp.opt, rp.sched
-	res := &Result{Steps: steps, Trainable: se.trainable(s), LLMParams: se.llm, Samples: len(set.Contexts)}
+	slots := m.SlotCount(c.Objective.MaxLen)
+	res := &Result{Steps: steps, Trainable: se.trainable(s), LLMParams: se.llm, Samples: len(set.Contexts),
+		ContextTokens: c.Objective.MaxLen, Slots: slots, Ratio: float64(c.Objective.MaxLen) / float64(slots)}
 	what := fmt.Sprintf("%d training texts of %d tokens", len(texts), c.Data.DocLen)
 	if c.Data.DocLen == 0 {
 		what = fmt.Sprintf("%d training documents", len(texts))
 	}
-	fmt.Fprintf(s.W, "icae.pretrain: %s; %d slots per segment of up to %d tokens; LoRA %s; %d trainable parameters (%.2f%% of the LLM's %d); %s, contexts of up to %d tokens, lm_ratio %g; %d steps\n",
+	fmt.Fprintf(s.W, "icae.pretrain: %s; %d slots per segment of up to %d tokens; LoRA %s; %d trainable parameters (%.2f%% of the LLM's %d); %s, contexts of up to %d tokens (%d slots, %gx), lm_ratio %g; %d steps\n",
 		se.m.LM.Cfg.Summary(), c.Memory.Size, c.Memory.Size*c.Memory.Compression, loraSummary(c.LoRA), res.Trainable,
-		100*float64(res.Trainable)/float64(se.llm), se.llm, what, c.Objective.MaxLen, c.Objective.LMRatio, steps)
+		100*float64(res.Trainable)/float64(se.llm), se.llm, what, c.Objective.MaxLen, slots, res.Ratio, c.Objective.LMRatio, steps)
 	// counts holds the AE and LM samples drawn, for the checkpoint.
 	counts := make([]float64, 2)
 	eo := EvalOptions{Batch: c.Data.Batch, Generate: c.Eval.Generate, LMSpecialToken: c.Objective.LMSpecialToken, BOS: se.bos, EOS: se.eos}

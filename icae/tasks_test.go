@@ -130,6 +130,7 @@ func TestPretrainTaskResumesExactly(t *testing.T) {
 	for _, k := range []string{"ae_loss", "ae_tf_token_acc", "recon_token_acc", "recon_bleu4", "trunc_token_acc", "trunc_bleu4", "ppl_full", "ppl_slots", "ppl_none"} {
 		assert.Contains(t, whole.Metrics, k)
 	}
+	assert.Equal(t, []any{16, 4, 4.0}, []any{whole.ContextTokens, whole.Slots, whole.Ratio}, "16 tokens, one segment of 4 slots: 4x")
 	assert.Greater(t, whole.AEShare, 0.0)
 	assert.Less(t, whole.AEShare, 1.0, "lm_ratio 0.5 draws LM examples too")
 	// Per layer: q_proj's A [4, 32] and B [32, 4], v_proj's A [4, 32] and
