@@ -12,7 +12,6 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/audio"
-	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/config"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/train"
@@ -132,30 +131,12 @@ func RunCodec(s *train.Session, c *CodecTaskConfig) (*CodecResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	ex := c.Data.excerpts(trainTracks, sr, uint64(c.Trainer.Seed))
-	loader, err := data.NewLoader(data.LoaderOptions{N: 1 << 20, Batch: c.Data.Batch, Shuffle: true, DropLast: true, Seed: uint64(c.Trainer.Seed), Workers: c.Data.Workers},
-		func(b data.Batch) (excerptBatch, error) {
-			eb, err := drawBatch(ex, b.Indices)
-			if err == nil {
-				normalizeBatch(eb, c.LoudnessTarget, sr)
-			}
-			return eb, err
-		})
+	ld, err := openExcerpts(s, c.Data, trainTracks, testTracks, sr, c.Trainer.Seed, c.LoudnessTarget)
 	if err != nil {
 		return nil, err
 	}
-	defer loader.Close()
-	perEpoch, steps, err := s.Steps(loader.PerEpoch())
-	if err != nil {
-		return nil, err
-	}
-	heldout, err := evalExcerpts(c.Data, testTracks, sr, c.Trainer.Seed)
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range heldout {
-		normalizeBatch(b, c.LoudnessTarget, sr)
-	}
+	defer ld.loader.Close()
+	loader, heldout, perEpoch, steps := ld.loader, ld.heldout, ld.perEpoch, ld.steps
 	mel := audio.DACMelLoss(sr)
 	gamma := c.Optim.Gamma
 	lr := func(step int64) float64 { return c.Optim.LR * math.Pow(gamma, float64(step)) }

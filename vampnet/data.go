@@ -14,8 +14,10 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/audio"
+	"github.com/reprolab/repro/data"
 	"github.com/reprolab/repro/internal/config"
 	"github.com/reprolab/repro/torchmods"
+	"github.com/reprolab/repro/train"
 )
 
 // DataConfig says where the music comes from and how excerpts are drawn,
@@ -176,4 +178,43 @@ func drawBatch(l *audio.ExcerptLoader, idx []int) (excerptBatch, error) {
 
 func (b excerptBatch) tensor(dev gotch.Device) *ts.Tensor {
 	return torchmods.FromSlice(b.samples, []int64{int64(b.n), 1, int64(b.len)}, dev)
+}
+
+// excerptData is a training task's data: an endless seeded loader of
+// training excerpts, the held-out excerpts drawn once, and the run's
+// step counts.
+type excerptData struct {
+	loader          *data.Loader[excerptBatch]
+	heldout         []excerptBatch
+	perEpoch, steps int64
+}
+
+// openExcerpts opens the training loader and draws the held-out excerpts,
+// both normalised to target LUFS (volumeNorm; <= -200 for none), as the
+// official scripts' transforms do for training and validation alike.
+func openExcerpts(s *train.Session, d DataConfig, trainTracks, testTracks []audio.Prepared, sr int, seed int64, target float64) (*excerptData, error) {
+	ex := d.excerpts(trainTracks, sr, uint64(seed))
+	loader, err := data.NewLoader(data.LoaderOptions{N: 1 << 20, Batch: d.Batch, Shuffle: true, DropLast: true, Seed: uint64(seed), Workers: d.Workers},
+		func(b data.Batch) (excerptBatch, error) {
+			eb, err := drawBatch(ex, b.Indices)
+			if err == nil {
+				normalizeBatch(eb, target, sr)
+			}
+			return eb, err
+		})
+	if err != nil {
+		return nil, err
+	}
+	out := &excerptData{loader: loader}
+	if out.perEpoch, out.steps, err = s.Steps(loader.PerEpoch()); err == nil {
+		out.heldout, err = evalExcerpts(d, testTracks, sr, seed)
+	}
+	if err != nil {
+		loader.Close()
+		return nil, err
+	}
+	for _, b := range out.heldout {
+		normalizeBatch(b, target, sr)
+	}
+	return out, nil
 }
