@@ -93,9 +93,8 @@ func (d DataConfig) tracks(sampleRate int, w io.Writer) (train, test []audio.Pre
 		tr, te := audio.SplitTracks(list, d.TestFraction)
 		o := audio.PrepareOptions{CacheDir: d.Cache, SampleRate: sampleRate, Mono: true,
 			Progress: func(done, total int, p audio.Prepared) {
-				fmt.Fprintf(w, "\rmusic: %d/%d tracks ready at %d Hz (%s)   ", done, total, sampleRate, p.ID)
-				if done == total {
-					fmt.Fprintln(w)
+				if done%10 == 0 || done == total { // a line per 10 tracks: logs have no carriage returns
+					fmt.Fprintf(w, "music: %d/%d tracks ready at %d Hz (last: %s)\n", done, total, sampleRate, p.ID)
 				}
 			}}
 		if train, err = audio.Prepare(tr, o); err != nil {
