@@ -229,6 +229,28 @@ type VGGishConfig struct {
 	NoPCA bool
 }
 
+// vggishConfigFromShapes reads the conv widths and the hidden width from a
+// state dict's shapes (features.N.weight [out, in, 3, 3], embeddings.0.weight
+// [hidden, ...]), so that a narrower VGGish (a test's) loads as the
+// released one does; names it lacks keep the released sizes, and the
+// strict load then reports them.
+func vggishConfigFromShapes(tensors []safetensors.Tensor, noPCA bool) VGGishConfig {
+	c := VGGishConfig{NoPCA: noPCA}.withDefaults()
+	widths := append([]int64(nil), c.Widths...)
+	for _, t := range tensors {
+		for i, l := range vggishLayout {
+			if t.Name == fmt.Sprintf("features.%d.weight", l.index) && len(t.Shape) == 4 {
+				widths[i] = t.Shape[0]
+			}
+		}
+		if t.Name == "embeddings.0.weight" && len(t.Shape) == 2 {
+			c.Hidden = t.Shape[0]
+		}
+	}
+	c.Widths = widths
+	return c
+}
+
 func (c VGGishConfig) withDefaults() VGGishConfig {
 	if c.Widths == nil {
 		c.Widths = []int64{64, 128, 256, 256, 512, 512}
@@ -574,7 +596,7 @@ func LoadVGGish(weightsPath, pcaPath string, dev gotch.Device) (*VGGish, error) 
 		tensors = append(tensors, pca...)
 	}
 	store := torchmods.NewStore(dev)
-	m, err := NewVGGish(store.Root(), VGGishConfig{NoPCA: pcaPath == ""})
+	m, err := NewVGGish(store.Root(), vggishConfigFromShapes(tensors, pcaPath == ""))
 	if err != nil {
 		return nil, err
 	}

@@ -258,8 +258,8 @@ func TestVGGishLoadFiles(t *testing.T) {
 	_, err = noPCA.EmbeddingsWith(vggishParityAudio(x), EmbedOptions{PCA: true})
 	assert.Error(t, err)
 
-	// LoadVGGish on files it cannot read names the way out; on the narrow
-	// fixture weights it refuses the shapes.
+	// LoadVGGish on files it cannot read names the way out; the narrow
+	// fixture weights load with their sizes read from their shapes.
 	dir := t.TempDir()
 	legacy := filepath.Join(dir, "vggish-10086976.pth")
 	require.NoError(t, os.WriteFile(legacy, []byte{0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20}, 0o644))
@@ -267,8 +267,13 @@ func TestVGGishLoadFiles(t *testing.T) {
 	assert.ErrorContains(t, err, "re-save it once")
 	_, err = LoadVGGish(filepath.Join(dir, "absent.pth"), "", gotch.CPU)
 	assert.Error(t, err)
-	narrow := filepath.Join(dir, "narrow.safetensors")
+	narrow, pcaFile := filepath.Join(dir, "narrow.safetensors"), filepath.Join(dir, "pca.safetensors")
 	require.NoError(t, safetensors.Write(narrow, model, nil))
-	_, err = LoadVGGish(narrow, "", gotch.CPU)
-	assert.ErrorContains(t, err, "shape mismatch")
+	require.NoError(t, safetensors.Write(pcaFile, pca, nil))
+	loaded, err := LoadVGGish(narrow, pcaFile, gotch.CPU)
+	require.NoError(t, err)
+	assert.Equal(t, vggishParityConfig().Widths, loaded.Config.Widths)
+	got, err = loaded.EmbeddingsWith(vggishParityAudio(x), EmbedOptions{FinalReLU: true, PCA: true})
+	require.NoError(t, err)
+	assert.Equal(t, x.Floats("out.embedding_pca"), flatten2(got))
 }

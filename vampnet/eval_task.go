@@ -38,6 +38,11 @@ type EvalConfig struct {
 	// Periodic prompts are compared at Sample.Steps.
 	Periodic []int64       `toml:"periodic"`
 	Sample   SampleOptions `toml:"sample"`
+	// VGGish, if set, is torchvggish's weights (vggish-10086976.pth, or a
+	// safetensors re-save; audio.LoadVGGish): each setting then also gets
+	// its FAD, the Fréchet distance of VGGish embeddings (without the final
+	// ReLU and PCA, as FAD uses them) to the originals'.
+	VGGish string `toml:"vggish"`
 	// Samples WAVs (original, each periodic prompt's output) are written
 	// for the first excerpts, with their spectrograms.
 	Samples int `toml:"samples"`
@@ -64,6 +69,7 @@ type EvalMetrics struct {
 	CodeAcc   float64 `json:"code_accuracy"`
 	PseudoNLL float64 `json:"pseudo_nll"`
 	Frechet   float64 `json:"frechet_codec"`
+	FAD       float64 `json:"fad,omitempty"` // with a VGGish only
 	Masked    float64 `json:"masked_share"`
 }
 
@@ -123,6 +129,13 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 		d.Duration = in.CoarseChunkS
 	}
 	sr := in.SampleRate()
+	var vggish *audio.VGGish
+	if c.VGGish != "" {
+		if vggish, err = audio.LoadVGGish(c.VGGish, "", s.Device); err != nil {
+			return nil, err
+		}
+	}
+	fad := map[string][][]float64{}
 	_, test, err := d.tracks(sr, s.W)
 	if err != nil {
 		return nil, err
@@ -167,6 +180,13 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 			return nil, err
 		}
 		embed["original"] = append(embed["original"], origEmb...)
+		if vggish != nil {
+			v, err := vggish.Embeddings(orig)
+			if err != nil {
+				return nil, fmt.Errorf("excerpt %d: %w", i, err)
+			}
+			fad["original"] = append(fad["original"], v...)
+		}
 		for si, st := range settings {
 			seed := evalSeed(c.Trainer.Seed, i, si)
 			var gen, mask *ts.Tensor
@@ -211,9 +231,16 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
 			}
-			m, genEmb, err := in.score(gen, z, mask, orig, nDecode, seed)
+			m, genEmb, out, err := in.score(gen, z, mask, orig, nDecode, seed)
 			if err != nil {
 				return nil, fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
+			}
+			if vggish != nil {
+				v, err := vggish.Embeddings(out)
+				if err != nil {
+					return nil, fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
+				}
+				fad[st.name] = append(fad[st.name], v...)
 			}
 			m.Masked = maskShare
 			if sums[st.name] == nil {
@@ -243,8 +270,13 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 			return nil, err
 		}
 		m.Frechet = fd
+		if vggish != nil {
+			if m.FAD, err = FrechetDistance(fad[st.name], fad["original"]); err != nil {
+				return nil, fmt.Errorf("FAD: %w (the excerpts must hold at least one 0.96 s VGGish example each)", err)
+			}
+		}
 		res.Settings[st.name] = m
-		fmt.Fprintf(s.W, "%-12s masked %5.1f%%  mel %.4f  code accuracy %.3f  pseudo-NLL %.3f  Fréchet %.3f\n", st.name, 100*m.Masked, m.Mel, m.CodeAcc, m.PseudoNLL, m.Frechet)
+		fmt.Fprintf(s.W, "%-12s masked %5.1f%%  mel %.4f  code accuracy %.3f  pseudo-NLL %.3f  Fréchet %.3f  FAD %.3f\n", st.name, 100*m.Masked, m.Mel, m.CodeAcc, m.PseudoNLL, m.Frechet, m.FAD)
 	}
 	return res, nil
 }
@@ -281,15 +313,15 @@ func (in *Interface) embeddings(a *audio.Audio) ([][]float64, error) {
 // score decodes gen's first nDecode codebooks and measures it against
 // the original excerpt and codes z; code accuracy counts the coarse
 // positions mask generated (all of them when it masks none).
-func (in *Interface) score(gen, z, mask *ts.Tensor, orig *audio.Audio, nDecode int64, seed uint64) (EvalMetrics, [][]float64, error) {
+func (in *Interface) score(gen, z, mask *ts.Tensor, orig *audio.Audio, nDecode int64, seed uint64) (EvalMetrics, [][]float64, *audio.Audio, error) {
 	var m EvalMetrics
 	out, err := in.Decode(gen.MustNarrow(1, 0, nDecode, false))
 	if err != nil {
-		return m, nil, err
+		return m, nil, nil, err
 	}
 	out.Channels[0] = out.Channels[0][:min(len(out.Channels[0]), orig.Len())]
 	if m.Mel, err = audio.MelDistance(out, orig); err != nil {
-		return m, nil, err
+		return m, nil, nil, err
 	}
 	nc := in.Coarse.Cfg.NCodebooks
 	err = torchmods.Try(func() {
@@ -306,10 +338,10 @@ func (in *Interface) score(gen, z, mask *ts.Tensor, orig *audio.Audio, nDecode i
 		})
 	})
 	if err != nil {
-		return m, nil, err
+		return m, nil, nil, err
 	}
 	emb, err := in.embeddings(out)
-	return m, emb, err
+	return m, emb, out, err
 }
 
 // pseudoNLL is the model's mean NLL of codes [1, C, T], every predicted

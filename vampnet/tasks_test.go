@@ -13,8 +13,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/sugarme/gotch"
 
 	"github.com/reprolab/repro/audio"
+	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/train"
 )
 
@@ -125,7 +127,14 @@ func TestCodecThenTransformer(t *testing.T) {
 	// exact, the periodic prompt's masked share as its period says, samples
 	ec := EvalTask.Default()
 	ec.Codec, ec.Coarse = filepath.Join(dir, "codec"), filepath.Join(dir, "c2f")
-	ec.Data = tinyData(music, 0.3) // MelDistance's 2048-sample window needs more than 0.1 s at 8 kHz
+	ec.Data = tinyData(music, 1.0) // one 0.96 s VGGish example per excerpt (and MelDistance's 2048-sample window)
+	// a narrow VGGish with random weights, saved and loaded as a user's
+	// torchvggish weights are, gives every setting a FAD
+	vs := torchmods.NewStore(gotch.CPU)
+	_, err = audio.NewVGGish(vs.Root(), audio.VGGishConfig{Widths: []int64{2, 2, 4, 4, 4, 4}, Hidden: 8, NoPCA: true})
+	require.NoError(t, err)
+	ec.VGGish = filepath.Join(dir, "vggish.safetensors")
+	require.NoError(t, vs.Save(ec.VGGish, "", nil))
 	ec.Data.EvalExcerpts = 2
 	ec.SamplingSteps, ec.StepsPeriodic, ec.Periodic, ec.Samples = []int{1, 2}, 4, []int64{4, 2}, 1
 	ec.Sample.Steps = 2
@@ -136,10 +145,12 @@ func TestCodecThenTransformer(t *testing.T) {
 		require.True(t, ok, k)
 		assert.Greater(t, m.Mel, 0.0, k)
 		assert.False(t, math.IsNaN(m.Frechet), k)
+		assert.False(t, math.IsNaN(m.FAD), k)
 	}
+	assert.NotZero(t, eres.Settings["random"].FAD)
 	assert.Equal(t, 1.0, eres.Settings["codec"].CodeAcc)
 	assert.Equal(t, 0.0, eres.Settings["codec"].Masked)
-	// 300 frames, one in 4 kept (frames 0, 4, ...): 75% of the coarse
+	// 1,000 frames, one in 4 kept (frames 0, 4, ...): 75% of the coarse
 	// positions masked; the conditioning codebook is masked too (the
 	// generation keeps it)
 	assert.InDelta(t, 0.75, eres.Settings["periodic_4"].Masked, 1e-9)
