@@ -12,6 +12,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/internal/config"
+	"github.com/reprolab/repro/internal/testutil"
 	"github.com/reprolab/repro/internal/testutil/parity"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/torchmods/safetensors"
@@ -50,26 +51,11 @@ func loadParityCodec(t *testing.T, x parity.Fixture) (*torchmods.Store, *Codec) 
 	return store, m
 }
 
-// codecAssertClose checks got against want within codecParityTol times
-// the tensor's scale, max(1, max |want|), as vqa's parity tests do, and
-// returns the worst relative difference.
+// codecAssertClose checks got against want within codecParityTol of
+// want's scale and returns the worst relative difference.
 func codecAssertClose(t *testing.T, want, got []float64, msg string) float64 {
 	t.Helper()
-	require.Len(t, got, len(want), msg)
-	scale := 1.0
-	for _, w := range want {
-		scale = math.Max(scale, math.Abs(w))
-	}
-	worst, at := 0.0, -1
-	for i := range want {
-		if d := math.Abs(want[i]-got[i]) / scale; d > worst || at < 0 {
-			worst, at = d, i
-		}
-	}
-	if worst > codecParityTol {
-		t.Errorf("%s: element %d: want %v, got %v (difference %.2g of the scale %.3g, more than %g)", msg, at, want[at], got[at], worst, scale, codecParityTol)
-	}
-	return worst
+	return testutil.CloseFloats(t, want, got, codecParityTol, msg)
 }
 
 // The whole codec: encode (padding, encoder, residual VQ), decode, the

@@ -1,7 +1,6 @@
 package vqa
 
 import (
-	"math"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -9,6 +8,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/reprolab/repro/internal/testutil"
 	"github.com/reprolab/repro/internal/testutil/parity"
 	"github.com/reprolab/repro/torchmods"
 )
@@ -59,27 +59,11 @@ func assertGrads(t *testing.T, x parity.Fixture, store *torchmods.Store, prefix 
 	}
 }
 
-// assertClose checks got against want within parityTol times the
-// tensor's scale, max(1, max |want|): absolute for tensors of values up to
-// 1, relative to the largest value above, since float32 gradients summed
-// from terms of size 10 differ from PyTorch's in the sixth digit (the
-// order of the additions differs).
+// assertClose checks got against want within parityTol of want's scale
+// (testutil.CloseFloats).
 func assertClose(t *testing.T, want, got []float64, msg string) {
 	t.Helper()
-	require.Len(t, got, len(want), msg)
-	scale := 1.0
-	for _, w := range want {
-		scale = math.Max(scale, math.Abs(w))
-	}
-	worst, at := 0.0, -1
-	for i := range want {
-		if d := math.Abs(want[i]-got[i]) / scale; d > worst {
-			worst, at = d, i
-		}
-	}
-	if worst > parityTol {
-		t.Errorf("%s: element %d: want %v, got %v (difference %.2g of the scale %.3g, more than %g)", msg, at, want[at], got[at], worst, scale, parityTol)
-	}
+	testutil.CloseFloats(t, want, got, parityTol, msg)
 }
 
 // The fusion BERT in ALBEF's three modes (text layers only; the fusion

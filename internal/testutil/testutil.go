@@ -152,3 +152,31 @@ func WriteSentiment(t testing.TB, path string, n int, seed uint64) {
 	}
 	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
 }
+
+// CloseFloats reports an error unless got has want's length and every
+// element is within tol of want's, relative to want's scale (its largest
+// magnitude, at least 1), naming the worst element. A NaN or infinite
+// difference counts as the worst and fails. It returns the worst relative
+// difference, for a test that logs it.
+func CloseFloats(t testing.TB, want, got []float64, tol float64, msg string) float64 {
+	t.Helper()
+	require.Len(t, got, len(want), msg)
+	scale := 1.0
+	for _, w := range want {
+		scale = math.Max(scale, math.Abs(w))
+	}
+	worst, at := 0.0, -1
+	for i := range want {
+		d := math.Abs(want[i]-got[i]) / scale
+		if math.IsNaN(d) {
+			d = math.Inf(1)
+		}
+		if d > worst || at < 0 {
+			worst, at = d, i
+		}
+	}
+	if at >= 0 && !(worst <= tol) {
+		t.Errorf("%s: element %d: want %v, got %v (difference %.2g of the scale %.3g, more than %g)", msg, at, want[at], got[at], worst, scale, tol)
+	}
+	return worst
+}

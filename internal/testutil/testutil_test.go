@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 )
@@ -90,4 +91,15 @@ func TestClose(t *testing.T) {
 	r := &recorder{TB: t}
 	assert.False(t, Close(r, vec(1, 3), vec(1, 2), 1e-5, "x"))
 	assert.Len(t, r.errs, 1)
+}
+
+func TestCloseFloats(t *testing.T) {
+	r := &recorder{TB: t}
+	assert.InDelta(t, 0.5e-5, CloseFloats(r, []float64{2, -1}, []float64{2, -1.00001}, 1e-5, "ok"), 1e-12)
+	assert.Empty(t, r.errs)
+	CloseFloats(r, []float64{2, 1}, []float64{2, 1.1}, 1e-5, "far")
+	CloseFloats(r, []float64{2, 1}, []float64{math.NaN(), 1}, 1e-5, "nan")
+	require.Len(t, r.errs, 2)
+	assert.Contains(t, r.errs[0], "far: element 1")
+	assert.Contains(t, r.errs[1], "nan: element 0")
 }
