@@ -174,16 +174,8 @@ func Random(x, r *ts.Tensor, rng *rand.Rand) (*ts.Tensor, error) {
 	if n := int64(len(p)); n != shape[0] && n != 1 {
 		return nil, fmt.Errorf("vampnet: Random: r has %d values for a batch of %d (x %v)", n, shape[0], shape)
 	}
-	vals := make([]int64, shape[0]*shape[1]*shape[2])
 	per := shape[1] * shape[2]
-	for i := range vals {
-		b := int64(i) / per
-		if len(p) == 1 {
-			b = 0
-		}
-		vals[i] = bernoulli(rng, p[b])
-	}
-	out := newMask(vals, shape, x.MustDevice())
+	out := bernoulliMask(shape, p, rng, x.MustDevice(), func(i int64) int64 { return i / per }) // sample b's probability
 	s.Keep(out)
 	return out, nil
 }
@@ -218,15 +210,7 @@ func LinearRandom(x, r *ts.Tensor, rng *rand.Rand) (*ts.Tensor, error) {
 	if n := int64(len(p)); n != 1 && n != T {
 		return nil, fmt.Errorf("vampnet: LinearRandom: r with %d values does not broadcast against x %v (the official multiplies along time: r needs 1 or %d values)", n, shape, T)
 	}
-	vals := make([]int64, shape[0]*shape[1]*T)
-	for i := range vals {
-		t := int64(i) % T
-		if len(p) == 1 {
-			t = 0
-		}
-		vals[i] = bernoulli(rng, p[t])
-	}
-	out := newMask(vals, shape, x.MustDevice())
+	out := bernoulliMask(shape, p, rng, x.MustDevice(), func(i int64) int64 { return i % T }) // time t's probability
 	s.Keep(out)
 	return out, nil
 }
@@ -854,6 +838,21 @@ func setCodebooks(vals, shape []int64, lo, hi, v int64) {
 
 // bernoulli is one trial with probability p; p <= 0 and p >= 1 draw
 // nothing.
+// bernoulliMask draws a [B, C, T] mask, element i (in batch, codebook,
+// time order) masked with probability p[which(i)], or p[0] when p has one
+// value (torch's broadcasting of a one-element r).
+func bernoulliMask(shape []int64, p []float64, rng *rand.Rand, dev gotch.Device, which func(i int64) int64) *ts.Tensor {
+	vals := make([]int64, shape[0]*shape[1]*shape[2])
+	for i := range vals {
+		k := int64(0)
+		if len(p) > 1 {
+			k = which(int64(i))
+		}
+		vals[i] = bernoulli(rng, p[k])
+	}
+	return newMask(vals, shape, dev)
+}
+
 func bernoulli(rng *rand.Rand, p float64) int64 {
 	switch {
 	case p >= 1:
