@@ -164,98 +164,108 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 	embed := map[string][][]float64{}
 	var frames int64
 	for i := 0; i < d.EvalExcerpts; i++ {
-		e, err := ex.Item(i)
-		if err != nil {
-			return nil, err
-		}
-		orig := e.Audio
-		volumeNorm(orig.Channels[0], sr, PreprocessLoudness) // Interface.preprocess and train.py's VolumeNorm
-		z, err := in.Encode(orig)
-		if err != nil {
-			return nil, err
-		}
-		frames = z.MustSize()[2]
-		origEmb, err := in.embeddings(orig)
-		if err != nil {
-			return nil, err
-		}
-		embed["original"] = append(embed["original"], origEmb...)
-		if vggish != nil {
-			v, err := vggish.Embeddings(orig)
+		// each excerpt's tensors in a scope of their own: only the Go
+		// slices of metrics and embeddings outlive it
+		err := func() error {
+			sc := ts.NewScope()
+			defer sc.Close()
+			e, err := ex.Item(i)
 			if err != nil {
-				return nil, fmt.Errorf("excerpt %d: %w", i, err)
+				return err
 			}
-			fad["original"] = append(fad["original"], v...)
-		}
-		for si, st := range settings {
-			seed := evalSeed(c.Trainer.Seed, i, si)
-			var gen, mask *ts.Tensor
-			var maskShare float64
-			err := torchmods.Try(func() {
-				mask = ts.MustZeros(z.MustSize(), gotch.Int64, s.Device)
-				if st.baseline != "codec" {
-					m, err := PeriodicMask(z, st.period, 1, false, nil)
-					if err != nil {
-						panic(err)
-					}
-					mask = m
+			orig := e.Audio
+			volumeNorm(orig.Channels[0], sr, PreprocessLoudness) // Interface.preprocess and train.py's VolumeNorm
+			z, err := in.Encode(orig)
+			if err != nil {
+				return err
+			}
+			frames = z.MustSize()[2]
+			origEmb, err := in.embeddings(orig)
+			if err != nil {
+				return err
+			}
+			embed["original"] = append(embed["original"], origEmb...)
+			if vggish != nil {
+				v, err := vggish.Embeddings(orig)
+				if err != nil {
+					return fmt.Errorf("excerpt %d: %w", i, err)
 				}
-				maskShare = mask.MustNarrow(1, 0, in.Coarse.Cfg.NCodebooks, false).MustTotype(gotch.Double, true).MustMean(gotch.Double, true).Float64Values()[0]
-				switch st.baseline {
-				case "codec":
-					gen = z
-				case "random":
-					rng := rand.New(rand.NewPCG(seed, 1))
-					rnd := make([]int64, z.Numel())
-					for k := range rnd {
-						rnd[k] = rng.Int64N(in.Codec.Cfg.CodebookSize)
-					}
-					noise := torchmods.FromSlice(rnd, z.MustSize(), s.Device)
-					gen = z.MustWhereSelf(mask.MustEq(ts.IntScalar(0), false), noise, false)
-				default:
-					o := c.Sample
-					o.Steps = st.steps
-					ts.ManualSeed(int64(seed))
-					out, err := CoarseVamp(in.Coarse, z, mask, in.codebooks, 0, o)
-					if err != nil {
-						panic(err)
-					}
-					if in.C2F != nil {
-						if out, err = CoarseToFine(in.C2F, out, mask, in.codebooks, SecondsToFrames(in.C2FChunkS, sr, in.hop), o); err != nil {
+				fad["original"] = append(fad["original"], v...)
+			}
+			for si, st := range settings {
+				seed := evalSeed(c.Trainer.Seed, i, si)
+				var gen, mask *ts.Tensor
+				var maskShare float64
+				err := torchmods.Try(func() {
+					mask = ts.MustZeros(z.MustSize(), gotch.Int64, s.Device)
+					if st.baseline != "codec" {
+						m, err := PeriodicMask(z, st.period, 1, false, nil)
+						if err != nil {
 							panic(err)
 						}
+						mask = m
 					}
-					gen = out
-				}
-			})
-			if err != nil {
-				return nil, fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
-			}
-			m, genEmb, out, err := in.score(gen, z, mask, orig, nDecode, seed)
-			if err != nil {
-				return nil, fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
-			}
-			if vggish != nil {
-				v, err := vggish.Embeddings(out)
+					maskShare = mask.MustNarrow(1, 0, in.Coarse.Cfg.NCodebooks, false).MustTotype(gotch.Double, true).MustMean(gotch.Double, true).Float64Values()[0]
+					switch st.baseline {
+					case "codec":
+						gen = z
+					case "random":
+						rng := rand.New(rand.NewPCG(seed, 1))
+						rnd := make([]int64, z.Numel())
+						for k := range rnd {
+							rnd[k] = rng.Int64N(in.Codec.Cfg.CodebookSize)
+						}
+						noise := torchmods.FromSlice(rnd, z.MustSize(), s.Device)
+						gen = z.MustWhereSelf(mask.MustEq(ts.IntScalar(0), false), noise, false)
+					default:
+						o := c.Sample
+						o.Steps = st.steps
+						ts.ManualSeed(int64(seed))
+						out, err := CoarseVamp(in.Coarse, z, mask, in.codebooks, 0, o)
+						if err != nil {
+							panic(err)
+						}
+						if in.C2F != nil {
+							if out, err = CoarseToFine(in.C2F, out, mask, in.codebooks, SecondsToFrames(in.C2FChunkS, sr, in.hop), o); err != nil {
+								panic(err)
+							}
+						}
+						gen = out
+					}
+				})
 				if err != nil {
-					return nil, fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
+					return fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
 				}
-				fad[st.name] = append(fad[st.name], v...)
-			}
-			m.Masked = maskShare
-			if sums[st.name] == nil {
-				sums[st.name] = &EvalMetrics{}
-			}
-			sums[st.name].Mel += m.Mel
-			sums[st.name].CodeAcc += m.CodeAcc
-			sums[st.name].PseudoNLL += m.PseudoNLL
-			sums[st.name].Masked += m.Masked
-			embed[st.name] = append(embed[st.name], genEmb...)
-			if i < c.Samples && (st.baseline != "" || st.steps == c.Sample.Steps) {
-				if err := in.writeSample(s.Out, i, st.name, gen, nDecode); err != nil {
-					return nil, err
+				m, genEmb, out, err := in.score(gen, z, mask, orig, nDecode, seed)
+				if err != nil {
+					return fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
+				}
+				if vggish != nil {
+					v, err := vggish.Embeddings(out)
+					if err != nil {
+						return fmt.Errorf("%s, excerpt %d: %w", st.name, i, err)
+					}
+					fad[st.name] = append(fad[st.name], v...)
+				}
+				m.Masked = maskShare
+				if sums[st.name] == nil {
+					sums[st.name] = &EvalMetrics{}
+				}
+				sums[st.name].Mel += m.Mel
+				sums[st.name].CodeAcc += m.CodeAcc
+				sums[st.name].PseudoNLL += m.PseudoNLL
+				sums[st.name].Masked += m.Masked
+				embed[st.name] = append(embed[st.name], genEmb...)
+				if i < c.Samples && (st.baseline != "" || st.steps == c.Sample.Steps) {
+					if err := in.writeSample(s.Out, i, st.name, gen, nDecode); err != nil {
+						return err
+					}
 				}
 			}
+			return nil
+		}()
+		if err != nil {
+			return nil, err
 		}
 		fmt.Fprintf(s.W, "\rvampnet eval: excerpt %d/%d", i+1, d.EvalExcerpts)
 	}
