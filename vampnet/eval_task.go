@@ -226,7 +226,7 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 							panic(err)
 						}
 						if in.C2F != nil {
-							if out, err = CoarseToFine(in.C2F, out, mask, in.codebooks, SecondsToFrames(in.C2FChunkS, sr, in.hop), o); err != nil {
+							if out, err = CoarseToFine(in.C2F, out, mask, in.codebooks, S2T(in.C2FChunkS, sr, in.hop), o); err != nil {
 								panic(err)
 							}
 						}

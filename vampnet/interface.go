@@ -2,18 +2,12 @@ package vampnet
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/torchmods"
 )
-
-// SecondsToFrames is Interface.s2t: ceil(seconds * sample_rate / hop).
-func SecondsToFrames(seconds float64, sampleRate, hop int) int64 {
-	return int64(math.Ceil(seconds * float64(sampleRate) / float64(hop)))
-}
 
 // CoarseVamp is Interface.coarse_vamp: the coarse model regenerates the
 // masked positions of the first n_codebooks (its own) codebooks of z

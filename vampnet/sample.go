@@ -60,8 +60,9 @@ func gamma32(r float32) float32 {
 	var g float32
 	ts.NoGrad(func() {
 		t := ts.MustOfSlice([]float32{r})
-		t = t.MustMulScalar(ts.FloatScalar(math.Pi), true).MustDivScalar(ts.FloatScalar(2), true).MustCos(true).MustClamp(ts.FloatScalar(1e-10), ts.FloatScalar(1), true)
-		g = float32(t.Float64Values()[0])
+		out := GammaTensor(t)
+		g = float32(out.Float64Values()[0])
+		out.MustDrop()
 		t.MustDrop()
 	})
 	return g

@@ -174,13 +174,13 @@ func (in *Interface) Vamp(a *audio.Audio, opts BuildMaskOptions, so SampleOption
 		return nil, err
 	}
 	ts.ManualSeed(int64(seed))
-	maxFrames := SecondsToFrames(in.CoarseChunkS, in.sampleRate, in.hop)
+	maxFrames := S2T(in.CoarseChunkS, in.sampleRate, in.hop)
 	out, err := CoarseVamp(in.Coarse, z, mask, in.codebooks, maxFrames, so)
 	if err != nil {
 		return nil, err
 	}
 	if in.C2F != nil {
-		if out, err = CoarseToFine(in.C2F, out, mask, in.codebooks, SecondsToFrames(in.C2FChunkS, in.sampleRate, in.hop), so); err != nil {
+		if out, err = CoarseToFine(in.C2F, out, mask, in.codebooks, S2T(in.C2FChunkS, in.sampleRate, in.hop), so); err != nil {
 			return nil, err
 		}
 	}
