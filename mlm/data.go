@@ -212,18 +212,7 @@ func Prepare(d DataConfig, w io.Writer) (*Tokenizer, *Prepared, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h := sha256.New()
-	h.Write(vb)
-	// The tag set and the packing change the cached ids and tags, so they
-	// are part of the key (a cache from the 14-tag tagger is not reused).
-	fmt.Fprintf(h, "|%d|%v|%d|%s|%s", d.MaxLen, d.Heldout, len(docs), strings.Join(Tags, ","), d.packing())
-	for _, doc := range docs {
-		io.WriteString(h, doc.Text)
-		if d.official() {
-			fmt.Fprintf(h, "|%d|", doc.Source)
-		}
-	}
-	cache := d.Vocab + ".corpus-" + hex.EncodeToString(h.Sum(nil))[:16] + ".gob"
+	cache := d.Vocab + ".corpus-" + corpusKey(d, vb, docs) + ".gob"
 	if f, err := os.Open(cache); err == nil {
 		var p Prepared
 		err := gob.NewDecoder(f).Decode(&p)
@@ -253,14 +242,34 @@ func Prepare(d DataConfig, w io.Writer) (*Tokenizer, *Prepared, error) {
 			p.Seqs[i] = tagSequence(Sequence{IDs: e.IDs, Words: e.Words}, tok, tagger)
 		}
 	}
-	if f, err := os.Create(cache + ".tmp"); err == nil {
+	// A temporary file of its own: parallel runs of an experiment may all
+	// prepare the same corpus at once, and a shared ".tmp" would interleave them.
+	if f, err := os.CreateTemp(filepath.Dir(cache), filepath.Base(cache)+".*.tmp"); err == nil {
 		if gob.NewEncoder(f).Encode(p) == nil && f.Close() == nil {
-			os.Rename(cache+".tmp", cache)
+			os.Rename(f.Name(), cache)
 		} else {
-			os.Remove(cache + ".tmp")
+			f.Close()
+			os.Remove(f.Name())
 		}
 	}
 	return tok, p, nil
+}
+
+// corpusKey names the tokenised-corpus cache: everything that changes the
+// cached ids and tags is part of it. That includes the tagger's word lists, not
+// only the tag set: a cache written while "to" was tagged PART was once reused
+// after "to" became ADP, and PTW runs then trained on the old tags.
+func corpusKey(d DataConfig, vocab []byte, docs []Doc) string {
+	h := sha256.New()
+	h.Write(vocab)
+	fmt.Fprintf(h, "|%d|%v|%d|%s|%s|%s", d.MaxLen, d.Heldout, len(docs), strings.Join(Tags, ","), d.packing(), taggerKey())
+	for _, doc := range docs {
+		io.WriteString(h, doc.Text)
+		if d.official() {
+			fmt.Fprintf(h, "|%d|", doc.Source)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 func (d DataConfig) packing() string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode"
@@ -56,6 +57,22 @@ func init() {
 			}
 		}
 	}
+}
+
+// taggerRules versions the tagger's rules that are code, not data (the
+// detachment rules and the character classes in Tag). Change it with them:
+// it is part of the corpus cache's key, with the closed-class lists.
+const taggerRules = 1
+
+// taggerKey is the tagger's rules as a string, in a fixed order, for the
+// corpus cache's key: a changed word list or rule makes a new cache.
+func taggerKey() string {
+	words := make([]string, 0, len(closedClass))
+	for w, tag := range closedClass {
+		words = append(words, w+"="+tag)
+	}
+	sort.Strings(words)
+	return fmt.Sprintf("rules %d|%s", taggerRules, strings.Join(words, " "))
 }
 
 // Tagger assigns coarse POS tags to words without context, from WordNet

@@ -111,3 +111,25 @@ func TestLoadTokenizerJSONIgnoresPaddingAndTruncation(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []int64{tok.CLS, 5, 6, tok.SEP}, short.IDs, "maxLen still cuts")
 }
+
+// The corpus cache holds each word's tag, so its key must change when the
+// tagger's word lists do: a cache written while "to" was PART was once
+// reused after "to" became ADP.
+func TestCorpusKeyFollowsTheTagger(t *testing.T) {
+	d := DataConfig{MaxLen: 64, Heldout: 0.05}
+	docs := []Doc{{Text: "a dog ran to the park"}}
+	vocab := []byte("[PAD]\n[UNK]\n")
+	key := corpusKey(d, vocab, docs)
+	assert.Equal(t, key, corpusKey(d, vocab, docs), "the key is deterministic")
+
+	old := closedClass["to"]
+	closedClass["to"] = "PART"
+	changed := corpusKey(d, vocab, docs)
+	closedClass["to"] = old
+	assert.NotEqual(t, key, changed, "a changed closed-class list makes a new cache")
+	assert.Equal(t, key, corpusKey(d, vocab, docs))
+
+	assert.NotEqual(t, key, corpusKey(d, vocab, []Doc{{Text: "a dog ran to the shop"}}), "the corpus is in the key")
+	d.MaxLen = 32
+	assert.NotEqual(t, key, corpusKey(d, vocab, docs), "the sequence length is in the key")
+}
