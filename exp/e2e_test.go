@@ -363,8 +363,8 @@ name = "bad"
 set = { "optim.warmup" = 100 }   # more than the steps: the run fails when it builds its schedule
 `, root, softmaxConfig(t), softmaxConfig(t))
 	require.NoError(t, os.WriteFile(file, []byte(text), 0o644))
-	run := func() (string, int) {
-		cmd := exec.CommandContext(ctx, bin, "exp", "run", file)
+	run := func(flags ...string) (string, int) {
+		cmd := exec.CommandContext(ctx, bin, append(append([]string{"exp", "run"}, flags...), file)...)
 		cmd.Dir = dir
 		out, err := cmd.CombinedOutput()
 		code := 0
@@ -375,7 +375,19 @@ set = { "optim.warmup" = 100 }   # more than the steps: the run fails when it bu
 		}
 		return string(out), code
 	}
-	out, code := run()
+	// -only: the good condition's second stage, which brings its first;
+	// the failing condition is not touched.
+	out, code := run("-only", "b/ok/*")
+	t.Log(out)
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "2 of 2 runs done")
+	assert.FileExists(t, filepath.Join(root, "b", "ok", "seed-0", "results.json"))
+	assert.NoDirExists(t, filepath.Join(root, "a", "bad"))
+	out, code = run("-only", "c/*")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, `run pattern "c/*" matches none of`)
+
+	out, code = run()
 	t.Log(out)
 	assert.Equal(t, 1, code)
 	badLog := filepath.Join(root, "a", "bad", "seed-0", "train.log")

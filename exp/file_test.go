@@ -121,6 +121,34 @@ func TestGridDependencyOrderAndSubstitution(t *testing.T) {
 	assert.Equal(t, []string{"pretrain.heldout_mlm_loss", "lexname.test_accuracy"}, tables)
 }
 
+// Select keeps the matching runs and what they depend on, in scheduling
+// order, and refuses a pattern that matches nothing.
+func TestSelectKeepsDependencies(t *testing.T) {
+	e, err := Load(writeFile(t, "toy.toml", mlmLike))
+	require.NoError(t, err)
+	runs, err := e.Select([]string{"lexname/cosine/*"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{
+		"vocab",
+		"pretrain/cosine/seed-0", "lexname/cosine/seed-0",
+		"pretrain/cosine/seed-1", "lexname/cosine/seed-1",
+	}, ids(runs), "a fine-tune brings its pre-training and the vocabulary")
+
+	runs, err = e.Select([]string{"pretrain/*/seed-1", "vocab"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"vocab", "pretrain/fixed/seed-1", "pretrain/cosine/seed-1"}, ids(runs))
+
+	runs, err = e.Select([]string{"*"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"vocab"}, ids(runs), `"*" does not cross a "/"`)
+
+	_, err = e.Select([]string{"pretrain/fixd/*"})
+	assert.ErrorContains(t, err, `run pattern "pretrain/fixd/*" matches none of toy's 9 runs`)
+	assert.ErrorContains(t, err, "lexname/cosine/seed-1", "the error shows what an ID looks like")
+	_, err = e.Select([]string{"pretrain/[fixed"})
+	assert.ErrorContains(t, err, `run pattern "pretrain/[fixed"`)
+}
+
 func TestAxesAfterAndRestrictedConditions(t *testing.T) {
 	e, err := Load(writeFile(t, "mae.toml", `
 seeds = [3]

@@ -2,6 +2,7 @@ package exp
 
 import (
 	"fmt"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -343,4 +344,51 @@ func (r *Run) rowKey() string {
 		p.cond = r.Cond.Index
 	}
 	return p.key()
+}
+
+// Select keeps the runs whose IDs match one of the patterns (path.Match
+// globs: "*" stops at a "/", so "pretrain/ptw*/*" is every seed of the
+// conditions starting with ptw in the pretrain stage) and the runs they
+// depend on, transitively, in scheduling order. A run cannot start before
+// the runs it reads are done, so leaving those out would only block it.
+// A pattern that matches no run is an error that lists the run IDs' shape,
+// so a typo does not silently run nothing.
+func (e *Experiment) Select(patterns []string) ([]*Run, error) {
+	keep := map[*Run]bool{}
+	var add func(r *Run)
+	add = func(r *Run) {
+		if keep[r] {
+			return
+		}
+		keep[r] = true
+		for _, d := range r.Deps {
+			add(d)
+		}
+	}
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("run pattern %q: %w", p, err)
+		}
+		n := 0
+		for _, r := range e.Runs {
+			if ok, _ := path.Match(p, r.ID); ok {
+				add(r)
+				n++
+			}
+		}
+		if n == 0 {
+			example := ""
+			if len(e.Runs) > 0 {
+				example = fmt.Sprintf(" (run IDs look like %q)", e.Runs[len(e.Runs)-1].ID)
+			}
+			return nil, fmt.Errorf("run pattern %q matches none of %s's %d runs%s", p, e.Name, len(e.Runs), example)
+		}
+	}
+	var out []*Run
+	for _, r := range e.Runs {
+		if keep[r] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }

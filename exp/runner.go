@@ -20,6 +20,9 @@ import (
 type Runner struct {
 	Exp      *Experiment
 	Resolved map[*Run][]byte // from Experiment.Resolve
+	// Runs, if set, are the runs to run (Experiment.Select gives a subset
+	// with what it depends on); by default every run of Exp.
+	Runs []*Run
 	Exe      string          // the repro binary (os.Executable)
 	Out      io.Writer       // a status line per change
 	Jobs     int             // runs at a time (default Exp.Jobs)
@@ -77,6 +80,10 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 	if threads <= 0 {
 		threads = e.Threads
 	}
+	runs := rn.Runs
+	if runs == nil {
+		runs = e.Runs
+	}
 	poll := rn.Poll
 	if poll <= 0 {
 		poll = 2 * time.Second
@@ -85,7 +92,7 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 	// config differs from the one the file now gives it.
 	var changed []string
 	pre := map[*Run]State{}
-	for _, r := range e.Runs {
+	for _, r := range runs {
 		if pid, held := heldBy(r.Dir); held {
 			// another process is at it: decided under its lock, later
 			pre[r] = State{Kind: Running, Holder: pid}
@@ -114,7 +121,7 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 		elsewhere = fmt.Sprintf(", %d running in another process", counts[Running])
 	}
 	rn.printf("exp %s: %d runs in %s: %d done, %d to resume or restart, %d not started%s; %d job(s), %d thread(s) each\n",
-		e.Name, len(e.Runs), e.Root, counts[Done], counts[Partial], counts[NotStarted], elsewhere, jobs, threads)
+		e.Name, len(runs), e.Root, counts[Done], counts[Partial], counts[NotStarted], elsewhere, jobs, threads)
 
 	phases := map[*Run]phase{}
 	retry := map[*Run]time.Time{}
@@ -127,11 +134,11 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 	nRunning := 0
 	tally := func() string {
 		var n [6]int
-		for _, r := range e.Runs {
+		for _, r := range runs {
 			n[phases[r]]++
 		}
 		return fmt.Sprintf("[done %d/%d · running %d · waiting %d · failed %d · blocked %d]",
-			n[finished], len(e.Runs), n[running], n[waiting]+n[held], n[failed], n[blocked])
+			n[finished], len(runs), n[running], n[waiting]+n[held], n[failed], n[blocked])
 	}
 	event := func(what string, r *Run, detail string) {
 		if detail != "" {
@@ -141,7 +148,7 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 	}
 	var block func(r *Run)
 	block = func(r *Run) {
-		for _, o := range e.Runs {
+		for _, o := range runs {
 			if phases[o] != waiting && phases[o] != held {
 				continue
 			}
@@ -281,7 +288,7 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 	for {
 		// Start what can start, in order.
 		now := time.Now()
-		for _, r := range e.Runs {
+		for _, r := range runs {
 			if nRunning >= jobs || stopping {
 				break
 			}
@@ -297,7 +304,7 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 		var next time.Time
 		pending := nRunning > 0
 		canTry := nRunning < jobs && !stopping
-		for _, r := range e.Runs {
+		for _, r := range runs {
 			switch phases[r] {
 			case waiting:
 				pending = pending || ready(r)
@@ -351,14 +358,14 @@ func (rn *Runner) Run(ctx context.Context) (*Summary, error) {
 			return sum, errors.New("stopped; run it again to resume")
 		}
 	}
-	for _, r := range e.Runs {
+	for _, r := range runs {
 		if phases[r] == waiting {
 			// unreachable unless a dependency is missing from the run list
 			sum.Blocked = append(sum.Blocked, r)
 		}
 	}
 	rn.printf("exp %s: %d of %d runs done (%d already, %d now), %d failed, %d blocked\n",
-		e.Name, sum.Done, len(e.Runs), sum.Already, sum.Ran, len(sum.Failed), len(sum.Blocked))
+		e.Name, sum.Done, len(runs), sum.Already, sum.Ran, len(sum.Failed), len(sum.Blocked))
 	if len(sum.Failed)+len(sum.Blocked) == 0 {
 		return sum, nil
 	}

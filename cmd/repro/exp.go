@@ -54,10 +54,11 @@ parallel and resumably; status shows where it stands; report writes the tables
 
 func expRun() *cli.Command {
 	var jobs, threads int
+	var only stringsFlag
 	return &cli.Command{
 		Name:  "run",
 		Short: "run every run not done yet",
-		Usage: "[-jobs N] [-threads N] FILE",
+		Usage: "[-jobs N] [-threads N] [-only PATTERN]... FILE",
 		Long: `run starts each run as a child "repro train" as soon as the runs it depends
 on are done, jobs at a time: finished runs (results.json for the same config) are
 skipped, interrupted ones resume from their newest checkpoint. Each run's output
@@ -65,10 +66,13 @@ goes to DIR/train.log. A failed run blocks the runs that depend on it, the other
 go on; failures are listed at the end with their logs, and the exit status is 1.
 A run whose saved config.toml differs from what the file now gives it is never
 reused or overwritten: run refuses, naming the keys that differ. Run directories
-are locked, so two "exp run"s of the same file share the work safely.`,
+are locked, so two "exp run"s of the same file share the work safely.
+-only runs the runs whose IDs (as "status" lists them) match a glob, and the
+runs they depend on: -only 'pretrain/ptw*/*' -only 'lexname/*/seed-0'.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&jobs, "jobs", 0, "runs at a time (default: the file's jobs)")
 			fs.IntVar(&threads, "threads", 0, "libtorch threads per run (default: the file's threads)")
+			fs.Var(&only, "only", "run only the runs whose IDs match this glob (\"*\" stops at \"/\"), with the runs they depend on (repeatable)")
 		},
 		Run: func(env *cli.Env, args []string) error {
 			if len(args) != 1 {
@@ -88,7 +92,13 @@ are locked, so two "exp run"s of the same file share the work safely.`,
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 			defer signal.Stop(sigs)
-			rn := &exp.Runner{Exp: e, Resolved: resolved, Exe: self, Out: env.Stdout, Jobs: jobs, Threads: threads, Signals: sigs}
+			var runs []*exp.Run
+			if len(only) > 0 {
+				if runs, err = e.Select(only); err != nil {
+					return err
+				}
+			}
+			rn := &exp.Runner{Exp: e, Resolved: resolved, Exe: self, Out: env.Stdout, Runs: runs, Jobs: jobs, Threads: threads, Signals: sigs}
 			_, err = rn.Run(context.Background())
 			return err
 		},
