@@ -192,6 +192,9 @@ func (c *Cell) summarise() {
 }
 
 // lookup finds a dotted key in decoded JSON; numeric parts index arrays.
+// A key may itself hold dots ("nll_r0.25", a masking level): where a map
+// has the joined parts as one key, the longest match is taken first, so
+// "heldout.nll_r0.25" finds {"heldout": {"nll_r0.25": ...}}.
 // A key may list alternatives, "top1|test_accuracy": the first one present
 // is taken, so that one column can compare tasks that name the same
 // measure differently (image.classify's top1, mae.finetune's
@@ -205,24 +208,37 @@ func lookup(m map[string]any, key string) (float64, error) {
 		}
 		return 0, fmt.Errorf("none of %q", alts)
 	}
-	var cur any = m
-	for _, part := range strings.Split(key, ".") {
+	var why error
+	var walk func(cur any, parts []string) (any, bool)
+	walk = func(cur any, parts []string) (any, bool) {
+		if len(parts) == 0 {
+			return cur, true
+		}
 		switch x := cur.(type) {
 		case map[string]any:
-			v, ok := x[part]
-			if !ok {
-				return 0, fmt.Errorf("no %q", key)
+			for j := len(parts); j >= 1; j-- {
+				if v, ok := x[strings.Join(parts[:j], ".")]; ok {
+					if got, ok := walk(v, parts[j:]); ok {
+						return got, true
+					}
+				}
 			}
-			cur = v
 		case []any:
-			i, err := strconv.Atoi(part)
+			i, err := strconv.Atoi(parts[0])
 			if err != nil || i < 0 || i >= len(x) {
-				return 0, fmt.Errorf("no %q (%q is not an index of a %d-element array)", key, part, len(x))
+				why = fmt.Errorf("no %q (%q is not an index of a %d-element array)", key, parts[0], len(x))
+				return nil, false
 			}
-			cur = x[i]
-		default:
-			return 0, fmt.Errorf("no %q", key)
+			return walk(x[i], parts[1:])
 		}
+		return nil, false
+	}
+	cur, ok := walk(m, strings.Split(key, "."))
+	if !ok {
+		if why != nil {
+			return 0, why
+		}
+		return 0, fmt.Errorf("no %q", key)
 	}
 	switch v := cur.(type) {
 	case float64:

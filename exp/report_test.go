@@ -225,3 +225,29 @@ func TestLookupAlternatives(t *testing.T) {
 	_, err = lookup(res, "a|b")
 	require.ErrorContains(t, err, `none of ["a" "b"]`)
 }
+
+// TestLookupKeysWithDots: vampnet writes held-out metrics per masking level
+// as "nll_r0.25" inside "heldout"; the dotted column name must find them
+// (it once split "r0.25" into "r0" and "25" and reported every run missing).
+func TestLookupKeysWithDots(t *testing.T) {
+	res := map[string]any{
+		"heldout": map[string]any{"nll_r0.25": 4.5, "nll_r0": 9.0},
+		"a.b":     1.0,
+		"a":       map[string]any{"b": 2.0, "c": 3.0},
+		"list":    []any{map[string]any{"x.y": 7.0}},
+	}
+	for key, want := range map[string]float64{
+		"heldout.nll_r0.25": 4.5, "heldout.nll_r0": 9.0,
+		"a.b": 1.0, // the longest key first
+		"a.c": 3.0, // then the nested one
+		"list.0.x.y": 7.0,
+	} {
+		v, err := lookup(res, key)
+		require.NoError(t, err, key)
+		assert.Equal(t, want, v, key)
+	}
+	_, err := lookup(res, "heldout.nll_r0.5")
+	assert.ErrorContains(t, err, `no "heldout.nll_r0.5"`)
+	_, err = lookup(res, "list.3.x")
+	assert.ErrorContains(t, err, `"3" is not an index of a 1-element array`)
+}
