@@ -198,9 +198,15 @@ func RunCodec(s *train.Session, c *CodecTaskConfig) (*CodecResult, error) {
 	return res, nil
 }
 
-// evalExcerpts draws the held-out excerpts once, seeded, in batches.
-func evalExcerpts(d DataConfig, tracks []audio.Prepared, sr int, seed int64) ([]excerptBatch, error) {
-	ex := d.excerpts(tracks, sr, uint64(seed)+0x5eed)
+// heldoutSeed draws the held-out excerpts and their masks. It is not the
+// run's seed: every run, whatever its seed, is scored on the same excerpts
+// with the same masks, so that the spread over seeds is the training's
+// alone and runs of one seed pair with another's (a fixed validation set).
+const heldoutSeed = 0
+
+// evalExcerpts draws the held-out excerpts once, with heldoutSeed, in batches.
+func evalExcerpts(d DataConfig, tracks []audio.Prepared, sr int) ([]excerptBatch, error) {
+	ex := d.excerpts(tracks, sr, heldoutSeed+0x5eed)
 	var out []excerptBatch
 	for at := 0; at < d.EvalExcerpts; at += d.Batch {
 		var idx []int

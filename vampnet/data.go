@@ -206,7 +206,7 @@ func openExcerpts(s *train.Session, d DataConfig, trainTracks, testTracks []audi
 	}
 	out := &excerptData{loader: loader}
 	if out.perEpoch, out.steps, err = s.Steps(loader.PerEpoch()); err == nil {
-		out.heldout, err = evalExcerpts(d, testTracks, sr, seed)
+		out.heldout, err = evalExcerpts(d, testTracks, sr)
 	}
 	if err != nil {
 		loader.Close()

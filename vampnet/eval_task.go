@@ -28,6 +28,13 @@ type EvalConfig struct {
 	// the audio is decoded from every codebook; otherwise from the coarse
 	// ones only (and the codec reference too).
 	C2F string `toml:"c2f"`
+	// C2FAsApp gives the coarse-to-fine pass the prompt's mask and the
+	// setting's sampling steps, as app.py does. By default it runs as the
+	// paper's scripts/exp/experiment.py runs it: coarse_to_fine(zv) with no
+	// mask, so every fine code is generated, and generate's defaults (the
+	// sample options, with sample.sampling_steps), so a 1-step setting
+	// is 1 coarse step, not also 1 fine step.
+	C2FAsApp bool `toml:"c2f_as_app"`
 	// Data's held-out tracks give the excerpts (data.eval_excerpts of
 	// them, data.duration seconds: 0 takes the coarse run's).
 	Data DataConfig `toml:"data"`
@@ -140,7 +147,7 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	ex := d.excerpts(test, sr, uint64(c.Trainer.Seed)+0xe7a1)
+	ex := d.excerpts(test, sr, heldoutSeed+0xe7a1) // the same excerpts for every run
 	nDecode := in.Coarse.Cfg.NCodebooks
 	if in.C2F != nil {
 		nDecode = in.C2F.Cfg.NCodebooks
@@ -226,7 +233,11 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 							panic(err)
 						}
 						if in.C2F != nil {
-							if out, err = CoarseToFine(in.C2F, out, mask, in.codebooks, S2T(in.C2FChunkS, sr, in.hop), o); err != nil {
+							fineMask, fineOpts := (*ts.Tensor)(nil), c.Sample
+							if c.C2FAsApp {
+								fineMask, fineOpts = mask, o
+							}
+							if out, err = CoarseToFine(in.C2F, out, fineMask, in.codebooks, S2T(in.C2FChunkS, sr, in.hop), fineOpts); err != nil {
 								panic(err)
 							}
 						}

@@ -157,6 +157,34 @@ func TestCodecThenTransformer(t *testing.T) {
 	assert.InDelta(t, 0.5, eres.Settings["periodic_2"].Masked, 1e-9)
 	assert.FileExists(t, filepath.Join(dir, "eval", "samples", "00-periodic_4.wav"))
 	assert.FileExists(t, filepath.Join(dir, "eval", "samples", "00-codec.png"))
+
+	// with a coarse-to-fine pass: as experiment.py runs it (no mask, its own
+	// steps) and as the app does (the prompt's mask and steps); the two
+	// generate different fine codes, so the audio differs
+	cc1 := tc(2)
+	cc1.Model.NCodebooks, cc1.Model.NConditioningCodebooks = 1, 0
+	_, err = TrainTask.Start(cc1, filepath.Join(dir, "coarse"), false, io.Discard)
+	require.NoError(t, err)
+	ec.Coarse, ec.C2F, ec.VGGish, ec.Samples = filepath.Join(dir, "coarse"), filepath.Join(dir, "c2f"), "", 0
+	ec.SamplingSteps, ec.Periodic = []int{1}, []int64{2}
+	paper, err := EvalTask.Start(ec, filepath.Join(dir, "eval-c2f"), false, io.Discard)
+	require.NoError(t, err)
+	ec.C2FAsApp = true
+	app, err := EvalTask.Start(ec, filepath.Join(dir, "eval-c2f-app"), false, io.Discard)
+	require.NoError(t, err)
+	for _, k := range []string{"steps_1", "periodic_2"} {
+		assert.Greater(t, paper.Settings[k].Mel, 0.0, k)
+		assert.NotEqual(t, paper.Settings[k].Mel, app.Settings[k].Mel, k)
+		// the coarse pass is the same: its codes score the same
+		assert.Equal(t, paper.Settings[k].CodeAcc, app.Settings[k].CodeAcc, k)
+	}
+	// another seed generates differently, but on the same excerpts: the
+	// codec's reconstruction of them scores the same
+	ec.C2FAsApp, ec.Trainer.Seed = false, 1
+	other, err := EvalTask.Start(ec, filepath.Join(dir, "eval-seed1"), false, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, paper.Settings["codec"].Mel, other.Settings["codec"].Mel)
+	assert.NotEqual(t, paper.Settings["steps_1"].Mel, other.Settings["steps_1"].Mel)
 }
 
 // A transformer whose vocabulary does not fit the codec is refused with

@@ -221,14 +221,14 @@ func RunTrain(s *train.Session, c *TrainConfig) (*TrainResult, error) {
 			return model.step(z, mask, codebooks, c.Optim.LabelSmoothing, true), nil
 		},
 		Eval: func(int64) (map[string]float64, error) {
-			return model.evaluate(heldout, encode, codebooks, c.EvalR, c.Optim.LabelSmoothing, c.Trainer.Seed, s.Device)
+			return model.evaluate(heldout, encode, codebooks, c.EvalR, c.Optim.LabelSmoothing, heldoutSeed, s.Device)
 		},
 		State: map[string]train.State{"loader": train.LoaderState(loader), "sobol": sobolState{sobol}},
 	})
 	if err != nil {
 		return nil, err
 	}
-	ev, err := model.evaluate(heldout, encode, codebooks, c.EvalR, c.Optim.LabelSmoothing, c.Trainer.Seed, s.Device)
+	ev, err := model.evaluate(heldout, encode, codebooks, c.EvalR, c.Optim.LabelSmoothing, heldoutSeed, s.Device)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +274,8 @@ func rKey(r float64) string { return fmt.Sprintf("r%.2f", r) }
 // evaluate scores the held-out excerpts at each level r: the label-smoothed
 // loss train.py reports, the plain NLL and the accuracy of the argmax, over
 // the masked tokens of the predicted codebooks. Masks are seeded by (seed,
-// r), so every evaluation sees the same ones.
+// r), so every evaluation sees the same ones (seed is heldoutSeed: every
+// run's too).
 func (m *VampNet) evaluate(heldout []excerptBatch, encode func(excerptBatch) *ts.Tensor, codebooks []*ts.Tensor, levels []float64, smoothing float64, seed int64, dev gotch.Device) (map[string]float64, error) {
 	out := map[string]float64{}
 	err := torchmods.Try(func() {
