@@ -238,8 +238,8 @@ func TestLookupKeysWithDots(t *testing.T) {
 	}
 	for key, want := range map[string]float64{
 		"heldout.nll_r0.25": 4.5, "heldout.nll_r0": 9.0,
-		"a.b": 1.0, // the longest key first
-		"a.c": 3.0, // then the nested one
+		"a.b":        1.0, // the longest key first
+		"a.c":        3.0, // then the nested one
 		"list.0.x.y": 7.0,
 	} {
 		v, err := lookup(res, key)

@@ -22,11 +22,11 @@ type Runner struct {
 	Resolved map[*Run][]byte // from Experiment.Resolve
 	// Runs, if set, are the runs to run (Experiment.Select gives a subset
 	// with what it depends on); by default every run of Exp.
-	Runs []*Run
-	Exe      string          // the repro binary (os.Executable)
-	Out      io.Writer       // a status line per change
-	Jobs     int             // runs at a time (default Exp.Jobs)
-	Threads  int             // intra-op threads per run (default Exp.Threads)
+	Runs    []*Run
+	Exe     string    // the repro binary (os.Executable)
+	Out     io.Writer // a status line per change
+	Jobs    int       // runs at a time (default Exp.Jobs)
+	Threads int       // intra-op threads per run (default Exp.Threads)
 	// Poll is how often a run held by another process is tried again
 	// (default 2 s).
 	Poll time.Duration
