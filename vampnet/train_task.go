@@ -201,6 +201,7 @@ func RunTrain(s *train.Session, c *TrainConfig) (*TrainResult, error) {
 		})
 		return z
 	}
+	var final map[string]float64
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, LR: lr, Clip: c.Optim.Clip,
 		Opt: train.NewAdamWDecayAll(s.Store, c.Optim.Beta1, c.Optim.Beta2, c.Optim.Eps, c.Optim.WeightDecay),
 		Loss: func(step int64, micro int) (*ts.Tensor, error) {
@@ -220,17 +221,23 @@ func RunTrain(s *train.Session, c *TrainConfig) (*TrainResult, error) {
 			}
 			return model.step(z, mask, codebooks, c.Optim.LabelSmoothing, true), nil
 		},
-		Eval: func(int64) (map[string]float64, error) {
-			return model.evaluate(heldout, encode, codebooks, c.EvalR, c.Optim.LabelSmoothing, heldoutSeed, s.Device)
+		Eval: func(step int64) (map[string]float64, error) {
+			ev, err := model.evaluate(heldout, encode, codebooks, c.EvalR, c.Optim.LabelSmoothing, heldoutSeed, s.Device)
+			if err == nil && step == steps-1 { // hooks count steps from 0
+				final = ev // every hook runs at the last step: its evaluation is the result's, not run twice
+			}
+			return ev, err
 		},
 		State: map[string]train.State{"loader": train.LoaderState(loader), "sobol": sobolState{sobol}},
 	})
 	if err != nil {
 		return nil, err
 	}
-	ev, err := model.evaluate(heldout, encode, codebooks, c.EvalR, c.Optim.LabelSmoothing, heldoutSeed, s.Device)
-	if err != nil {
-		return nil, err
+	ev := final
+	if ev == nil { // a run resumed after its last step: no hook ran
+		if ev, err = model.evaluate(heldout, encode, codebooks, c.EvalR, c.Optim.LabelSmoothing, heldoutSeed, s.Device); err != nil {
+			return nil, err
+		}
 	}
 	for _, r := range c.EvalR {
 		k := rKey(r)
