@@ -13,6 +13,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/reprolab/repro/internal/testutil"
 	"github.com/reprolab/repro/internal/testutil/parity"
 	"github.com/reprolab/repro/torchmods"
 	"github.com/reprolab/repro/torchmods/safetensors"
@@ -45,31 +46,12 @@ func vggishParityAudio(x parity.Fixture) *Audio {
 	return a
 }
 
-// vggishClose checks got against want within tol times the scale
-// max |want| and returns the worst difference over that scale.
-func vggishClose(t *testing.T, want, got []float64, tol float64, msg string) float64 {
+// vggishClose is testutil.CloseToScale (no scale floor: log-mel features
+// and embeddings are compared relative to their own magnitude), logging the
+// worst difference so a parity run shows its margin.
+func vggishClose(t *testing.T, want, got []float64, tol float64, msg string) {
 	t.Helper()
-	require.Len(t, got, len(want), msg)
-	scale := 0.0
-	for _, w := range want {
-		scale = max(scale, math.Abs(w))
-	}
-	require.Greater(t, scale, 0.0, msg)
-	worst := 0.0
-	for i := range want {
-		worst = max(worst, math.Abs(got[i]-want[i])/scale)
-	}
-	assert.LessOrEqual(t, worst, tol, "%s: worst difference %.3g of scale %.3g", msg, worst, scale)
-	t.Logf("%s: worst difference %.3g of scale %.3g", msg, worst, scale)
-	return worst
-}
-
-func flatten2(rows [][]float64) []float64 {
-	var out []float64
-	for _, r := range rows {
-		out = append(out, r...)
-	}
-	return out
+	t.Logf("%s: worst difference %.3g of the scale", msg, testutil.CloseToScale(t, want, got, tol, msg))
 }
 
 func TestVGGishMelMatrix(t *testing.T) {
@@ -98,7 +80,7 @@ func TestVGGishLogMelAndExamples(t *testing.T) {
 	}
 	logMel := VGGishLogMel(w)
 	require.Len(t, logMel, 198)
-	vggishClose(t, x.Floats("out.log_mel"), flatten2(logMel), vggishMelTol, "log mel")
+	vggishClose(t, x.Floats("out.log_mel"), testutil.Flatten(logMel), vggishMelTol, "log mel")
 
 	ex, err := VGGishExamples(a)
 	require.NoError(t, err)
@@ -106,7 +88,7 @@ func TestVGGishLogMelAndExamples(t *testing.T) {
 	var got []float64
 	for _, e := range ex {
 		require.Len(t, e, VGGishExampleFrames)
-		got = append(got, flatten2(e)...)
+		got = append(got, testutil.Flatten(e)...)
 	}
 	vggishClose(t, x.Floats("out.examples"), got, vggishMelTol, "examples")
 
@@ -171,14 +153,14 @@ func TestVGGishParity(t *testing.T) {
 		if c.o.PCA {
 			// Quantised: the generator checked that every value is 3e-3
 			// from a rounding boundary, so they must agree exactly.
-			assert.Equal(t, x.Floats(c.want), flatten2(got), c.name)
+			assert.Equal(t, x.Floats(c.want), testutil.Flatten(got), c.name)
 			continue
 		}
-		vggishClose(t, x.Floats(c.want), flatten2(got), vggishModelTol, c.name)
+		vggishClose(t, x.Floats(c.want), testutil.Flatten(got), vggishModelTol, c.name)
 	}
 	def, err := m.Embeddings(a)
 	require.NoError(t, err)
-	vggishClose(t, x.Floats("out.embedding_noact"), flatten2(def), vggishModelTol, "Embeddings")
+	vggishClose(t, x.Floats("out.embedding_noact"), testutil.Flatten(def), vggishModelTol, "Embeddings")
 
 	// The network alone, on the official examples tensor.
 	s := ts.NewScope()
@@ -244,7 +226,7 @@ func TestVGGishLoadFiles(t *testing.T) {
 	require.NoError(t, err)
 	got, err := m.EmbeddingsWith(vggishParityAudio(x), EmbedOptions{FinalReLU: true, PCA: true})
 	require.NoError(t, err)
-	assert.Equal(t, x.Floats("out.embedding_pca"), flatten2(got))
+	assert.Equal(t, x.Floats("out.embedding_pca"), testutil.Flatten(got))
 
 	// Strict: a missing tensor or a foreign one refuses the load.
 	_, err = m.LoadStateDict(model)
@@ -275,5 +257,5 @@ func TestVGGishLoadFiles(t *testing.T) {
 	assert.Equal(t, vggishParityConfig().Widths, loaded.Config.Widths)
 	got, err = loaded.EmbeddingsWith(vggishParityAudio(x), EmbedOptions{FinalReLU: true, PCA: true})
 	require.NoError(t, err)
-	assert.Equal(t, x.Floats("out.embedding_pca"), flatten2(got))
+	assert.Equal(t, x.Floats("out.embedding_pca"), testutil.Flatten(got))
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/reprolab/repro/internal/testutil"
 	"github.com/reprolab/repro/internal/testutil/parity"
 )
 
@@ -196,8 +197,8 @@ func TestRegularizationMatchesOfficial(t *testing.T) {
 func TestStructuredPruningMatchesOfficial(t *testing.T) {
 	x := readFixture(t)
 	for _, sfx := range []string{"", "2"} {
-		assert.InDeltaSlice(t, flat(rows(x.Tensor("prune.norm_head"+sfx))), flat(NormalizeByLayer(rows(x.Tensor("prune.importance_head"+sfx)))), 1e-6)
-		assert.InDeltaSlice(t, flat(rows(x.Tensor("prune.norm_ffn"+sfx))), flat(NormalizeByLayer(rows(x.Tensor("prune.importance_ffn"+sfx)))), 1e-6)
+		assert.InDeltaSlice(t, testutil.Flatten(rows(x.Tensor("prune.norm_head"+sfx))), testutil.Flatten(NormalizeByLayer(rows(x.Tensor("prune.importance_head"+sfx)))), 1e-6)
+		assert.InDeltaSlice(t, testutil.Flatten(rows(x.Tensor("prune.norm_ffn"+sfx))), testutil.Flatten(NormalizeByLayer(rows(x.Tensor("prune.importance_ffn"+sfx)))), 1e-6)
 	}
 	h, f, err := PruningSequence(x.Floats("prune.percents"), 3, 4, 10, 1)
 	require.NoError(t, err)
@@ -222,14 +223,6 @@ func TestStructuredPruningMatchesOfficial(t *testing.T) {
 	}
 	assert.Equal(t, Kept(head1)-n2[0], Kept(live))
 	assert.Equal(t, rows(x.Tensor("prune.ffn_mask_round2")), PruneFFN(rows(x.Tensor("prune.norm_ffn2")), n2[1], ffn1))
-}
-
-func flat(m [][]float64) []float64 {
-	var out []float64
-	for _, r := range m {
-		out = append(out, r...)
-	}
-	return out
 }
 
 // DrawExtra draws distinct rows, extra_examples / R of them, every row

@@ -3,6 +3,7 @@ package vampnet
 import (
 	"fmt"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -68,6 +69,36 @@ type EvalResult struct {
 	Settings map[string]EvalMetrics `json:"settings"`
 	Excerpts int                    `json:"excerpts"`
 	Frames   int64                  `json:"frames"`
+	// Codes describes the original excerpts' coarse codes: the bar that
+	// masked-token NLL is read against, since a model that knew only how
+	// often each code occurs would score their entropy.
+	Codes CodeStats `json:"codes"`
+}
+
+// CodeStats are the coarse codebooks' unigram statistics over the
+// evaluation excerpts' codes, averaged over the coarse codebooks.
+type CodeStats struct {
+	Entropy float64 `json:"entropy"` // nats, of the codes' frequencies pooled over the excerpts
+	Used    float64 `json:"used"`    // distinct codes that occur, of the codebook's size
+}
+
+// codeStats computes CodeStats from per-codebook counts.
+func codeStats(counts []map[int64]int) CodeStats {
+	var st CodeStats
+	for _, cnt := range counts {
+		n := 0
+		for _, k := range cnt {
+			n += k
+		}
+		for _, k := range cnt {
+			p := float64(k) / float64(n)
+			st.Entropy -= p * math.Log(p)
+		}
+		st.Used += float64(len(cnt))
+	}
+	st.Entropy /= float64(len(counts))
+	st.Used /= float64(len(counts))
+	return st
 }
 
 // EvalMetrics are one setting's means.
@@ -170,6 +201,10 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 	sums := map[string]*EvalMetrics{}
 	embed := map[string][][]float64{}
 	var frames int64
+	counts := make([]map[int64]int, in.Coarse.Cfg.NCodebooks)
+	for k := range counts {
+		counts[k] = map[int64]int{}
+	}
 	for i := 0; i < d.EvalExcerpts; i++ {
 		// each excerpt's tensors in a scope of their own: only the Go
 		// slices of metrics and embeddings outlive it
@@ -187,6 +222,11 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 				return err
 			}
 			frames = z.MustSize()[2]
+			for k := range counts {
+				for _, v := range z.MustSelect(1, int64(k), false).Int64Values() {
+					counts[k][v]++
+				}
+			}
 			origEmb, err := in.embeddings(orig)
 			if err != nil {
 				return err
@@ -281,7 +321,8 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 		fmt.Fprintf(s.W, "\rvampnet eval: excerpt %d/%d", i+1, d.EvalExcerpts)
 	}
 	fmt.Fprintln(s.W)
-	res := &EvalResult{Settings: map[string]EvalMetrics{}, Excerpts: d.EvalExcerpts, Frames: frames}
+	res := &EvalResult{Settings: map[string]EvalMetrics{}, Excerpts: d.EvalExcerpts, Frames: frames, Codes: codeStats(counts)}
+	fmt.Fprintf(s.W, "original coarse codes: unigram entropy %.3f nats, %.1f distinct codes per codebook (mean over %d codebooks)\n", res.Codes.Entropy, res.Codes.Used, len(counts))
 	for _, st := range settings {
 		m := *sums[st.name]
 		n := float64(d.EvalExcerpts)

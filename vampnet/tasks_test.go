@@ -148,6 +148,10 @@ func TestCodecThenTransformer(t *testing.T) {
 		assert.False(t, math.IsNaN(m.FAD), k)
 	}
 	assert.NotZero(t, eres.Settings["random"].FAD)
+	// 2 excerpts of 1,000 frames: at least one code and at most all of
+	// them, and an entropy no larger than a uniform use of those it uses
+	assert.GreaterOrEqual(t, eres.Codes.Used, 1.0)
+	assert.LessOrEqual(t, eres.Codes.Entropy, math.Log(eres.Codes.Used)+1e-9)
 	assert.Equal(t, 1.0, eres.Settings["codec"].CodeAcc)
 	assert.Equal(t, 0.0, eres.Settings["codec"].Masked)
 	// 1,000 frames, one in 4 kept (frames 0, 4, ...): 75% of the coarse
@@ -208,4 +212,15 @@ func TestTrainRefusesAMismatchedCodec(t *testing.T) {
 	c.Codec = filepath.Join(dir, "nowhere")
 	_, err = TrainTask.Start(c, filepath.Join(dir, "bad2"), false, io.Discard)
 	assert.ErrorContains(t, err, "nowhere")
+}
+
+func TestCodeStats(t *testing.T) {
+	// codebook 0: two codes, equally often (ln 2); codebook 1: one code (0)
+	st := codeStats([]map[int64]int{{3: 5, 7: 5}, {9: 4}})
+	assert.InDelta(t, math.Log(2)/2, st.Entropy, 1e-12)
+	assert.Equal(t, 1.5, st.Used)
+	// four codes, 1/2, 1/4, 1/8, 1/8: 1.75 bits
+	st = codeStats([]map[int64]int{{0: 4, 1: 2, 2: 1, 3: 1}})
+	assert.InDelta(t, 1.75*math.Log(2), st.Entropy, 1e-12)
+	assert.Equal(t, 4.0, st.Used)
 }

@@ -160,11 +160,26 @@ func WriteSentiment(t testing.TB, path string, n int, seed uint64) {
 // difference, for a test that logs it.
 func CloseFloats(t testing.TB, want, got []float64, tol float64, msg string) float64 {
 	t.Helper()
+	return closeFloats(t, want, got, tol, 1, msg)
+}
+
+// CloseToScale is CloseFloats relative to want's largest magnitude with no
+// floor of 1: for values far below 1 (log-mel features, embeddings of a
+// quiet signal), where a floor of 1 would loosen tol by the values' scale. A
+// want of all zeros has no scale and fails.
+func CloseToScale(t testing.TB, want, got []float64, tol float64, msg string) float64 {
+	t.Helper()
+	return closeFloats(t, want, got, tol, 0, msg)
+}
+
+func closeFloats(t testing.TB, want, got []float64, tol, floor float64, msg string) float64 {
+	t.Helper()
 	require.Len(t, got, len(want), msg)
-	scale := 1.0
+	scale := floor
 	for _, w := range want {
 		scale = math.Max(scale, math.Abs(w))
 	}
+	require.Greater(t, scale, 0.0, "%s: want is all zeros, so it has no scale", msg)
 	worst, at := 0.0, -1
 	for i := range want {
 		d := math.Abs(want[i]-got[i]) / scale
@@ -179,4 +194,13 @@ func CloseFloats(t testing.TB, want, got []float64, tol float64, msg string) flo
 		t.Errorf("%s: element %d: want %v, got %v (difference %.2g of the scale %.3g, more than %g)", msg, at, want[at], got[at], worst, scale, tol)
 	}
 	return worst
+}
+
+// Flatten concatenates rows, for comparing a matrix with CloseFloats.
+func Flatten(rows [][]float64) []float64 {
+	var out []float64
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out
 }
