@@ -153,7 +153,7 @@ func parseOggInfo(r io.ReaderAt, size int64) (OggInfo, error) {
 var oggdec = "oggdec"
 
 // errNoOggdec names the package that provides oggdec.
-var errNoOggdec = errors.New("oggdec not found on PATH: install Debian's vorbis-tools (apt-get install vorbis-tools), which decodes the Ogg Vorbis music")
+var errNoOggdec = errors.New("oggdec not found on PATH: install Debian's vorbis-tools (apt-get install vorbis-tools, or REPRO_MUSIC=1 scripts/install_libtorch.sh), which decodes the Ogg Vorbis music")
 
 // DecodeOgg decodes an Ogg Vorbis source into a 16-bit PCM WAV file at dst
 // by running oggdec (Debian's vorbis-tools): repro has no Go Vorbis

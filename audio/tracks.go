@@ -107,7 +107,7 @@ func ListTracks(packages ...string) ([]Track, error) {
 		tracks = append(tracks, ts...)
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("music packages not installed: %s (apt-get install %s)", strings.Join(missing, ", "), strings.Join(missing, " "))
+		return nil, fmt.Errorf("music packages not installed: %s (apt-get install %s, or REPRO_MUSIC=1 scripts/install_libtorch.sh for all of them and vorbis-tools)", strings.Join(missing, ", "), strings.Join(missing, " "))
 	}
 	sort.Slice(tracks, func(i, j int) bool { return tracks[i].ID < tracks[j].ID })
 	return tracks, nil

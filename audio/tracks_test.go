@@ -58,7 +58,7 @@ func TestListTracksFake(t *testing.T) {
 	assert.Equal(t, "fof-songs", tracks[2].Package)
 
 	_, err = ListTracks("game-music", "not-a-package", "nor-this")
-	assert.EqualError(t, err, "music packages not installed: not-a-package, nor-this (apt-get install not-a-package nor-this)")
+	assert.EqualError(t, err, "music packages not installed: not-a-package, nor-this (apt-get install not-a-package nor-this, or REPRO_MUSIC=1 scripts/install_libtorch.sh for all of them and vorbis-tools)")
 	_, err = PackageFiles("hyperrogue-music")
 	assert.EqualError(t, err, "Debian package hyperrogue-music is not installed (apt-get install hyperrogue-music)")
 

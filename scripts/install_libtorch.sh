@@ -7,6 +7,8 @@
 #                                                install's torch/ folder); installs no system packages
 #   REPRO_DEV=1 scripts/install_libtorch.sh      also python3-torch, which the parity-fixture
 #                                                generators and scripts/bench_vs_pytorch.sh need
+#   REPRO_MUSIC=1 scripts/install_libtorch.sh    also vorbis-tools and six Debian music packages
+#                                                (350 MB), which vampnet's experiment trains on
 #
 # gotch is copied from the Go module cache into third_party/gotch (git-ignored, replaced in go.mod)
 # with its pristine files kept in third_party/gotch/.pristine, so the copy can be re-prepared for
@@ -36,6 +38,11 @@ if [ -z "${LIBTORCH:-}" ]; then
   # dist compiles its c10d shim against them (distributed training on the CPU).
   pkgs=(g++ libtorch-dev libgloo-dev libopenblas0-pthread dataset-fashion-mnist wordnet-base)
   if [ "${REPRO_DEV:-}" = 1 ]; then pkgs+=(python3-torch); fi
+  # experiments/vampnet_music.toml's music (audio.MusicPackages), decoded with vorbis-tools' oggdec
+  if [ "${REPRO_MUSIC:-}" = 1 ]; then
+    pkgs+=(vorbis-tools singularity-music nexuiz-music hyperrogue-music planetblupi-music-ogg
+      fretsonfire-songs-muldjord fretsonfire-songs-sectoid)
+  fi
   missing=()
   for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
