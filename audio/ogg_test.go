@@ -108,7 +108,7 @@ func TestDecodeOggNeedsOggdec(t *testing.T) {
 	defer func() { oggdec = old }()
 	err := DecodeOgg(Source{Path: "/x/song.ogg"}, filepath.Join(t.TempDir(), "o.wav"))
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "decoding /x/song.ogg: oggdec not found on PATH: install Debian's vorbis-tools (apt-get install vorbis-tools)")
+	assert.Contains(t, err.Error(), "decoding /x/song.ogg: oggdec not found on PATH: install Debian's vorbis-tools (apt-get install vorbis-tools, or REPRO_MUSIC=1 scripts/install_libtorch.sh)")
 }
 
 func TestDecodeOggErrors(t *testing.T) {
