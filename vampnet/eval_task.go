@@ -51,8 +51,9 @@ type EvalConfig struct {
 	// its FAD, the Fréchet distance of VGGish embeddings (without the final
 	// ReLU and PCA, as FAD uses them) to the originals'.
 	VGGish string `toml:"vggish"`
-	// Samples WAVs (original, each periodic prompt's output) are written
-	// for the first excerpts, with their spectrograms.
+	// Samples WAVs (the original excerpt at the loudness the model sees,
+	// the codec's reconstruction, random codes and each periodic prompt's
+	// output) are written for the first excerpts, with their spectrograms.
 	Samples int `toml:"samples"`
 }
 
@@ -232,6 +233,11 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 				return err
 			}
 			embed["original"] = append(embed["original"], origEmb...)
+			if i < c.Samples {
+				if err := writeAudioSample(s.Out, i, "original", orig); err != nil {
+					return err
+				}
+			}
 			if vggish != nil {
 				v, err := vggish.Embeddings(orig)
 				if err != nil {
@@ -338,7 +344,11 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 			}
 		}
 		res.Settings[st.name] = m
-		fmt.Fprintf(s.W, "%-12s masked %5.1f%%  mel %.4f  code accuracy %.3f  pseudo-NLL %.3f  Fréchet %.3f  FAD %.3f\n", st.name, 100*m.Masked, m.Mel, m.CodeAcc, m.PseudoNLL, m.Frechet, m.FAD)
+		fad := ""
+		if vggish != nil {
+			fad = fmt.Sprintf("  FAD %.3f", m.FAD)
+		}
+		fmt.Fprintf(s.W, "%-12s masked %5.1f%%  mel %.4f  code accuracy %.3f  pseudo-NLL %.3f  Fréchet (codec) %.3f%s\n", st.name, 100*m.Masked, m.Mel, m.CodeAcc, m.PseudoNLL, m.Frechet, fad)
 	}
 	return res, nil
 }
@@ -444,6 +454,11 @@ func (in *Interface) writeSample(run string, i int, name string, gen *ts.Tensor,
 	if err != nil {
 		return err
 	}
+	return writeAudioSample(run, i, name, a)
+}
+
+// writeAudioSample writes a as samples/NN-name.wav and its spectrogram.
+func writeAudioSample(run string, i int, name string, a *audio.Audio) error {
 	dir := filepath.Join(run, "samples")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

@@ -161,6 +161,7 @@ func TestCodecThenTransformer(t *testing.T) {
 	assert.InDelta(t, 0.5, eres.Settings["periodic_2"].Masked, 1e-9)
 	assert.FileExists(t, filepath.Join(dir, "eval", "samples", "00-periodic_4.wav"))
 	assert.FileExists(t, filepath.Join(dir, "eval", "samples", "00-codec.png"))
+	assert.FileExists(t, filepath.Join(dir, "eval", "samples", "00-original.wav"))
 
 	// with a coarse-to-fine pass: as experiment.py runs it (no mask, its own
 	// steps) and as the app does (the prompt's mask and steps); the two
