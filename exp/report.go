@@ -132,14 +132,21 @@ func (e *Experiment) table(ts *TableSpec, results map[*Run]map[string]any) (*Tab
 		for _, c := range ts.Columns {
 			name, key, _ := strings.Cut(c.Metric, ".")
 			st := e.stageByName(name)
-			cell := Cell{Metric: c.Metric, Values: make([]*float64, nSeeds)}
+			// A stage that does not vary over the seed (over = [] or no
+			// "seed") has one run per row: one value, not a seed list with
+			// the others shown as missing.
+			n := nSeeds
+			if !st.Over["seed"] {
+				n = 1
+			}
+			cell := Cell{Metric: c.Metric, Values: make([]*float64, n)}
 			found := false
 			for _, r := range st.Runs {
 				if r.rowKey() != ri.key {
 					continue
 				}
 				found = true
-				slot := max(r.SeedIx, 0)
+				slot := min(max(r.SeedIx, 0), n-1)
 				if res, ok := results[r]; ok {
 					v, err := lookup(res, key)
 					if err != nil {

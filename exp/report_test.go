@@ -251,3 +251,42 @@ func TestLookupKeysWithDots(t *testing.T) {
 	_, err = lookup(res, "list.3.x")
 	assert.ErrorContains(t, err, `"3" is not an index of a 1-element array`)
 }
+
+// A stage that does not vary over the seed (a shared codec, one LLM) has
+// one run: its cells hold that one value, not a seed list of one value and
+// two "missing" ones.
+func TestReportStageWithoutSeeds(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "runs")
+	p := filepath.Join(dir, "toy.toml")
+	require.NoError(t, os.WriteFile(p, []byte(`
+root = "`+root+`"
+seeds = [0, 1, 2]
+
+[stage.codec]
+config = "c.toml"
+over = []
+metrics = ["mel"]
+
+[stage.coarse]
+config = "m.toml"
+set = { codec = "${codec}" }
+metrics = ["nll"]
+`), 0o644))
+	e, err := Load(p)
+	require.NoError(t, err)
+	write := func(id string, v map[string]any) {
+		d := filepath.Join(root, filepath.FromSlash(id))
+		require.NoError(t, os.MkdirAll(d, 0o755))
+		b, _ := json.Marshal(v)
+		require.NoError(t, os.WriteFile(filepath.Join(d, "results.json"), b, 0o644))
+	}
+	write("codec", map[string]any{"mel": 2.544})
+	write("coarse/seed-0", map[string]any{"nll": 2.5})
+	write("coarse/seed-2", map[string]any{"nll": 2.7})
+	tables, _ := e.Tables()
+	require.Len(t, tables, 2)
+	assert.Equal(t, "| run | mel | n |\n|---|---|---|\n| codec | 2.544 | 1 |\n", tables[0].Markdown(3))
+	assert.Len(t, tables[0].Rows[0].Cells[0].Values, 1)
+	assert.Contains(t, tables[1].Markdown(3), "2.600 ± 0.141 (2.500, —, 2.700) | 2 |", "a seeded stage keeps its seed list")
+}
