@@ -17,13 +17,7 @@ import (
 // missing, one metric absent from a run's results.
 func reportFixture(t *testing.T) *Experiment {
 	t.Helper()
-	dir := t.TempDir()
-	root := filepath.Join(dir, "runs")
-	p := filepath.Join(dir, "toy.toml")
-	require.NoError(t, os.WriteFile(p, []byte(`
-root = "`+root+`"
-seeds = [0, 1, 2]
-
+	e, root := loadToy(t, `
 [stage.pretrain]
 config = "p.toml"
 metrics = ["loss"]
@@ -49,15 +43,8 @@ columns = [
   { metric = "pretrain.loss", label = "held-out loss", digits = 3 },
   { metric = "tune.acc", label = "accuracy, %", scale = 100, digits = 2 },
 ]
-`), 0o644))
-	e, err := Load(p)
-	require.NoError(t, err)
-	write := func(id string, v map[string]any) {
-		d := filepath.Join(root, filepath.FromSlash(id))
-		require.NoError(t, os.MkdirAll(d, 0o755))
-		b, _ := json.Marshal(v)
-		require.NoError(t, os.WriteFile(filepath.Join(d, "results.json"), b, 0o644))
-	}
+`)
+	write := func(id string, v map[string]any) { writeResults(t, root, id, v) }
 	write("pretrain/fixed/seed-0", map[string]any{"loss": 6.418})
 	write("pretrain/fixed/seed-1", map[string]any{"loss": 6.438})
 	write("pretrain/fixed/seed-2", map[string]any{"loss": 6.495})
@@ -73,6 +60,30 @@ columns = [
 	require.NoError(t, os.MkdirAll(d, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(d, "results.json"), []byte(`{"acc": 0.`), 0o644))
 	return e
+}
+
+// loadToy loads an experiment of seeds 0, 1 and 2 whose stages are body,
+// with its runs under the returned root.
+func loadToy(t *testing.T, body string) (*Experiment, string) {
+	t.Helper()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "runs")
+	p := filepath.Join(dir, "toy.toml")
+	require.NoError(t, os.WriteFile(p, []byte("root = \""+root+"\"\nseeds = [0, 1, 2]\n"+body), 0o644))
+	e, err := Load(p)
+	require.NoError(t, err)
+	return e, root
+}
+
+// writeResults writes a run's results.json under root, as a finished run
+// leaves it.
+func writeResults(t *testing.T, root, id string, v map[string]any) {
+	t.Helper()
+	d := filepath.Join(root, filepath.FromSlash(id))
+	require.NoError(t, os.MkdirAll(d, 0o755))
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(d, "results.json"), b, 0o644))
 }
 
 func TestReportTablesMeanStdAndMissingSeeds(t *testing.T) {
@@ -256,13 +267,7 @@ func TestLookupKeysWithDots(t *testing.T) {
 // one run: its cells hold that one value, not a seed list of one value and
 // two "missing" ones.
 func TestReportStageWithoutSeeds(t *testing.T) {
-	dir := t.TempDir()
-	root := filepath.Join(dir, "runs")
-	p := filepath.Join(dir, "toy.toml")
-	require.NoError(t, os.WriteFile(p, []byte(`
-root = "`+root+`"
-seeds = [0, 1, 2]
-
+	e, root := loadToy(t, `
 [stage.codec]
 config = "c.toml"
 over = []
@@ -272,15 +277,8 @@ metrics = ["mel"]
 config = "m.toml"
 set = { codec = "${codec}" }
 metrics = ["nll"]
-`), 0o644))
-	e, err := Load(p)
-	require.NoError(t, err)
-	write := func(id string, v map[string]any) {
-		d := filepath.Join(root, filepath.FromSlash(id))
-		require.NoError(t, os.MkdirAll(d, 0o755))
-		b, _ := json.Marshal(v)
-		require.NoError(t, os.WriteFile(filepath.Join(d, "results.json"), b, 0o644))
-	}
+`)
+	write := func(id string, v map[string]any) { writeResults(t, root, id, v) }
 	write("codec", map[string]any{"mel": 2.544})
 	write("coarse/seed-0", map[string]any{"nll": 2.5})
 	write("coarse/seed-2", map[string]any{"nll": 2.7})
