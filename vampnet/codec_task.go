@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -257,15 +256,10 @@ func volumeNorm(x []float32, sr int, target float64) {
 }
 
 // writeCodecSamples writes the first n held-out excerpts and their
-// reconstructions to samples/ in the run directory, and returns the mean
-// mel distance over every held-out excerpt.
+// reconstructions (WAVs and spectrograms) to samples/ in the run directory,
+// original first, and returns the mean mel distance over every held-out
+// excerpt.
 func writeCodecSamples(s *train.Session, codec *Codec, heldout []excerptBatch, sr, n int) (float64, []string, error) {
-	dir := filepath.Join(s.Out, "samples")
-	if n > 0 {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return 0, nil, err
-		}
-	}
 	var dist float64
 	var count int
 	var written []string
@@ -292,9 +286,12 @@ func writeCodecSamples(s *train.Session, codec *Codec, heldout []excerptBatch, s
 						}
 						dist += d
 						if count < n {
-							for name, a := range map[string]*audio.Audio{"original": orig, "codec": recon} {
-								p := filepath.Join(dir, fmt.Sprintf("%02d-%s.wav", count, name))
-								if err := audio.WriteWAV(p, a, audio.PCM16); err != nil {
+							for _, w := range []struct {
+								name string
+								a    *audio.Audio
+							}{{"original", orig}, {"codec", recon}} {
+								p, err := writeAudioSample(s.Out, count, w.name, w.a)
+								if err != nil {
 									panic(err)
 								}
 								written = append(written, p)

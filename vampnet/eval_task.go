@@ -234,7 +234,7 @@ func RunEval(s *train.Session, c *EvalConfig) (*EvalResult, error) {
 			}
 			embed["original"] = append(embed["original"], origEmb...)
 			if i < c.Samples {
-				if err := writeAudioSample(s.Out, i, "original", orig); err != nil {
+				if _, err := writeAudioSample(s.Out, i, "original", orig); err != nil {
 					return err
 				}
 			}
@@ -454,18 +454,21 @@ func (in *Interface) writeSample(run string, i int, name string, gen *ts.Tensor,
 	if err != nil {
 		return err
 	}
-	return writeAudioSample(run, i, name, a)
+	_, err = writeAudioSample(run, i, name, a)
+	return err
 }
 
-// writeAudioSample writes a as samples/NN-name.wav and its spectrogram.
-func writeAudioSample(run string, i int, name string, a *audio.Audio) error {
+// writeAudioSample writes a as samples/NN-name.wav in the run directory,
+// with its spectrogram as NN-name.png, and returns the WAV's path. The
+// codec and evaluation tasks both write their samples through it.
+func writeAudioSample(run string, i int, name string, a *audio.Audio) (string, error) {
 	dir := filepath.Join(run, "samples")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return "", err
 	}
 	base := filepath.Join(dir, fmt.Sprintf("%02d-%s", i, name))
 	if err := audio.WriteWAV(base+".wav", a, audio.PCM16); err != nil {
-		return err
+		return "", err
 	}
-	return audio.WriteSpectrogramPNG(base+".png", a)
+	return base + ".wav", audio.WriteSpectrogramPNG(base+".png", a)
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -81,7 +82,9 @@ func TestCodecThenTransformer(t *testing.T) {
 		a, err := audio.ReadWAV(p)
 		require.NoError(t, err)
 		assert.Equal(t, 8000, a.SampleRate)
+		assert.FileExists(t, strings.TrimSuffix(p, ".wav")+".png")
 	}
+	assert.Equal(t, []string{"00-original.wav", "00-codec.wav"}, []string{filepath.Base(cres.SamplesWritten[0]), filepath.Base(cres.SamplesWritten[1])})
 
 	tc := func(steps int64) *TrainConfig {
 		c := TrainTask.Default()
