@@ -17,6 +17,8 @@ p.add_argument("--workload", default="smallop", choices=["smallop", "mlp", "enco
                                                   "vampnet_step"])
 p.add_argument("--device", default="cpu")
 p.add_argument("--reps", type=int, default=7)
+p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+               help="bf16: the forward pass under torch.autocast to bfloat16 (mlp, encoder, mae_vitb, bert_mlm, llama_lm)")
 p.add_argument("--inputs", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step, vampnet_step: the batch bench/gobench -inputs wrote (safetensors)")
 p.add_argument("--weights", help="pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step, vampnet_step: start from the weights bench/gobench -weights wrote and print the step-0 loss to stderr")
 p.add_argument("--mumc", help="vqa_step: a checkout of github.com/pengfeiliHEU/MUMC at 27b544d0 whose models/ is run "
@@ -28,6 +30,8 @@ p.add_argument("--loralib", help="vampnet_step: a folder holding loralib/ of git
 p.add_argument("--einops", help="vampnet_step: a folder holding einops/ of github.com/arogozhnikov/einops v0.6.1 "
                                 "(default: $EINOPS_DIR)")
 args = p.parse_args()
+if args.precision == "bf16" and args.workload not in ("mlp", "encoder", "mae_vitb", "bert_mlm", "llama_lm"):
+    p.error(f"--precision bf16 applies to mlp, encoder, mae_vitb, bert_mlm and llama_lm, not {args.workload}")
 dev = torch.device("cuda:0" if args.device == "cuda" else "cpu")
 torch.manual_seed(0)
 check = [0.0]
@@ -46,7 +50,8 @@ def timed_steps(steps, opt, loss_fn, clip=None, after_step=None):
     def run():
         start = time.perf_counter()
         for i in range(steps):
-            loss = loss_fn()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                loss = loss_fn()
             opt.zero_grad()
             loss.backward()
             if clip:
@@ -1110,4 +1115,5 @@ run()  # warm-up
 times = sorted(run() for _ in range(args.reps))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"workload": args.workload, "impl": "pytorch", "device": args.device,
-                  "median_s": times[len(times) // 2], "peak_rss": peak, "check": check[0]}))
+                  "median_s": times[len(times) // 2], "peak_rss": peak, "check": check[0],
+                  "precision": args.precision}))

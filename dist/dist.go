@@ -370,10 +370,23 @@ func (g *Group) Close() error {
 	return nil
 }
 
+// OnDevice is a new tensor of vals on the device the group's collectives
+// take (the CPU for gloo, the rank's GPU for nccl, whose collectives refuse
+// CPU tensors), in the caller's scope.
+func (g *Group) OnDevice(vals []float64) (*ts.Tensor, error) { return onDevice(g, vals) }
+
+func onDevice[T int64 | float64](g *Group, vals []T) (*ts.Tensor, error) {
+	x, err := ts.OfSlice(vals)
+	if err != nil || g.device == gotch.CPU {
+		return x, err
+	}
+	return x.To(g.device, true)
+}
+
 // BroadcastString returns root's s on every rank (the others' s is
 // ignored): a run directory, or the error that stopped rank 0.
 func (g *Group) BroadcastString(s string, root int) (string, error) {
-	n, err := ts.OfSlice([]int64{int64(len(s))})
+	n, err := onDevice(g, []int64{int64(len(s))})
 	if err != nil {
 		return "", err
 	}
@@ -393,7 +406,7 @@ func (g *Group) BroadcastString(s string, root int) (string, error) {
 			buf[i] = int64(s[i])
 		}
 	}
-	t, err := ts.OfSlice(buf)
+	t, err := onDevice(g, buf)
 	if err != nil {
 		return "", err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/dist"
+	"github.com/reprolab/repro/internal/torchinfo"
 )
 
 // The multi-rank tests start ranks as processes of this test binary, each
@@ -26,6 +27,10 @@ import (
 // torchrun's variables saying who it is.
 
 const roleEnv = "REPRO_DIST_TEST_ROLE"
+
+// backendEnv names the spawned ranks' backend ("" for Init's choice: gloo
+// for CPU tensors).
+const backendEnv = "REPRO_DIST_TEST_BACKEND"
 
 // freePort is a TCP port nothing listens on at the moment.
 func freePort(t testing.TB) int {
@@ -91,6 +96,23 @@ func TestCollectives2Ranks(t *testing.T) {
 
 func TestCollectives3Ranks(t *testing.T) {
 	requireAllPass(t, spawn(t, 3, "collectives", 2*time.Minute, "REPRO_DIST_TIMEOUT=60s"))
+}
+
+// NCCL on one GPU runs every collective of the gloo tests on CUDA
+// tensors. It runs where the prepared libtorch has NCCL and a GPU is
+// visible (scripts/cuda_checks.sh runs it there), and skips elsewhere.
+func TestNCCLCollectives(t *testing.T) {
+	_, nccl, missing := dist.Backends()
+	if !nccl {
+		t.Skipf("this build has no nccl backend: %v", missing)
+	}
+	if !gotch.CUDA.IsAvailable() {
+		t.Skip("no CUDA device visible")
+	}
+	n := min(2, int(gotch.CUDA.DeviceCount()))
+	res := spawn(t, n, "collectives", 2*time.Minute, "REPRO_DIST_TIMEOUT=60s", backendEnv+"=nccl")
+	requireAllPass(t, res)
+	t.Logf("nccl collectives over %d rank(s) on %d GPU(s)", n, gotch.CUDA.DeviceCount())
 }
 
 // A rank that dies after joining makes the survivor's next collective
@@ -185,7 +207,15 @@ func TestFromEnv(t *testing.T) {
 func TestBackends(t *testing.T) {
 	gloo, nccl, missing := dist.Backends()
 	t.Logf("gloo %v, nccl %v, missing %v", gloo, nccl, missing)
-	assert.True(t, gloo, "scripts/install_libtorch.sh installs libgloo-dev, so this build should have gloo: %v", missing)
+	// Debian's libtorch comes with libgloo-dev, which scripts/install_libtorch.sh
+	// installs; a LIBTORCH from a PyTorch wheel ships no gloo headers, so
+	// there gloo may be missing, with a reason.
+	if m, err := torchinfo.ReadManifest(); err == nil && m.Libtorch.Root == "system" {
+		assert.True(t, gloo, "scripts/install_libtorch.sh installs libgloo-dev, so this build should have gloo: %v", missing)
+	}
+	if !gloo {
+		assert.NotEmpty(t, missing["gloo"]+missing["c10d"])
+	}
 	if !nccl {
 		assert.NotEmpty(t, missing["nccl"])
 	}
@@ -197,7 +227,7 @@ func TestWorker(t *testing.T) {
 	if role == "" {
 		t.Skip("run by the multi-rank tests")
 	}
-	g, err := dist.Init(dist.Options{}) // torchrun's environment
+	g, err := dist.Init(dist.Options{Backend: os.Getenv(backendEnv)}) // torchrun's environment
 	require.NoError(t, err)
 	switch role {
 	case "collectives":
@@ -230,12 +260,14 @@ func TestWorker(t *testing.T) {
 
 func collectives(t *testing.T, g *dist.Group) {
 	n, r := g.Size(), g.Rank()
+	dev := g.Device() // the CPU under gloo, the rank's GPU under nccl
+	on := func(x *ts.Tensor) *ts.Tensor { return x.MustTo(dev, true) }
 	sum := float64(n * (n + 1) / 2) // of rank+1 over the ranks
 
 	// Sum over mixed dtypes, with a non-contiguous tensor.
-	a := ts.MustFull([]int64{3, 4}, ts.FloatScalar(float64(r+1)), gotch.Float, gotch.CPU)
-	b := ts.MustOfSlice([]int64{1, 2, 3}).MustMulScalar(ts.IntScalar(int64(r+1)), true)
-	c := ts.MustOfSlice([]float64{1, 2, 3, 4, 5, 6}).MustView([]int64{2, 3}, true).MustMulScalar(ts.FloatScalar(float64(r+1)), true).MustTranspose(0, 1, true)
+	a := ts.MustFull([]int64{3, 4}, ts.FloatScalar(float64(r+1)), gotch.Float, dev)
+	b := on(ts.MustOfSlice([]int64{1, 2, 3})).MustMulScalar(ts.IntScalar(int64(r+1)), true)
+	c := on(ts.MustOfSlice([]float64{1, 2, 3, 4, 5, 6})).MustView([]int64{2, 3}, true).MustMulScalar(ts.FloatScalar(float64(r+1)), true).MustTranspose(0, 1, true)
 	require.False(t, c.MustIsContiguous())
 	require.NoError(t, g.AllReduceSum([]*ts.Tensor{a, b, c}))
 	for _, v := range a.Float64Values() {
@@ -246,7 +278,7 @@ func collectives(t *testing.T, g *dist.Group) {
 	assert.Equal(t, []float64{1 * sum, 4 * sum, 2 * sum, 5 * sum, 3 * sum, 6 * sum}, c.Float64Values())
 
 	// Mean.
-	m := ts.MustFull([]int64{5}, ts.FloatScalar(float64(r)), gotch.Double, gotch.CPU)
+	m := ts.MustFull([]int64{5}, ts.FloatScalar(float64(r)), gotch.Double, dev)
 	require.NoError(t, g.AllReduceMean([]*ts.Tensor{m}))
 	for _, v := range m.Float64Values() {
 		assert.InDelta(t, float64(n-1)/2, v, 1e-12)
@@ -254,9 +286,9 @@ func collectives(t *testing.T, g *dist.Group) {
 
 	// Broadcast from the last rank, into a parameter that requires grad too.
 	root := n - 1
-	x := ts.MustFull([]int64{4}, ts.FloatScalar(float64(r)), gotch.Float, gotch.CPU)
-	y := ts.MustOfSlice([]int64{int64(r), int64(10 * r)})
-	p := ts.MustFull([]int64{2, 2}, ts.FloatScalar(float64(r)), gotch.Float, gotch.CPU).MustSetRequiresGrad(true, false)
+	x := ts.MustFull([]int64{4}, ts.FloatScalar(float64(r)), gotch.Float, dev)
+	y := on(ts.MustOfSlice([]int64{int64(r), int64(10 * r)}))
+	p := ts.MustFull([]int64{2, 2}, ts.FloatScalar(float64(r)), gotch.Float, dev).MustSetRequiresGrad(true, false)
 	require.NoError(t, g.Broadcast([]*ts.Tensor{x, y, p}, root))
 	for _, v := range x.Float64Values() {
 		assert.Equal(t, float64(root), v)
@@ -268,7 +300,7 @@ func collectives(t *testing.T, g *dist.Group) {
 	assert.True(t, p.MustRequiresGrad())
 
 	// AllGather.
-	in := ts.MustOfSlice([]float32{float32(r), float32(10 * r)})
+	in := on(ts.MustOfSlice([]float32{float32(r), float32(10 * r)}))
 	out, err := g.AllGather(in)
 	require.NoError(t, err)
 	assert.Equal(t, []int64{int64(n), 2}, out.MustSize())
@@ -291,7 +323,7 @@ func collectives(t *testing.T, g *dist.Group) {
 	assert.Equal(t, "", got)
 
 	// A large buffer, bigger than one socket buffer, summed exactly.
-	big := ts.MustOnes([]int64{1 << 20}, gotch.Float, gotch.CPU)
+	big := ts.MustOnes([]int64{1 << 20}, gotch.Float, dev)
 	require.NoError(t, g.AllReduceSum([]*ts.Tensor{big}))
 	assert.Equal(t, float64(n), big.MustSum(gotch.Double, false).Float64Values()[0]/float64(1<<20))
 }

@@ -4,6 +4,13 @@
 # and the peak RSS of each. The last line is "worst ratio: X (workload)".
 #
 #   scripts/bench_vs_pytorch.sh [--device cpu|cuda] [--runs N] [--workloads "smallop mlp encoder"]
+#                               [--precision fp32|bf16]
+#
+# --precision bf16 runs the forward pass under autocast to bfloat16 on both sides (libtorch's
+# autocast through ts.Autocast, torch.autocast in PyTorch; weights, gradients and AdamW state stay
+# float32), for mlp, encoder, mae_vitb, bert_mlm and llama_lm. Workloads that count their work
+# (mae_vitb, bert_mlm) get TFLOP/s columns, and MFU against $BENCH_PEAK_TFLOPS when it is set (the
+# GPU's dense bf16 peak, e.g. 989 for an H100 or H200 SXM).
 #
 # Workloads (the default is the first three): smallop mlp encoder mae_vitb bert_mlm metapt_first
 # metapt_second llama_lm pmlm dense_biencoder monobert clip bert_dense_infer bert_pruned_infer
@@ -40,13 +47,14 @@
 # REPRO_DEV=1 scripts/install_libtorch.sh), else python3. Raw results go to $BENCH_OUT if set.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-device=cpu runs=3 workloads="smallop mlp encoder"
+device=cpu runs=3 workloads="smallop mlp encoder" precision=fp32
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
-    *) echo "usage: $0 [--device cpu|cuda] [--runs N] [--workloads LIST]" >&2; exit 2 ;;
+    --precision) precision=$2; shift 2 ;;
+    *) echo "usage: $0 [--device cpu|cuda] [--runs N] [--workloads LIST] [--precision fp32|bf16]" >&2; exit 2 ;;
   esac
 done
 py=${PYTHON:-}
@@ -82,32 +90,47 @@ out=${BENCH_OUT:-$(mktemp)}
 : > "$out"
 for w in $workloads; do
   for r in $(seq "$runs"); do
-    echo "bench: $w run $r/$runs" >&2
-    "$bin" -workload "$w" -device "$device" -inputs "$tmp/$w.inputs" >> "$out"
-    "$py" bench/torch_bench.py --workload "$w" --device "$device" --inputs "$tmp/$w.inputs" >> "$out"
+    echo "bench: $w ($precision) run $r/$runs" >&2
+    "$bin" -workload "$w" -device "$device" -precision "$precision" -inputs "$tmp/$w.inputs" >> "$out"
+    "$py" bench/torch_bench.py --workload "$w" --device "$device" --precision "$precision" --inputs "$tmp/$w.inputs" >> "$out"
   done
 done
 "$py" - "$out" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+for r in rows:
+    r.setdefault("precision", "fp32")
 order = []
 for r in rows:
-    if r["workload"] not in order:
-        order.append(r["workload"])
+    k = (r["workload"], r["precision"])
+    if k not in order:
+        order.append(k)
 def fmt(s):
     return f"{s*1e6:.2f} us" if s < 1e-3 else f"{s*1e3:.2f} ms"
-ww = max([10] + [len(w) for w in order])  # dense_biencoder is 15 characters
-print(f"{'workload':<{ww}} {'device':<6} {'Go median':>12} {'PyTorch median':>15} {'ratio':>7} {'Go peak RSS':>12} {'PyTorch peak RSS':>17}")
+peak = float(os.environ.get("BENCH_PEAK_TFLOPS") or 0)
+counted = any(r.get("flops") for r in rows)
+ww = max([10] + [len(w) for w, _ in order])  # dense_biencoder is 15 characters
+head = f"{'workload':<{ww}} {'device':<6} {'prec':<4} {'Go median':>12} {'PyTorch median':>15} {'ratio':>7} {'Go peak RSS':>12} {'PyTorch peak RSS':>17}"
+if counted:
+    head += f" {'Go TFLOP/s':>11} {'PT TFLOP/s':>11}" + (f" {'Go MFU':>7} {'PT MFU':>7}" if peak else "")
+print(head)
 worst = (0, "")
-for w in order:
-    go = [r for r in rows if r["workload"] == w and r["impl"] == "go"]
-    pt = [r for r in rows if r["workload"] == w and r["impl"] == "pytorch"]
+for w, prec in order:
+    go = [r for r in rows if r["workload"] == w and r["precision"] == prec and r["impl"] == "go"]
+    pt = [r for r in rows if r["workload"] == w and r["precision"] == prec and r["impl"] == "pytorch"]
     gm = statistics.median(r["median_s"] for r in go)
     pm = statistics.median(r["median_s"] for r in pt)
     grss = max(r["peak_rss"] for r in go) / 2**20
     prss = max(r["peak_rss"] for r in pt) / 2**20
     ratio = gm / pm
-    worst = max(worst, (ratio, w))
-    print(f"{w:<{ww}} {go[0]['device']:<6} {fmt(gm):>12} {fmt(pm):>15} {ratio:>7.2f} {grss:>9.0f} MiB {prss:>14.0f} MiB")
+    name = w if prec == "fp32" else f"{w} {prec}"
+    worst = max(worst, (ratio, name))
+    line = f"{w:<{ww}} {go[0]['device']:<6} {prec:<4} {fmt(gm):>12} {fmt(pm):>15} {ratio:>7.2f} {grss:>9.0f} MiB {prss:>14.0f} MiB"
+    f = go[0].get("flops") or 0
+    if counted and f:
+        line += f" {f/gm/1e12:>11.1f} {f/pm/1e12:>11.1f}"
+        if peak:
+            line += f" {100*f/gm/1e12/peak:>6.1f}% {100*f/pm/1e12/peak:>6.1f}%"
+    print(line)
 print(f"worst ratio: {worst[0]:.2f} ({worst[1]})")
 PY

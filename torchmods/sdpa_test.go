@@ -31,9 +31,19 @@ func TestFusedAttentionMatchesTheMatmulPath(t *testing.T) {
 	}
 	sc := ts.NewScope()
 	defer sc.Close()
+	devices := []gotch.Device{gotch.CPU}
+	if gotch.CUDA.IsAvailable() { // the flash and memory-efficient kernels
+		devices = append(devices, gotch.CudaBuilder(0))
+	}
+	for _, dev := range devices {
+		fusedMatchesMatmul(t, dev)
+	}
+}
+
+func fusedMatchesMatmul(t *testing.T, dev gotch.Device) {
 	const b, l, d, h = 2, 5, 16, 4
-	causal := ts.MustOnes([]int64{l, l}, gotch.Bool, gotch.CPU).MustTriu(1, true) // true above the diagonal: not allowed
-	additive := ts.MustRandn([]int64{1, 1, l, l}, gotch.Float, gotch.CPU)
+	causal := ts.MustOnes([]int64{l, l}, gotch.Bool, dev).MustTriu(1, true) // true above the diagonal: not allowed
+	additive := ts.MustRandn([]int64{1, 1, l, l}, gotch.Float, dev)
 	for _, c := range []struct {
 		name string
 		mask *ts.Tensor
@@ -43,9 +53,9 @@ func TestFusedAttentionMatchesTheMatmulPath(t *testing.T) {
 				mathOnly = math
 				defer func() { mathOnly = false }()
 				ts.ManualSeed(3)
-				store := NewStore(gotch.CPU)
+				store := NewStore(dev)
 				defer store.Drop()
-				x := ts.MustRandn([]int64{b, l, d}, gotch.Float, gotch.CPU)
+				x := ts.MustRandn([]int64{b, l, d}, gotch.Float, dev)
 				x.MustRequiresGrad_(true)
 				var y *ts.Tensor
 				if layer == "Attention" {
@@ -64,9 +74,9 @@ func TestFusedAttentionMatchesTheMatmulPath(t *testing.T) {
 			}
 			wantOut, wantGrads := run(true)
 			gotOut, gotGrads := run(false)
-			require.Less(t, sliceRelErr(gotOut, wantOut), 1e-5, "%s, %s: output", layer, c.name)
+			require.Less(t, sliceRelErr(gotOut, wantOut), 1e-5, "%s, %s, %s: output", dev.Name, layer, c.name)
 			for i := range wantGrads {
-				require.Less(t, sliceRelErr(gotGrads[i], wantGrads[i]), 1e-5, "%s, %s: gradient %d", layer, c.name, i)
+				require.Less(t, sliceRelErr(gotGrads[i], wantGrads[i]), 1e-5, "%s, %s, %s: gradient %d", dev.Name, layer, c.name, i)
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/dist"
@@ -48,13 +49,19 @@ const bucketBytes = 25 << 20
 
 // groupFor is the run's process group: o.Group, or one joined from
 // torchrun's environment when WORLD_SIZE > 1 (own: StartWith closes it).
-func groupFor(o RunOptions) (g *dist.Group, own bool, err error) {
+// Under trainer.device = "cuda" each rank takes the GPU LOCAL_RANK names,
+// and the group NCCL (where the prepared libtorch has it), as torchrun
+// scripts do with torch.cuda.set_device(local_rank).
+func groupFor(o RunOptions, t TrainerConfig) (g *dist.Group, own bool, err error) {
 	if o.Group != nil {
 		return o.Group, false, nil
 	}
 	env, ok, err := dist.FromEnv()
 	if err != nil || !ok || env.Size <= 1 {
 		return nil, false, err
+	}
+	if t.Device == "cuda" {
+		env.Device = gotch.CudaBuilder(uint(env.LocalRank))
 	}
 	fmt.Fprintf(o.W, "rank %d of %d: joining the group at %s:%d\n", env.Rank, env.Size, env.MasterAddr, env.MasterPort)
 	g, err = dist.Init(env)
@@ -177,7 +184,7 @@ func (s *Session) syncStep(loss float64) (float64, error) {
 	if s.stop.Load() {
 		stop = 1
 	}
-	v, err := ts.OfSlice([]float64{loss, stop})
+	v, err := s.group.OnDevice([]float64{loss, stop})
 	if err != nil {
 		return 0, err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/reprolab/repro/data"
+	"github.com/reprolab/repro/dist"
 	"github.com/reprolab/repro/torchmods"
 )
 
@@ -60,8 +61,8 @@ var dpTask = TaskSpec[*dpConfig, float64]{
 		for i := range ys {
 			ys[i] = int64(rng.IntN(dpClasses))
 		}
-		X := ts.MustOfSlice(xs).MustView([]int64{dpN, dpIn}, true)
-		Y := ts.MustOfSlice(ys)
+		X := ts.MustOfSlice(xs).MustView([]int64{dpN, dpIn}, true).MustTo(s.Device, true)
+		Y := ts.MustOfSlice(ys).MustTo(s.Device, true)
 		fc1 := torchmods.NewLinear(s.Store.Root().Sub("fc1"), torchmods.LinearOptions{In: dpIn, Out: dpHidden})
 		fc2 := torchmods.NewLinear(s.Store.Root().Sub("fc2"), torchmods.LinearOptions{In: dpHidden, Out: dpClasses})
 		// An unused parameter: every rank still reduces the same list.
@@ -93,7 +94,7 @@ var dpTask = TaskSpec[*dpConfig, float64]{
 				if err != nil {
 					return nil, err
 				}
-				it := ts.MustOfSlice(idx)
+				it := ts.MustOfSlice(idx).MustTo(s.Device, true)
 				x := X.MustIndexSelect(0, it, false)
 				y := Y.MustIndexSelect(0, it, false)
 				h := fc1.Forward(x).MustRelu(true)
@@ -183,6 +184,10 @@ func dpConfigFrom(t testing.TB, sets string) *dpConfig {
 	for _, kv := range strings.Split(sets, ";") {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
+			continue
+		}
+		if k == "device" {
+			c.Trainer.Device = v
 			continue
 		}
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -296,6 +301,41 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 			assert.Equal(t, 2, world)
 		})
 	}
+}
+
+// On CUDA the group takes NCCL on each rank's GPU, and the ranks end with
+// the weights of a process without a group on one GPU. On one GPU the
+// group has one rank (the NCCL path end to end: broadcast, bucketed
+// gradient allreduce, the loss's reduction); with two GPUs, two ranks
+// launched as torchrun would. It runs where the prepared libtorch has NCCL
+// and a GPU is visible (scripts/cuda_checks.sh), and skips elsewhere.
+func TestDataParallelNCCL(t *testing.T) {
+	if _, nccl, missing := dist.Backends(); !nccl {
+		t.Skipf("this build has no nccl backend: %v", missing)
+	}
+	if !gotch.CUDA.IsAvailable() {
+		t.Skip("no CUDA device visible")
+	}
+	want := single(t, "batch=16;device=cuda")
+	out := t.TempDir()
+	var log string
+	n := min(2, int(gotch.CUDA.DeviceCount()))
+	if n == 1 {
+		g, err := dist.Init(dist.Options{Rank: 0, Size: 1, Backend: "nccl", MasterPort: dpFreePort(t), Timeout: time.Minute})
+		require.NoError(t, err)
+		defer g.Close()
+		var b strings.Builder
+		_, err = dpTask.StartWith(dpConfigFrom(t, "batch=16;device=cuda"), RunOptions{Out: out, W: &b, Group: g})
+		require.NoError(t, err)
+		log = b.String()
+	} else {
+		log = runRanks(t, n, out, fmt.Sprintf("DP_SETS=batch=%d;device=cuda", 16/n))[0]
+	}
+	assert.Contains(t, log, fmt.Sprintf("data-parallel over %d ranks (nccl)", n))
+	p0 := loadParams(t, filepath.Join(out, "params-rank0.safetensors"))
+	d := maxDiff(t, p0, want)
+	t.Logf("%d NCCL rank(s): max |ranks - 1 process| = %.3g", n, d)
+	assert.LessOrEqual(t, d, 1e-6)
 }
 
 func readRows(t *testing.T, path string) []string {

@@ -95,6 +95,13 @@ func newSession(cfg TrainerConfig, out string, resume bool, w io.Writer, lock *R
 	if err != nil {
 		return nil, err
 	}
+	if g != nil && dev.IsCuda() {
+		// The rank's own GPU (LOCAL_RANK's), which NCCL reduces on.
+		if !g.Device().IsCuda() {
+			return nil, fmt.Errorf("trainer.device is cuda, but the process group's backend is %s, which reduces CPU tensors only (nccl reduces CUDA tensors; repro info says whether this build has it)", g.Backend())
+		}
+		dev = g.Device()
+	}
 	ts.ManualSeed(cfg.Seed)
 	if g != nil && g.Rank() != 0 {
 		data.SetShard(g.Rank(), g.Size())

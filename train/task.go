@@ -192,7 +192,7 @@ func (t TaskSpec[C, R]) StartWith(c C, o RunOptions) (R, error) {
 	}
 	// A data-parallel run (RunOptions.Group, or torchrun's environment):
 	// rank 0 takes the run directory and tells the others (distributed.go).
-	g, own, err := groupFor(o)
+	g, own, err := groupFor(o, c.Common().Trainer)
 	if err != nil {
 		return zero, err
 	}

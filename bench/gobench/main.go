@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sugarme/gotch"
@@ -32,6 +33,35 @@ type result struct {
 	Median   float64 `json:"median_s"`
 	PeakRSS  int64   `json:"peak_rss"`
 	Check    float64 `json:"check"` // a number the work produced, so it cannot be skipped
+	// Precision is "fp32", or "bf16" for autocast to bfloat16 around the
+	// forward pass (parameters, gradients and AdamW state stay float32).
+	Precision string `json:"precision"`
+	// FLOPs is the work of one iteration, counted from the model's shapes
+	// (mae_vitb and bert_mlm; 0 where not counted), for TFLOP/s and MFU.
+	FLOPs float64 `json:"flops,omitempty"`
+}
+
+// precision and benchDev are the run's -precision and -device: the
+// training steps run their forward pass under autocast for "bf16".
+var (
+	precision = "fp32"
+	benchDev  = gotch.CPU
+	flops     float64
+)
+
+// autocastWorkloads are the workloads whose steps honour -precision bf16
+// (their PyTorch twins wrap the forward pass in torch.autocast the same way).
+var autocastWorkloads = map[string]bool{"mlp": true, "encoder": true, "mae_vitb": true, "bert_mlm": true, "llama_lm": true}
+
+// forward runs fn under the run's precision.
+func forward(fn func()) {
+	if precision != "bf16" {
+		fn()
+		return
+	}
+	if err := ts.Autocast(benchDev.IsCuda(), gotch.BFloat16, fn); err != nil {
+		panic(err)
+	}
 }
 
 func main() {
@@ -41,12 +71,25 @@ func main() {
 	mask := flag.Float64("mask", 0.75, "mae_fm_encoder: the mask ratio (0 runs every patch through the encoder)")
 	inputs := flag.String("inputs", "", "pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step, vampnet_step: write the batch to this safetensors file, for bench/torch_bench.py --inputs")
 	weights := flag.String("weights", "", "pmlm, dense_biencoder, monobert, clip, bert_*_infer, vqa_step, vampnet_step: write the initial weights to this safetensors file, for bench/torch_bench.py --weights, and print the step-0 loss (bert_*_infer: the pooled output's sums) to stderr (a parity check)")
+	prec := flag.String("precision", "fp32", "fp32 | bf16 (autocast to bfloat16 around the forward pass; "+autocastList()+")")
 	flag.Parse()
 
 	dev := gotch.CPU
 	if *device == "cuda" {
 		dev = gotch.CudaBuilder(0)
 	}
+	switch *prec {
+	case "fp32":
+	case "bf16":
+		if !autocastWorkloads[*workload] {
+			fmt.Fprintf(os.Stderr, "gobench: -precision bf16 applies to %s, not %q\n", autocastList(), *workload)
+			os.Exit(2)
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "gobench: -precision %q: want fp32 or bf16\n", *prec)
+		os.Exit(2)
+	}
+	precision, benchDev = *prec, dev
 	ts.ManualSeed(0)
 
 	var iter func() float64 // runs one timed repetition, returns seconds per iteration
@@ -97,7 +140,16 @@ func main() {
 	}
 	sort.Float64s(times)
 	peak, _ := memstat.PeakRSS()
-	json.NewEncoder(os.Stdout).Encode(result{*workload, "go", *device, times[len(times)/2], peak, check})
+	json.NewEncoder(os.Stdout).Encode(result{*workload, "go", *device, times[len(times)/2], peak, check, precision, flops})
+}
+
+func autocastList() string {
+	var ws []string
+	for w := range autocastWorkloads {
+		ws = append(ws, w)
+	}
+	sort.Strings(ws)
+	return strings.Join(ws, ", ")
 }
 
 // sync reads one value back, which waits for the device to finish.
@@ -141,7 +193,8 @@ func trainStep(dev gotch.Device, check *float64, build func(*nn.Path, gotch.Devi
 		start := time.Now()
 		for i := 0; i < steps; i++ {
 			s := ts.NewScope()
-			loss := m.forward(x).MustMseLoss(y, 1, true)
+			var loss *ts.Tensor
+			forward(func() { loss = m.forward(x).MustMseLoss(y, 1, true) })
 			if err := opt.BackwardStep(loss); err != nil {
 				panic(err)
 			}
@@ -235,6 +288,12 @@ func maeStep(dev gotch.Device, check *float64) func() float64 {
 		batch, steps = 64, 10
 	}
 	x := ts.MustRandn([]int64{batch, 3, 224, 224}, gotch.Float, dev)
+	// Matmul work per image: the patch embedding of all 196 patches, the
+	// encoder on the 49 kept patches and the class token, the decoder's
+	// embedding, its 8 layers on all 197 tokens and its pixel prediction.
+	const d, dd, patchIn = 768, 512, 16 * 16 * 3
+	perImage := 2*196*patchIn*d + transformerFLOPs(50, 12, d, 4*d) + 2*50*d*dd + transformerFLOPs(197, 8, dd, 4*dd) + 2*197*dd*patchIn
+	flops = 3 * perImage * float64(batch)
 	return timedSteps(steps, check, opt, func() *ts.Tensor { return m.Forward(x, 0.75, nil, true).Loss })
 }
 
@@ -288,6 +347,11 @@ func bertStep(dev gotch.Device, check *float64) func() float64 {
 	}
 	posT := ts.MustOfSlice(pos).MustTo(dev, true)
 	labels := ids.MustView([]int64{-1}, false).MustIndexSelect(0, posT, false)
+	// Matmul work: the encoder on every sequence, then the MLM head's
+	// transform and vocabulary projection at the loss positions only.
+	h, p := float64(cfg.HiddenSize), float64(len(pos))
+	flops = 3 * (float64(batch)*transformerFLOPs(seq, cfg.NumHiddenLayers, cfg.HiddenSize, cfg.IntermediateSize) +
+		2*p*h*h + 2*p*h*float64(cfg.VocabSize))
 	return timedSteps(steps, check, opt, func() *ts.Tensor {
 		h := m.Bert.Forward(ids, nil, nil, true).MustView([]int64{-1, cfg.HiddenSize}, true).MustIndexSelect(0, posT, true)
 		return torchmods.CrossEntropy(m.Logits(h), labels, torchmods.CEOptions{})
@@ -370,6 +434,18 @@ func llamaStep(dev gotch.Device, check *float64) func() float64 {
 	})
 }
 
+// transformerFLOPs is the forward matmul work of n pre- or post-norm
+// encoder layers over one sequence of t tokens of width d with a
+// feed-forward of width ff: the q, k, v and output projections (8td²),
+// the feed-forward (4t·d·ff) and the scores and weighted sum (4t²d).
+// A training step is counted as 3 forwards (backward does twice the
+// forward's matmuls), the convention MFU figures use; element-wise work
+// (norms, softmax, GELU) is not counted.
+func transformerFLOPs[T int | int64](t, n, d, ff T) float64 {
+	tt, dd := float64(t), float64(d)
+	return float64(n) * (8*tt*dd*dd + 4*tt*dd*float64(ff) + 4*tt*tt*dd)
+}
+
 // benchBert is the BERT of bert_mlm and the metapt workloads, without
 // dropout: on CPU 4 layers of width 256 (4 heads, feed-forward 1024) with
 // bert-base-uncased's vocabulary and batch 16, 2 steps a repetition; on
@@ -395,7 +471,8 @@ func timedSteps(steps int, check *float64, opt interface{ Step(float64) error },
 		for i := 0; i < steps; i++ {
 			s := ts.NewScope()
 			fwd := ts.NewScope()
-			l := loss()
+			var l *ts.Tensor
+			forward(func() { l = loss() })
 			fwd.Keep(l)
 			fwd.Close()
 			if err := l.Backward(); err != nil {

@@ -108,6 +108,19 @@ var Patches = []Patch{
 		},
 	},
 	{
+		Name: "sdpa-no-mask",
+		Reason: "scaled_dot_product_attention got an undefined tensor, not nullopt, for a missing attn_mask, " +
+			"which libtorch 2.11 refuses (\"Expected attn_mask dtype to be bool or float ... got nullptr\"); " +
+			"a missing or undefined mask now passes nullopt, which also leaves the flash kernel eligible",
+		Apply: func(root string) error {
+			return editFiles(root, []edit{
+				{"libtch/torch_api_generated.cpp.h", replace(
+					"torch::scaled_dot_product_attention(*query, *key, *value, (attn_mask ? *attn_mask : torch::Tensor()),",
+					"torch::scaled_dot_product_attention(*query, *key, *value, (attn_mask && attn_mask->defined() ? c10::optional<torch::Tensor>(*attn_mask) : c10::optional<torch::Tensor>()),", 1)},
+			})
+		},
+	},
+	{
 		Name: "keep-alive",
 		Reason: "an op passed its arguments' C handles to libtorch and let the Go *Tensor and *Scalar objects " +
 			"die during the call, so a garbage collection running meanwhile could free them under libtorch " +

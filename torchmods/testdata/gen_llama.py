@@ -241,10 +241,11 @@ class DecoderLayer(nn.Module):
 def causal_mask_4d(attention_mask, sequence_length, target_length, dtype, cache_position, batch_size, sliding_window):
     """_prepare_4d_causal_attention_mask_with_cache_position (Llama's, plus Mistral's sliding window)."""
     min_dtype = torch.finfo(dtype).min
-    causal_mask = torch.full((sequence_length, target_length), fill_value=min_dtype, dtype=dtype)
-    diagonal_attend_mask = torch.arange(target_length) > cache_position.reshape(-1, 1)
+    dev = cache_position.device
+    causal_mask = torch.full((sequence_length, target_length), fill_value=min_dtype, dtype=dtype, device=dev)
+    diagonal_attend_mask = torch.arange(target_length, device=dev) > cache_position.reshape(-1, 1)
     if sliding_window is not None:
-        sliding_attend_mask = torch.arange(target_length) <= (cache_position.reshape(-1, 1) - sliding_window)
+        sliding_attend_mask = torch.arange(target_length, device=dev) <= (cache_position.reshape(-1, 1) - sliding_window)
         diagonal_attend_mask.bitwise_or_(sliding_attend_mask)
     causal_mask *= diagonal_attend_mask
     causal_mask = causal_mask[None, None, :, :].expand(batch_size, 1, -1, -1)
@@ -268,7 +269,7 @@ class Model(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, position_ids=None):
         inputs_embeds = self.embed_tokens(input_ids)
-        cache_position = torch.arange(0, inputs_embeds.shape[1])
+        cache_position = torch.arange(0, inputs_embeds.shape[1], device=input_ids.device)
         if position_ids is None:
             position_ids = cache_position.unsqueeze(0)
         target_length = attention_mask.shape[-1] if attention_mask is not None else inputs_embeds.shape[1] + 1
