@@ -55,12 +55,19 @@ type EvalOptions struct {
 //     by the LLM to the context's length;
 //   - ppl_full, ppl_slots, ppl_none: the perplexity of the continuation
 //     given the whole context as tokens, given the slots (the LM
-//     objective's input), and given only BOS.
+//     objective's input), and given only BOS;
+//   - ae_loss_other, ae_tf_token_acc_other, ppl_slots_other: the AE loss,
+//     its accuracy and the continuation's perplexity with the slots of
+//     another context of the batch (the next one), the control that says
+//     whether the slots carry their own context or act as a learned prompt
+//     that helps any text. Over batches of two or more contexts; absent
+//     when there is none.
 func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error) {
 	if len(set.Contexts) == 0 {
 		return nil, fmt.Errorf("evaluation: no held-out windows")
 	}
 	var aeSum, aeN, aeHit, full, slotsCE, none, contN float64
+	var otherAE, otherAEN, otherHit, otherCE, otherContN float64
 	var recon, trunc, refs [][]int64
 	err := data.Sequential(len(set.Contexts), o.Batch, func(idx []int) error {
 		sc := ts.NewScope()
@@ -98,6 +105,13 @@ func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error)
 				bs := m.NewBatch(withSlots)
 				l, _, _ := scoreLabels(m.Decode(bs, slots), bs.Labels, bs.B, bs.L)
 				slotsCE += l
+				if len(ctxs) > 1 {
+					other := m.otherSlots(slots, len(ctxs))
+					l, hit, n := scoreLabels(m.Decode(bt, other), bt.Labels, bt.B, bt.L)
+					otherAE, otherHit, otherAEN = otherAE+l, otherHit+hit, otherAEN+n
+					l, _, n = scoreLabels(m.Decode(bs, other), bs.Labels, bs.B, bs.L)
+					otherCE, otherContN = otherCE+l, otherContN+n
+				}
 				full += m.lmScore(withCtx)
 				none += m.lmScore(alone)
 				if !o.Generate {
@@ -128,11 +142,30 @@ func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error)
 		"ae_loss": aeSum / aeN, "ae_tf_token_acc": aeHit / aeN,
 		"ppl_full": math.Exp(full / contN), "ppl_slots": math.Exp(slotsCE / contN), "ppl_none": math.Exp(none / contN),
 	}
+	if otherAEN > 0 {
+		out["ae_loss_other"], out["ae_tf_token_acc_other"] = otherAE/otherAEN, otherHit/otherAEN
+		out["ppl_slots_other"] = math.Exp(otherCE / otherContN)
+	}
 	if o.Generate {
 		out["recon_token_acc"], out["recon_bleu4"] = TokenAccuracy(recon, refs), BLEU(recon, refs)
 		out["trunc_token_acc"], out["trunc_bleu4"] = TokenAccuracy(trunc, refs), BLEU(trunc, refs)
 	}
 	return out, nil
+}
+
+// otherSlots gives each of b contexts, all with the same slot count, the
+// slots of the next one (the last gets the first's): slots is Compress's
+// [b·k, hidden], context by context.
+func (m *Model) otherSlots(slots *ts.Tensor, b int) *ts.Tensor {
+	k := slots.MustSize()[0] / int64(b)
+	idx := make([]int64, 0, int64(b)*k)
+	for i := range int64(b) {
+		from := (i + 1) % int64(b)
+		for j := range k {
+			idx = append(idx, from*k+j)
+		}
+	}
+	return slots.MustIndexSelect(0, torchmods.FromSlice(idx, []int64{int64(len(idx))}, slots.MustDevice()), false)
 }
 
 // truncated is the baseline's reconstruction of each context (all of one

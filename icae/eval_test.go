@@ -106,6 +106,38 @@ func TestEvaluateAgainstDirectComputation(t *testing.T) {
 	for _, key := range []string{"ae_loss", "ae_tf_token_acc"} {
 		assert.Contains(t, got, key)
 	}
+
+	// The control: each context decoded with the next one's slots within
+	// its batch (batches {0, 1} and {2}: 0 takes 1's, 1 takes 0's, and 2,
+	// alone, is left out).
+	var otherNLL float64
+	ts.NoGrad(func() {
+		for i, j := range []int{1, 0} {
+			c, slots := set.Contexts[i], func() *ts.Tensor { s, _ := m.Compress([][]int64{set.Contexts[j]}, false); return s }()
+			withSlots := append(m.PrefixIDs(ctxLen), set.Conts[i]...)
+			lp := logProbs(m.Decode(m.NewBatch([]Sample{{Context: c, PromptAnswer: withSlots, Labels: ignored(len(withSlots))}}), slots))
+			otherNLL += nllOfTail(lp, withSlots, contLen)
+		}
+	})
+	assert.InEpsilon(t, math.Exp(otherNLL/(2*contLen)), got["ppl_slots_other"], 1e-4)
+	assert.NotEqual(t, got["ppl_slots"], got["ppl_slots_other"])
+	assert.Contains(t, got, "ae_loss_other")
+}
+
+// With every context the same, another context's slots are its own: the
+// control's numbers equal the model's.
+func TestEvaluateOtherSlotsOfIdenticalContexts(t *testing.T) {
+	sc := ts.NewScope()
+	defer sc.Close()
+	m, _ := tinyICAE(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	c, k := randomIDs(rng, 8, 50), randomIDs(rng, 5, 50)
+	set := EvalSet{Contexts: [][]int64{c, c, c}, Conts: [][]int64{k, k, k}}
+	got, err := m.Evaluate(set, EvalOptions{Batch: 3, BOS: 1, EOS: 2})
+	require.NoError(t, err)
+	assert.InDelta(t, got["ae_loss"], got["ae_loss_other"], 1e-6)
+	assert.InDelta(t, got["ae_tf_token_acc"], got["ae_tf_token_acc_other"], 1e-12)
+	assert.InEpsilon(t, got["ppl_slots"], got["ppl_slots_other"], 1e-6)
 }
 
 // The compression is the context's length over its slots, segments times
