@@ -56,6 +56,10 @@ type EvalOptions struct {
 //   - ppl_full, ppl_slots, ppl_none: the perplexity of the continuation
 //     given the whole context as tokens, given the slots (the LM
 //     objective's input), and given only BOS;
+//   - ppl_copy: the frozen LLM's perplexity of the context's second copy
+//     in [context; context], the tokens in view: how well the decoder can
+//     copy text at all, a ceiling on what reconstruction through it can
+//     reach (a small LLM may have learnt no copying);
 //   - ae_loss_other, ae_tf_token_acc_other, ppl_slots_other: the AE loss,
 //     its accuracy and the continuation's perplexity with the slots of
 //     another context of the batch (the next one), the control that says
@@ -67,7 +71,7 @@ func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error)
 		return nil, fmt.Errorf("evaluation: no held-out windows")
 	}
 	var aeSum, aeN, aeHit, full, slotsCE, none, contN float64
-	var otherAE, otherAEN, otherHit, otherCE, otherContN float64
+	var otherAE, otherAEN, otherHit, otherCE, otherContN, copyCE, copyN float64
 	var recon, trunc, refs [][]int64
 	err := data.Sequential(len(set.Contexts), o.Batch, func(idx []int) error {
 		sc := ts.NewScope()
@@ -114,6 +118,12 @@ func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error)
 				}
 				full += m.lmScore(withCtx)
 				none += m.lmScore(alone)
+				var twice []Sample
+				for _, c := range ctxs {
+					twice = append(twice, Sample{Context: c, PromptAnswer: append(slices.Clone(c), c...), Labels: append(ignored(len(c)), c...)})
+					copyN += float64(len(c))
+				}
+				copyCE += m.lmScore(twice)
 				if !o.Generate {
 					return
 				}
@@ -141,6 +151,7 @@ func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error)
 	out := map[string]float64{
 		"ae_loss": aeSum / aeN, "ae_tf_token_acc": aeHit / aeN,
 		"ppl_full": math.Exp(full / contN), "ppl_slots": math.Exp(slotsCE / contN), "ppl_none": math.Exp(none / contN),
+		"ppl_copy": math.Exp(copyCE / copyN),
 	}
 	if otherAEN > 0 {
 		out["ae_loss_other"], out["ae_tf_token_acc_other"] = otherAE/otherAEN, otherHit/otherAEN

@@ -63,7 +63,7 @@ func TestEvaluateAgainstDirectComputation(t *testing.T) {
 
 	k := m.SlotCount(ctxLen)
 	require.Equal(t, 4, k)
-	var full, slotsNLL, none, n float64
+	var full, slotsNLL, none, n, copyNLL float64
 	var recon, trunc [][]int64
 	ts.NoGrad(func() {
 		lmLogProbs := func(ids []int64) [][]float64 {
@@ -82,6 +82,8 @@ func TestEvaluateAgainstDirectComputation(t *testing.T) {
 			withSlots := append(m.PrefixIDs(ctxLen), cont...)
 			slotsNLL += nllOfTail(decLogProbs(withSlots), withSlots, contLen)
 			n += contLen
+			twice := append(slices.Clone(c), c...)
+			copyNLL += nllOfTail(lmLogProbs(twice), twice, ctxLen)
 
 			dec := m.PrefixIDs(ctxLen, m.Layout.AE())
 			for range ctxLen {
@@ -98,6 +100,7 @@ func TestEvaluateAgainstDirectComputation(t *testing.T) {
 	assert.InEpsilon(t, math.Exp(full/n), got["ppl_full"], 1e-4)
 	assert.InEpsilon(t, math.Exp(slotsNLL/n), got["ppl_slots"], 1e-4)
 	assert.InEpsilon(t, math.Exp(none/n), got["ppl_none"], 1e-4)
+	assert.InEpsilon(t, math.Exp(copyNLL/float64(len(set.Contexts)*ctxLen)), got["ppl_copy"], 1e-4)
 	assert.Equal(t, TokenAccuracy(recon, set.Contexts), got["recon_token_acc"])
 	assert.Equal(t, BLEU(recon, set.Contexts), got["recon_bleu4"])
 	assert.Equal(t, TokenAccuracy(trunc, set.Contexts), got["trunc_token_acc"])

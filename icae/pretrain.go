@@ -302,6 +302,7 @@ func report(w io.Writer, m map[string]float64) {
 			100*m["recon_token_acc"], m["recon_bleu4"], 100*m["trunc_token_acc"], m["trunc_bleu4"])
 	}
 	fmt.Fprintf(w, "continuation perplexity: full context %.3f, slots %.3f, no context %.3f\n", m["ppl_full"], m["ppl_slots"], m["ppl_none"])
+	fmt.Fprintf(w, "the LLM copying the context with it in view: perplexity %.3f\n", m["ppl_copy"])
 	if _, ok := m["ae_loss_other"]; ok {
 		fmt.Fprintf(w, "with another context's slots: AE loss %.4f, teacher-forced token accuracy %.2f%%, continuation perplexity %.3f\n",
 			m["ae_loss_other"], 100*m["ae_tf_token_acc_other"], m["ppl_slots_other"])
