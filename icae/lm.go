@@ -3,8 +3,10 @@ package icae
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/sugarme/gotch/ts"
 
@@ -24,6 +26,13 @@ type LMConfig struct {
 	Eval  struct {
 		Batches int `toml:"batches"` // held-out batches the perplexity is measured on (0: all)
 	} `toml:"eval"`
+	// CopyShare is the share of training sequences that are a window of
+	// doc_len/2 tokens written twice, so that the LM learns to copy text
+	// it has seen. The ICAE reconstructs only through its frozen decoder's
+	// copying, which a small LM trained on plain text does not learn
+	// (icae/RESULTS.md). 0 (the default): plain text only. Not in the
+	// paper, whose LLMs copy already.
+	CopyShare float64 `toml:"copy_share"`
 	// Export is the HF model folder written at the end, relative to the
 	// run directory: config.json, model.safetensors and the vocabulary,
 	// what icae.pretrain's base names.
@@ -47,6 +56,9 @@ func (c *LMConfig) Validate() error {
 	if int64(c.Data.DocLen) > c.Model.MaxPositions {
 		return config.Field("data.doc_len", "%d is longer than model.max_position_embeddings %d", c.Data.DocLen, c.Model.MaxPositions)
 	}
+	if c.CopyShare < 0 || c.CopyShare > 1 {
+		return config.Field("copy_share", "must be in [0, 1], got %v", c.CopyShare)
+	}
 	if c.Eval.Batches < 0 {
 		return config.Field("eval.batches", "must not be negative, got %d", c.Eval.Batches)
 	}
@@ -60,10 +72,13 @@ func (c *LMConfig) Validate() error {
 type LMResult struct {
 	HeldoutLoss float64 `json:"heldout_loss"` // mean cross-entropy per predicted token
 	HeldoutPPL  float64 `json:"heldout_ppl"`
-	Tokens      int64   `json:"heldout_tokens"`
-	Steps       int64   `json:"steps"`
-	Params      int64   `json:"params"`
-	Export      string  `json:"export"` // the HF folder written
+	// CopyPPL is the perplexity of the second copy of held-out windows of
+	// doc_len/2 tokens written twice: how well the LM copies.
+	CopyPPL float64 `json:"heldout_copy_ppl"`
+	Tokens  int64   `json:"heldout_tokens"`
+	Steps   int64   `json:"steps"`
+	Params  int64   `json:"params"`
+	Export  string  `json:"export"` // the HF folder written
 }
 
 // LMTask is "icae.lm".
@@ -127,20 +142,31 @@ func RunLM(s *train.Session, c *LMConfig) (*LMResult, error) {
 	perEpoch, steps, opt, sched := rp.perEpoch, rp.steps, rp.opt, rp.sched
 	fmt.Fprintf(s.W, "icae.lm: %s; %d parameters; %d training and %d held-out sequences of %d tokens (%d and %d documents); %d steps\n",
 		lc.Summary(), params, len(trainSeqs), len(heldSeqs), c.Data.DocLen, st.Docs[0], st.Docs[1], steps)
+	heldCopies := make([][]int64, len(heldSeqs))
+	for i, q := range heldSeqs {
+		heldCopies[i] = Twice(q[:len(q)/2], len(q))
+	}
 	var last map[string]float64
 	evaluate := func() (map[string]float64, error) {
-		loss, n, err := lmLoss(m, heldSeqs, c.Data.Batch, s)
+		loss, n, err := lmLoss(m, heldSeqs, c.Data.Batch, s, 0)
 		if err != nil {
 			return nil, err
 		}
-		last = map[string]float64{"heldout_loss": loss, "heldout_ppl": math.Exp(loss), "heldout_tokens": float64(n)}
+		cp, _, err := lmLoss(m, heldCopies, c.Data.Batch, s, c.Data.DocLen/2)
+		if err != nil {
+			return nil, err
+		}
+		last = map[string]float64{"heldout_loss": loss, "heldout_ppl": math.Exp(loss), "heldout_tokens": float64(n), "heldout_copy_ppl": math.Exp(cp)}
 		return last, nil
 	}
 	err = s.Train(train.Plan{Steps: steps, PerEpoch: perEpoch, Opt: opt, LR: sched, Clip: c.Optim.Clip,
-		Loss: func(int64, int) (*ts.Tensor, error) {
+		Loss: func(step int64, _ int) (*ts.Tensor, error) {
 			seqs, err := loader.Next()
 			if err != nil {
 				return nil, err
+			}
+			if c.CopyShare > 0 {
+				seqs = withCopies(seqs, c.CopyShare, c.Trainer.Seed, step)
 			}
 			ids := tensorOf(seqs, s)
 			return torchmods.LlamaLoss(m.Forward(torchmods.LlamaInput{IDs: ids}, true), ids), nil
@@ -156,7 +182,7 @@ func RunLM(s *train.Session, c *LMConfig) (*LMResult, error) {
 			return nil, err
 		}
 	}
-	res := &LMResult{HeldoutLoss: last["heldout_loss"], HeldoutPPL: last["heldout_ppl"], Tokens: int64(last["heldout_tokens"]), Steps: steps, Params: params,
+	res := &LMResult{HeldoutLoss: last["heldout_loss"], HeldoutPPL: last["heldout_ppl"], CopyPPL: last["heldout_copy_ppl"], Tokens: int64(last["heldout_tokens"]), Steps: steps, Params: params,
 		Export: filepath.Join(s.Out, c.Export)}
 	if s.Main() {
 		if err := torchmods.ExportHF(res.Export, s.Store, torchmods.LlamaFamily, "LlamaForCausalLM", torchmods.NewLlamaForExport(m)); err != nil {
@@ -166,13 +192,39 @@ func RunLM(s *train.Session, c *LMConfig) (*LMResult, error) {
 			return nil, fmt.Errorf("export: %w", err)
 		}
 	}
-	fmt.Fprintf(s.W, "held-out loss %.4f, perplexity %.2f over %d tokens; HF folder %s\n", res.HeldoutLoss, res.HeldoutPPL, res.Tokens, res.Export)
+	fmt.Fprintf(s.W, "held-out loss %.4f, perplexity %.2f over %d tokens; copying a window seen just before: perplexity %.2f; HF folder %s\n",
+		res.HeldoutLoss, res.HeldoutPPL, res.Tokens, res.CopyPPL, res.Export)
 	return res, nil
 }
 
+// Twice is w written again and again, cut to n tokens (twice and a token
+// for n = 2·len(w)+1).
+func Twice(w []int64, n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = w[i%len(w)]
+	}
+	return out
+}
+
+// withCopies replaces each sequence of the batch, with probability share
+// (drawn from the seed, the step and the row, so a resumed run draws the
+// same), by its first half written twice.
+func withCopies(seqs [][]int64, share float64, seed, step int64) [][]int64 {
+	out := make([][]int64, len(seqs))
+	for i, q := range seqs {
+		out[i] = q
+		if rand.New(rand.NewPCG(uint64(seed), uint64(step)<<20|uint64(i))).Float64() < share {
+			out[i] = Twice(q[:len(q)/2], len(q))
+		}
+	}
+	return out
+}
+
 // lmLoss is the mean next-token cross-entropy over seqs, in batches, and
-// the number of predicted tokens.
-func lmLoss(m *torchmods.LlamaForCausalLM, seqs [][]int64, batch int, s *train.Session) (float64, int64, error) {
+// the number of predicted tokens; from > 0 scores only the positions from
+// that index on (the second copy of a window written twice).
+func lmLoss(m *torchmods.LlamaForCausalLM, seqs [][]int64, batch int, s *train.Session, from int) (float64, int64, error) {
 	var sum float64
 	var n int64
 	err := data.Sequential(len(seqs), batch, func(idx []int) error {
@@ -180,9 +232,19 @@ func lmLoss(m *torchmods.LlamaForCausalLM, seqs [][]int64, batch int, s *train.S
 		defer sc.Close()
 		return torchmods.Try(func() {
 			ts.NoGrad(func() {
-				ids := tensorOf(seqs[idx[0]:idx[len(idx)-1]+1], s)
-				k := int64(len(idx) * (len(seqs[idx[0]]) - 1))
-				sum += torchmods.LlamaLoss(m.Forward(torchmods.LlamaInput{IDs: ids}, false), ids).Float64Values()[0] * float64(k)
+				rows := seqs[idx[0] : idx[len(idx)-1]+1]
+				ids := tensorOf(rows, s)
+				labels := ids
+				k := int64(len(idx) * (len(rows[0]) - 1))
+				if from > 0 {
+					var lab []int64
+					for _, r := range rows {
+						lab = append(append(lab, slices.Repeat([]int64{IgnoreLabel}, from)...), r[from:]...)
+					}
+					labels = torchmods.FromSlice(lab, []int64{int64(len(rows)), int64(len(rows[0]))}, s.Device)
+					k = int64(len(idx) * (len(rows[0]) - from))
+				}
+				sum += torchmods.LlamaLoss(m.Forward(torchmods.LlamaInput{IDs: ids}, false), labels).Float64Values()[0] * float64(k)
 				n += k
 			})
 		})

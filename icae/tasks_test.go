@@ -254,3 +254,49 @@ func TestConfigs(t *testing.T) {
 	ft.LLM, ft.Data.Train, ft.Data.Eval, ft.Format.Format = "x", "a", "b", "v3"
 	assert.ErrorContains(t, ft.Validate(), "format.format")
 }
+
+// withCopies doubles each row's first half with probability share, the
+// same draws for the same seed and step, other draws for another step.
+func TestWithCopies(t *testing.T) {
+	var seqs [][]int64
+	for i := range 400 {
+		seqs = append(seqs, []int64{int64(i), 1, 2, 3, 4, 5, 6})
+	}
+	assert.Equal(t, seqs, withCopies(seqs, 0, 3, 7))
+	for _, q := range withCopies(seqs, 1, 3, 7) {
+		assert.Equal(t, []int64{q[0], 1, 2, q[0], 1, 2, q[0]}, q)
+	}
+	a, b, c := withCopies(seqs, 0.5, 3, 7), withCopies(seqs, 0.5, 3, 7), withCopies(seqs, 0.5, 3, 8)
+	assert.Equal(t, a, b)
+	assert.NotEqual(t, a, c)
+	n := 0
+	for i, q := range a {
+		if q[3] == q[0] && q[0] != 3 {
+			n++
+		} else {
+			assert.Equal(t, seqs[i], q)
+		}
+	}
+	assert.InDelta(t, 200, n, 40, "about half of 400 rows doubled")
+}
+
+// With copy_share the LM still resumes byte for byte (the draws follow the
+// step), and it reports its copying perplexity.
+func TestLMWithCopiesResumesExactly(t *testing.T) {
+	cfg := func() *LMConfig { c := tinyLMConfig(); c.CopyShare = 0.5; return c }
+	whole := t.TempDir()
+	want, err := LMTask.Start(cfg(), whole, false, io.Discard)
+	require.NoError(t, err)
+	assert.Greater(t, want.CopyPPL, 1.0)
+	dir := t.TempDir()
+	_, err = LMTask.Start(cfg(), dir, false, io.Discard)
+	require.NoError(t, err)
+	cutBack(t, dir)
+	got, err := LMTask.Start(cfg(), dir, true, io.Discard)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(checkpoint(t, whole, 6), checkpoint(t, dir, 6)), "resumed: the same weights, byte for byte")
+	assert.Equal(t, want.CopyPPL, got.CopyPPL)
+	c := cfg()
+	c.CopyShare = 1.5
+	assert.ErrorContains(t, c.Validate(), "copy_share")
+}
