@@ -80,7 +80,7 @@ func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error)
 			ts.NoGrad(func() {
 				ctxs := set.Contexts[idx[0] : idx[len(idx)-1]+1]
 				conts := set.Conts[idx[0] : idx[len(idx)-1]+1]
-				slots, _ := m.Compress(ctxs, false)
+				slots, counts := m.Compress(ctxs, false)
 				// AE, teacher-forced.
 				var ae []Sample
 				for _, c := range ctxs {
@@ -110,7 +110,7 @@ func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error)
 				l, _, _ := scoreLabels(m.Decode(bs, slots), bs.Labels, bs.B, bs.L)
 				slotsCE += l
 				if len(ctxs) > 1 {
-					other := m.otherSlots(slots, len(ctxs))
+					other := m.otherSlots(slots, counts)
 					l, hit, n := scoreLabels(m.Decode(bt, other), bt.Labels, bt.B, bt.L)
 					otherAE, otherHit, otherAEN = otherAE+l, otherHit+hit, otherAEN+n
 					l, _, n = scoreLabels(m.Decode(bs, other), bs.Labels, bs.B, bs.L)
@@ -164,14 +164,18 @@ func (m *Model) Evaluate(set EvalSet, o EvalOptions) (map[string]float64, error)
 	return out, nil
 }
 
-// otherSlots gives each of b contexts, all with the same slot count, the
-// slots of the next one (the last gets the first's): slots is Compress's
-// [b·k, hidden], context by context.
-func (m *Model) otherSlots(slots *ts.Tensor, b int) *ts.Tensor {
-	k := slots.MustSize()[0] / int64(b)
-	idx := make([]int64, 0, int64(b)*k)
-	for i := range int64(b) {
-		from := (i + 1) % int64(b)
+// otherSlots gives each context the slots of the next one (the last gets
+// the first's): slots is Compress's [Σ counts, hidden], context by
+// context. Swapping needs one slot count for all, as EvalSet's contexts
+// of one length have; other counts are refused, naming them.
+func (m *Model) otherSlots(slots *ts.Tensor, counts []int) *ts.Tensor {
+	if i := slices.IndexFunc(counts, func(c int) bool { return c != counts[0] }); i >= 0 {
+		panic(fmt.Errorf("icae: evaluation contexts with %d and %d slots; the set's windows share one length", counts[0], counts[i]))
+	}
+	b, k := int64(len(counts)), int64(counts[0])
+	idx := make([]int64, 0, b*k)
+	for i := range b {
+		from := (i + 1) % b
 		for j := range k {
 			idx = append(idx, from*k+j)
 		}

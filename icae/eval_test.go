@@ -152,3 +152,16 @@ func TestCompressionNeedsSizeAndRate(t *testing.T) {
 		assert.Equal(t, c.slots, NumSegments(64, c.size, c.rate)*c.size, "size %d, compression %d", c.size, c.rate)
 	}
 }
+
+// Contexts of different slot counts cannot swap slots: Evaluate says so
+// instead of pairing a context with part of another's slots.
+func TestEvaluateRefusesMixedSlotCounts(t *testing.T) {
+	sc := ts.NewScope()
+	defer sc.Close()
+	m, _ := tinyICAE(t) // 4 slots per segment of up to 8 tokens
+	rng := rand.New(rand.NewPCG(7, 8))
+	set := EvalSet{Contexts: [][]int64{randomIDs(rng, 8, 50), randomIDs(rng, 16, 50)}, Conts: [][]int64{randomIDs(rng, 3, 50), randomIDs(rng, 3, 50)}}
+	_, err := m.Evaluate(set, EvalOptions{Batch: 2, BOS: 1, EOS: 2})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "contexts with 4 and 8 slots")
+}

@@ -144,7 +144,7 @@ func RunLM(s *train.Session, c *LMConfig) (*LMResult, error) {
 		lc.Summary(), params, len(trainSeqs), len(heldSeqs), c.Data.DocLen, st.Docs[0], st.Docs[1], steps)
 	heldCopies := make([][]int64, len(heldSeqs))
 	for i, q := range heldSeqs {
-		heldCopies[i] = Twice(q[:len(q)/2], len(q))
+		heldCopies[i] = repeatTo(q[:len(q)/2], len(q))
 	}
 	var last map[string]float64
 	evaluate := func() (map[string]float64, error) {
@@ -197,9 +197,9 @@ func RunLM(s *train.Session, c *LMConfig) (*LMResult, error) {
 	return res, nil
 }
 
-// Twice is w written again and again, cut to n tokens (twice and a token
+// repeatTo is w written again and again, cut to n tokens (twice and a token
 // for n = 2·len(w)+1).
-func Twice(w []int64, n int) []int64 {
+func repeatTo(w []int64, n int) []int64 {
 	out := make([]int64, n)
 	for i := range out {
 		out[i] = w[i%len(w)]
@@ -215,7 +215,7 @@ func withCopies(seqs [][]int64, share float64, seed, step int64) [][]int64 {
 	for i, q := range seqs {
 		out[i] = q
 		if rand.New(rand.NewPCG(uint64(seed), uint64(step)<<20|uint64(i))).Float64() < share {
-			out[i] = Twice(q[:len(q)/2], len(q))
+			out[i] = repeatTo(q[:len(q)/2], len(q))
 		}
 	}
 	return out

@@ -10,7 +10,10 @@
 # autocast through ts.Autocast, torch.autocast in PyTorch; weights, gradients and AdamW state stay
 # float32), for mlp, encoder, mae_vitb, bert_mlm and llama_lm. Workloads that count their work
 # (mae_vitb, bert_mlm) get TFLOP/s columns, and MFU against $BENCH_PEAK_TFLOPS when it is set (the
-# GPU's dense bf16 peak, e.g. 989 for an H100 or H200 SXM).
+# GPU's dense bf16 peak, e.g. 989 for an H100 or H200 SXM). It is meant for CUDA: libtorch 1.13's
+# CPU autocast leaves layer_norm out of its fp32 list, so a bfloat16 activation reaching a float32
+# LayerNorm fails there ("expected scalar type BFloat16 but found Float") in PyTorch and Go alike
+# (mae_vitb, bert_mlm); mlp runs.
 #
 # Workloads (the default is the first three): smallop mlp encoder mae_vitb bert_mlm metapt_first
 # metapt_second llama_lm pmlm dense_biencoder monobert clip bert_dense_infer bert_pruned_infer
