@@ -466,13 +466,8 @@ func (a *LlamaAttention) forward(x, cos, sin, mask *ts.Tensor, cache *KVCache, t
 		k, v = repeatKV(k, rep), repeatKV(v, rep)
 	}
 	var o *ts.Tensor
-	if useFused(nil, a.Dropout, train) {
-		// HF's sdpa path: on CUDA it lets fully masked (padding) rows
-		// attend everywhere (AttentionMaskConverter._unmask_unattended),
-		// which the memory-efficient kernel needs; those rows' outputs are
-		// never read by a token.
-		allMasked := mask.MustEq(ts.FloatScalar(lowest(mask.DType())), false).MustAllDim(-1, true, true)
-		o = fusedSDPA(q, k, v, mask.MustMul(allMasked.MustLogicalNot(true), false))
+	if a.fusedFor(mask, train) {
+		o = fusedSDPA(q, k, v, a.fusedMask(mask))
 	} else {
 		dt := q.DType()
 		w := q.MustMatmul(k.MustTranspose(2, 3, false), true).MustMulScalar(ts.FloatScalar(math.Pow(float64(a.HeadDim), -0.5)), true)
@@ -481,6 +476,43 @@ func (a *LlamaAttention) forward(x, cos, sin, mask *ts.Tensor, cache *KVCache, t
 	}
 	o = o.MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{b, l, a.Heads * a.HeadDim}, true)
 	return proj("o_proj", a.O, o)
+}
+
+// fusedFor says whether this call goes to the fused op. On the CPU it
+// does not when the mask has a fully masked row (a left-padded sequence's
+// padding, all lowest): libtorch 2.6's CPU kernel gets that row's output
+// right but not its gradients (q's off by 4x relative in a 2x2x5x8 check,
+// in PyTorch itself), and the last padding position's logits predict the
+// first real token, so the loss reaches them. The check is a reduction of
+// the [B, 1, L, S] mask per layer, done only on the CPU.
+func (a *LlamaAttention) fusedFor(mask *ts.Tensor, train bool) bool {
+	if !useFused(nil, a.Dropout, train) {
+		return false
+	}
+	if mask == nil || mask.MustDevice().IsCuda() {
+		return true
+	}
+	return fullyMasked(mask).MustAny(true).Int64Values()[0] == 0
+}
+
+// fusedMask is the mask the fused op gets. HF's sdpa path, on CUDA only,
+// lets fully masked rows attend everywhere
+// (AttentionMaskConverter._unmask_unattended), which the memory-efficient
+// kernel needs (pytorch#110213). No real token reads those rows; the last
+// padding position's loss term (it predicts the first real token) then
+// differs from the matmul path's, where such a row attends uniformly, as
+// it does in HF.
+func (a *LlamaAttention) fusedMask(mask *ts.Tensor) *ts.Tensor {
+	if mask == nil || !mask.MustDevice().IsCuda() {
+		return mask
+	}
+	return mask.MustMul(fullyMasked(mask).MustLogicalNot(true), false)
+}
+
+// fullyMasked is [..., L, 1]: whether each query row of an additive mask
+// holds the dtype's lowest value at every key.
+func fullyMasked(mask *ts.Tensor) *ts.Tensor {
+	return mask.MustEq(ts.FloatScalar(lowest(mask.DType())), false).MustAllDim(-1, true, true)
 }
 
 // rotateHalfApply is apply_rotary_pos_emb for one of q and k:

@@ -1,6 +1,7 @@
 package torchmods
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -59,7 +60,7 @@ func fusedMatchesMatmul(t *testing.T, dev gotch.Device) {
 				x.MustRequiresGrad_(true)
 				var y *ts.Tensor
 				if layer == "Attention" {
-					a := NewAttention(store.Root(), AttentionOptions{Dim: d, Heads: h})
+					a := NewAttention(store.Root(), AttentionOptions{Dim: d, Heads: h, Names: LlamaNames})
 					y = a.Forward(AttentionInput{Query: x, Mask: c.mask}, false)
 				} else {
 					a := NewMultiheadAttention(store.Root(), MultiheadAttentionOptions{Dim: d, Heads: h})
@@ -92,4 +93,67 @@ func sliceRelErr(got, want []float64) float64 {
 		diff, scale = math.Max(diff, math.Abs(got[i]-want[i])), math.Max(scale, math.Abs(want[i]))
 	}
 	return diff / math.Max(scale, 1e-30)
+}
+
+// LlamaForCausalLM's attention on the fused op gives the matmul path's
+// logits and every gradient within 1e-5: causal, and with Mistral's
+// sliding window, for a batch with no padding and a right-padded one
+// (whose padding keys are masked but no query row is all masked). A
+// left-padded batch has fully masked rows, which send the CPU back to the
+// matmul path (fusedFor): libtorch 2.6's CPU kernel gets their gradients
+// wrong. TestLlamaParity covers that batch against PyTorch.
+func TestLlamaFusedAttentionMatchesTheMatmulPath(t *testing.T) {
+	if !FusedAttention() {
+		t.Skipf("this libtorch has no fused %s (stubbed at preparation)", fusedOp)
+	}
+	sc := ts.NewScope()
+	defer sc.Close()
+	for _, window := range []int64{0, 3} {
+		c := LlamaConfig{ModelType: "llama", VocabSize: 50, HiddenSize: 32, IntermediateSize: 48, NumHiddenLayers: 2,
+			NumAttentionHeads: 4, NumKeyValueHeads: 2, HeadDim: 8, RMSNormEps: 1e-5, Rope: LlamaRope{Type: "default", Theta: 10000},
+			InitializerRange: 0.2, BOSTokenID: 1, PadTokenID: -1, EOSTokenIDs: []int64{2}, SlidingWindow: window}
+		ids := FromSlice([]int64{3, 9, 4, 17, 8, 30, 2, 11, 5, 6, 7, 12}, []int64{2, 6}, gotch.CPU)
+		rightPadded := FromSlice([]int64{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}, []int64{2, 6}, gotch.CPU)
+		for _, mask := range []*ts.Tensor{nil, rightPadded} {
+			run := func(math bool) (logits []float64, g map[string][]float64) {
+				mathOnly = math
+				defer func() { mathOnly = false }()
+				ts.ManualSeed(5)
+				store := NewStore(gotch.CPU)
+				defer store.Drop()
+				m := NewLlamaForCausalLM(store.Root(), c, LlamaBuild{})
+				out := m.Forward(LlamaInput{IDs: ids, Mask: mask}, true)
+				require.NoError(t, out.MustSum(gotch.Float, false).Backward())
+				g = map[string][]float64{}
+				for _, p := range store.Params() {
+					g[p.Name] = p.Tensor.MustGrad(false).Float64Values()
+				}
+				return out.Float64Values(), g
+			}
+			wantLogits, wantGrads := run(true)
+			gotLogits, gotGrads := run(false)
+			name := fmt.Sprintf("window %d, padded %v", window, mask != nil)
+			require.Less(t, sliceRelErr(gotLogits, wantLogits), 1e-5, "%s: logits", name)
+			require.Len(t, gotGrads, len(wantGrads))
+			for p, want := range wantGrads {
+				require.Less(t, sliceRelErr(gotGrads[p], want), 1e-5, "%s: gradient of %s", name, p)
+			}
+		}
+	}
+}
+
+// On the CPU a mask with a fully masked row (left padding) takes the
+// matmul path, and one without takes the fused op.
+func TestLlamaFusedFallsBackOnFullyMaskedRows(t *testing.T) {
+	if !FusedAttention() {
+		t.Skipf("this libtorch has no fused %s (stubbed at preparation)", fusedOp)
+	}
+	sc := ts.NewScope()
+	defer sc.Close()
+	a := &LlamaAttention{}
+	left := llamaMask(FromSlice([]int64{0, 1, 1, 1, 1, 1}, []int64{2, 3}, gotch.CPU), 2, 3, 0, 0, gotch.Float, gotch.CPU)
+	right := llamaMask(FromSlice([]int64{1, 1, 0, 1, 1, 1}, []int64{2, 3}, gotch.CPU), 2, 3, 0, 0, gotch.Float, gotch.CPU)
+	require.False(t, a.fusedFor(left, true), "left padding: a fully masked row")
+	require.True(t, a.fusedFor(right, true), "right padding: no fully masked row")
+	require.True(t, a.fusedFor(nil, true), "no mask")
 }
