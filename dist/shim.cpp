@@ -194,6 +194,17 @@ void unflatten(const at::Tensor &buf, const std::vector<at::Tensor *> &g) {
   }
 }
 
+// without_libuv turns off TCPStoreOptions::useLibUV where the options have
+// it (libtorch 2.2 and later; 1.13.1's do not) and says whether it did.
+template <typename O>
+auto without_libuv(O &o, int) -> decltype(o.useLibUV = false, bool()) {
+  bool was = o.useLibUV;
+  o.useLibUV = false;
+  return was;
+}
+template <typename O>
+bool without_libuv(O &, long) { return false; }
+
 }  // namespace
 
 extern "C" {
@@ -228,7 +239,16 @@ char *repro_dist_init(const char *backend, const char *host, int port, int is_se
     // timeout), so the store does not wait for its workers too.
     so.waitWorkers = false;
     so.timeout = ms(timeout_ms);
-    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
+    c10::intrusive_ptr<c10d::TCPStore> tcp;
+    try {
+      tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
+    } catch (const std::exception &e) {
+      // libtorch 2.4 and later ask for the libuv store by default, and a
+      // build without libuv (Debian 13's 2.6) refuses it; the classic
+      // store is what those builds have.
+      if (std::string(e.what()).find("libuv") == std::string::npos || !without_libuv(so, 0)) throw;
+      tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
+    }
     g->store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
     if (be == "gloo") {
 #ifdef REPRO_DIST_GLOO

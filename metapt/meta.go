@@ -119,7 +119,15 @@ func innerStep(cur, theta []*ts.Tensor, fn LossFn, run func([]*ts.Tensor, LossFn
 				at[i].MustRequiresGrad_(true)
 			}
 		}
-		l, err := run(at, fn)
+		var l *ts.Tensor
+		forward := func() { l, err = run(at, fn) }
+		if order == SecondOrder {
+			// the meta-gradient differentiates this step's gradient, so its
+			// attention must be twice differentiable: the matmul path
+			torchmods.MathAttention(forward)
+		} else {
+			forward()
+		}
 		if err != nil {
 			panic(err)
 		}

@@ -3,6 +3,7 @@ package torchmods
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -35,13 +36,30 @@ var fused = sync.OnceValue(func() bool {
 // prints it.
 func FusedAttention() bool { return fused() }
 
-// mathOnly makes useFused say no: the parity tests compare the two paths
-// in one process.
-var mathOnly bool
+// mathDepth counts the MathAttention calls under way: while it is not 0,
+// useFused says no.
+var mathDepth atomic.Int32
+
+// MathAttention runs f with every attention on the matmul path. A
+// computation that differentiates through attention twice needs it:
+// gradients taken with create_graph and then differentiated again (MAML's
+// second order, metapt), because libtorch's fused kernels have no double
+// backward ("derivative for
+// aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
+// implemented"); the forward pass is what must run inside f, since the op
+// is chosen there. Like PyTorch's sdpa_kernel(SDPBackend.MATH) it holds
+// for the whole process while f runs, so attention on other goroutines
+// meanwhile takes the matmul path too, which agrees with the fused one
+// within 1e-5. On a libtorch without the fused op it changes nothing.
+func MathAttention(f func()) {
+	mathDepth.Add(1)
+	defer mathDepth.Add(-1)
+	f()
+}
 
 // useFused is whether an attention call goes to the fused op.
 func useFused(bias *ts.Tensor, dropout float64, train bool) bool {
-	return !mathOnly && fused() && bias == nil && (dropout == 0 || !train)
+	return mathDepth.Load() == 0 && fused() && bias == nil && (dropout == 0 || !train)
 }
 
 // fusedSDPA is scaled_dot_product_attention on unscaled q [..., L, d],

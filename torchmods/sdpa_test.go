@@ -51,8 +51,10 @@ func fusedMatchesMatmul(t *testing.T, dev gotch.Device) {
 	}{{"no mask", nil}, {"causal bool mask", causal}, {"additive mask", additive}} {
 		for _, layer := range []string{"Attention", "MultiheadAttention"} {
 			run := func(math bool) (out []float64, grads [][]float64) {
-				mathOnly = math
-				defer func() { mathOnly = false }()
+				if math {
+					mathDepth.Add(1)
+					defer mathDepth.Add(-1)
+				}
 				ts.ManualSeed(3)
 				store := NewStore(dev)
 				defer store.Drop()
@@ -116,8 +118,10 @@ func TestLlamaFusedAttentionMatchesTheMatmulPath(t *testing.T) {
 		rightPadded := FromSlice([]int64{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}, []int64{2, 6}, gotch.CPU)
 		for _, mask := range []*ts.Tensor{nil, rightPadded} {
 			run := func(math bool) (logits []float64, g map[string][]float64) {
-				mathOnly = math
-				defer func() { mathOnly = false }()
+				if math {
+					mathDepth.Add(1)
+					defer mathDepth.Add(-1)
+				}
 				ts.ManualSeed(5)
 				store := NewStore(gotch.CPU)
 				defer store.Drop()
@@ -156,4 +160,15 @@ func TestLlamaFusedFallsBackOnFullyMaskedRows(t *testing.T) {
 	require.False(t, a.fusedFor(left, true), "left padding: a fully masked row")
 	require.True(t, a.fusedFor(right, true), "right padding: no fully masked row")
 	require.True(t, a.fusedFor(nil, true), "no mask")
+}
+
+// MathAttention turns the fused op off while its function runs, nested
+// calls included, and only then.
+func TestMathAttentionIsScoped(t *testing.T) {
+	MathAttention(func() {
+		require.False(t, useFused(nil, 0, false))
+		MathAttention(func() { require.False(t, useFused(nil, 0, false)) })
+		require.False(t, useFused(nil, 0, false), "after a nested call")
+	})
+	require.Equal(t, FusedAttention(), useFused(nil, 0, false), "after MathAttention")
 }
