@@ -78,3 +78,13 @@ func TestTrainNprocMatchesOneProcess(t *testing.T) {
 		t.Logf("%s: largest weight difference %.3g", name, worst)
 	}
 }
+
+// Local ranks share the cores out through OMP_NUM_THREADS unless the
+// environment sets it, and one rank is left alone.
+func TestRankThreads(t *testing.T) {
+	assert.Equal(t, "1", rankThreads(2, 2, ""))
+	assert.Equal(t, "8", rankThreads(8, 64, ""))
+	assert.Equal(t, "1", rankThreads(4, 2, ""), "more ranks than cores: 1 each")
+	assert.Equal(t, "", rankThreads(2, 2, "2"), "OMP_NUM_THREADS set: left alone")
+	assert.Equal(t, "", rankThreads(1, 2, ""), "one rank: left alone")
+}
