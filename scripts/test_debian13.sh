@@ -23,7 +23,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=/var/tmp/repro-trixie
 if [ $# -gt 0 ] && [ "$1" != -- ]; then dir=$1; shift; fi
 [ "${1:-}" = -- ] && shift
-cmd=${*:-"go vet ./... && go test ./..."}
+cmd="go vet ./... && go test ./..."
+if [ $# -gt 0 ]; then cmd=$(printf '%q ' "$@"); fi # quoted, so "-run 'A|B'" stays one argument
 
 [ "$(id -u)" = 0 ] || die "needs root for debootstrap, chroot and mounts"
 goroot=$(go env GOROOT 2>/dev/null) || die "Go is not on PATH; the chroot gets a copy of this machine's Go"
@@ -45,6 +46,10 @@ for m in proc dev; do
   fi
 done
 cp /etc/resolv.conf "$dir/etc/resolv.conf"
+# This machine's CA bundle, so that Go reaches the module proxy from the chroot wherever it does
+# from here (behind a TLS-inspecting proxy, trixie's own bundle lacks that proxy's CA).
+ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+[ -r "$ca" ] && cp "$ca" "$dir/root/host-ca.crt"
 rm -rf "$dir/usr/local/go" && mkdir -p "$dir/usr/local" && cp -a "$goroot" "$dir/usr/local/go"
 
 # The tree without what git ignores, so not this machine's prepared gotch: the chroot prepares
@@ -54,5 +59,7 @@ find "$dir/root/repro" -mindepth 1 -maxdepth 1 ! -name third_party -exec rm -rf 
 (cd "$root" && git ls-files -co --exclude-standard | tar -cf - -T -) | (cd "$dir/root/repro" && tar -xf -)
 
 say "running in the chroot: REPRO_DEV=1 scripts/install_libtorch.sh && $cmd"
+cafile=
+[ -r "$dir/root/host-ca.crt" ] && cafile=SSL_CERT_FILE=/root/host-ca.crt
 chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/local/go/bin:/usr/sbin:/usr/bin:/sbin:/bin GOFLAGS=-buildvcs=false \
-  bash -c "cd /root/repro && REPRO_DEV=1 scripts/install_libtorch.sh && $cmd"
+  GOPROXY="$(go env GOPROXY)" $cafile bash -c "cd /root/repro && REPRO_DEV=1 scripts/install_libtorch.sh && $cmd"
